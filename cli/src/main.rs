@@ -1,0 +1,78 @@
+//! `behavry`: the operator's command for a Behavry deployment.
+//!
+//! Thin: every subcommand parses its arguments here and calls into the owning crate
+//! (`behavry-authz` for tokens, `behavry-audit` for the log).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod audit;
+mod token;
+
+#[derive(Debug, Parser)]
+#[command(name = "behavry", version, about = "Governance for MCP traffic: tokens, audit, traces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Agent access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint an RS256 access token for an enrolled agent and print it.
+    Mint {
+        /// Agent id, as enrolled in the authz-sidecar config.
+        #[arg(long)]
+        agent: String,
+        /// The authz-sidecar config file (its key and issuer are used).
+        #[arg(long, env = "BEHAVRY_AUTHZ_CONFIG", default_value = "authz.toml")]
+        config: PathBuf,
+        /// Lifetime in seconds (default: the config's token lifetime).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and name the first bad record.
+    Verify {
+        /// The audit-sink's SQLite database file.
+        #[arg(long, env = "BEHAVRY_AUDIT_DB")]
+        db: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Token {
+            command: TokenCommand::Mint { agent, config, ttl },
+        } => token::mint(&agent, &config, ttl),
+        Command::Audit {
+            command: AuditCommand::Verify { db },
+        } => audit::verify(&db),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("behavry: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
