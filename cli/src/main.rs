@@ -12,7 +12,11 @@ mod audit;
 mod token;
 
 #[derive(Debug, Parser)]
-#[command(name = "behavry", version, about = "Governance for MCP traffic: tokens, audit, traces")]
+#[command(
+    name = "behavry",
+    version,
+    about = "Governance for MCP traffic: tokens, audit, traces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -2,8 +2,26 @@
 //!
 //! This crate compiles for `wasm32-wasip1` (inside Envoy, through the filter) and natively (the
 //! services, the CLI, tests). It holds:
+//! - [`jsonrpc`]: the JSON-RPC 2.0 message model, strict validation, error codes (standard, MCP
+//!   and Behavry's own) and the error-response builder;
+//! - [`limits`]: body-size and JSON-depth limits checked on raw bytes before any parsing;
+//! - [`mcp`]: [`mcp::parse_message`] (bytes to validated message, one error enum mapped to HTTP
+//!   status and JSON-RPC code in one place) and [`mcp::classify`] (what a call asks for: tool,
+//!   resource, prompt, arguments, protocol version, client info);
+//! - [`headers`]: consistency of the MCP 2026-07-28 standard headers (`Mcp-Method`, `Mcp-Name`,
+//!   `MCP-Protocol-Version`) with the body;
+//! - [`sse`]: a streaming Server-Sent Events decoder that yields complete events from arbitrary
+//!   chunks and keeps each event's exact bytes, and the encoder for injected events;
+//! - [`trace`]: W3C Trace Context `traceparent` parsing and formatting;
 //! - [`wire`]: the JSON contracts between the filter, the authz-sidecar and the audit-sink.
 //!
-//! Nothing here may block, allocate unboundedly on untrusted input, or panic.
+//! Nothing here may block, allocate unboundedly on untrusted input, or panic. The parsing rules
+//! are written up in `docs/mcp-parsing.md`.
 
+pub mod headers;
+pub mod jsonrpc;
+pub mod limits;
+pub mod mcp;
+pub mod sse;
+pub mod trace;
 pub mod wire;

@@ -1,0 +1,94 @@
+# Behavry: the two commands are `make run` and `make test`. Everything they need is installed here,
+# pinned, into ignored folders (.tools/), so a fresh machine with Rust, Python 3 and Node.js is enough.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+TOOLS      := .tools
+VENV       := $(TOOLS)/venv
+PY         := $(VENV)/bin/python
+ENVOY      := $(VENV)/bin/envoy
+NODE_DIR   := $(TOOLS)/node
+WASM_TARGET := wasm32-wasip1
+WASM       := target/$(WASM_TARGET)/release-wasm/behavry_filter.wasm
+BUILD_ID   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+HOST_BINS  := behavry-authz-sidecar behavry-audit-sink behavry behavry-scripted-server
+
+.PHONY: help setup build wasm host run test test-unit test-e2e lint bench clean
+
+help:
+	@echo "make run    build everything and start the whole stack locally"
+	@echo "make test   build and run every test, end to end included"
+	@echo "make lint   fmt, clippy (host and wasm), envoy --mode validate"
+	@echo "make bench  benchmarks (bare Envoy vs Envoy with Behavry)"
+
+## Set-up: pinned tools into .tools/ ---------------------------------------------------------
+
+$(TOOLS)/.rust-target:
+	rustup target add $(WASM_TARGET)
+	@mkdir -p $(TOOLS) && touch $@
+
+$(TOOLS)/.venv-ok: tests/requirements.txt
+	@mkdir -p $(TOOLS)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+$(TOOLS)/.node-ok: tests/js/package.json tests/js/package-lock.json
+	@mkdir -p $(NODE_DIR)
+	cp tests/js/package.json tests/js/package-lock.json $(NODE_DIR)/
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(TOOLS)/.rust-target $(TOOLS)/.venv-ok $(TOOLS)/.node-ok
+
+## Build -------------------------------------------------------------------------------------
+
+wasm: $(TOOLS)/.rust-target
+	BEHAVRY_BUILD_ID=$(BUILD_ID) cargo build --profile release-wasm --target $(WASM_TARGET) -p behavry-filter
+
+host:
+	cargo build $(addprefix --bin ,$(HOST_BINS))
+
+build: wasm host
+
+## Run ---------------------------------------------------------------------------------------
+
+run: setup build
+	$(PY) scripts/run_stack.py
+
+## Test --------------------------------------------------------------------------------------
+
+test-unit:
+	cargo test --workspace
+
+test-e2e: setup build
+	BEHAVRY_TOOLS=$(abspath $(TOOLS)) $(PY) -m pytest -p no:cacheprovider tests/e2e
+
+test: setup build test-unit test-e2e
+
+## Lint --------------------------------------------------------------------------------------
+
+lint: setup wasm
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p behavry-core -p behavry-filter --target $(WASM_TARGET) -- -D warnings
+	@mkdir -p target/envoy-validate
+	@for t in envoy/*.yaml.tmpl; do \
+	  out=target/envoy-validate/$$(basename $$t .tmpl); \
+	  $(PY) scripts/render_envoy.py $$t $$out WASM_PATH=$(abspath $(WASM)); \
+	  echo "envoy --mode validate $$t"; \
+	  $(ENVOY) --mode validate -c $$out --log-level warn; \
+	done
+
+## Bench -------------------------------------------------------------------------------------
+
+bench: setup
+	cargo build --release $(addprefix --bin ,$(HOST_BINS))
+	$(MAKE) wasm
+	BEHAVRY_TOOLS=$(abspath $(TOOLS)) BEHAVRY_PROFILE=release $(PY) tests/bench/tools_call_latency.py
+
+clean:
+	cargo clean
+	rm -rf $(TOOLS)

@@ -1,0 +1,441 @@
+//! HTTP API of the audit-sink (axum). Errors become statuses and JSON bodies in one place:
+//! [`ApiError::into_response`].
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/events` (NDJSON) | 200 [`IngestAck`] after commit; 400 bad line; 413 too large; 503 storage |
+//! | `GET /v1/traces/{traceId}` | 200 [`TraceResponse`]; 400 bad trace id; 404 unknown trace |
+//! | `GET /v1/log/head` | 200 [`LogHead`] |
+//! | `GET /healthz` | 200 `ok` |
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use behavry_core::wire::{AuditEvent, EVENTS_PATH, IngestAck, TRACES_PATH};
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::{self, IngestError};
+use crate::store::{AuditStore, StoreError};
+
+/// Largest accepted batch body: 16 MiB. Larger bodies get 413 and are not read.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Path of the log head endpoint.
+pub const LOG_HEAD_PATH: &str = "/v1/log/head";
+
+/// Path of the liveness endpoint.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The log.
+    pub store: AuditStore,
+}
+
+/// The sink's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(EVENTS_PATH, post(ingest_events))
+        .route(&format!("{TRACES_PATH}/{{trace_id}}"), get(trace))
+        .route(LOG_HEAD_PATH, get(log_head))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
+        .with_state(state)
+}
+
+/// Answer of `GET /v1/traces/{traceId}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraceResponse {
+    /// The trace asked for.
+    pub trace_id: String,
+    /// Its events in log order.
+    pub events: Vec<TraceEntry>,
+}
+
+/// One event of a trace with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraceEntry {
+    /// Position in the log (1-based).
+    pub seq: u64,
+    /// Hex of the record's hash.
+    pub hash: String,
+    /// Hex of the previous record's hash.
+    pub prev_hash: String,
+    /// The event as stored.
+    pub event: AuditEvent,
+}
+
+/// Answer of `GET /v1/log/head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogHead {
+    /// Number of records.
+    pub size: u64,
+    /// Hex of the last record's hash (64 zeros for an empty log).
+    pub head_hash: String,
+}
+
+/// JSON body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For `badLine`: the 1-based line number of the first bad line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+/// Errors of the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The batch has a bad line; nothing was stored.
+    #[error(transparent)]
+    BadBatch(#[from] IngestError),
+    /// The body is over [`MAX_BATCH_BYTES`].
+    #[error("batch body exceeds {MAX_BATCH_BYTES} bytes; send smaller batches")]
+    BatchTooLarge,
+    /// The body could not be read.
+    #[error("cannot read request body: {0}")]
+    UnreadableBody(String),
+    /// The trace id in the path is malformed.
+    #[error("trace id must be 32 lowercase hex digits, not all zero")]
+    InvalidTraceId,
+    /// No event has this trace id.
+    #[error("no events for trace {0}")]
+    TraceNotFound(String),
+    /// Storage failed; nothing was acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, line) = match &self {
+            ApiError::BadBatch(IngestError::BadLine { line, .. })
+            | ApiError::BadBatch(IngestError::Canonical { line, .. }) => {
+                (StatusCode::BAD_REQUEST, "badLine", Some(*line))
+            }
+            ApiError::BatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "batchTooLarge", None),
+            ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadableBody", None),
+            ApiError::InvalidTraceId => (StatusCode::BAD_REQUEST, "invalidTraceId", None),
+            ApiError::TraceNotFound(_) => (StatusCode::NOT_FOUND, "traceNotFound", None),
+            // The sender keeps the batch and retries: the database may be locked or the disk full.
+            ApiError::Store(
+                StoreError::Database(_)
+                | StoreError::Open { .. }
+                | StoreError::Migrate(_)
+                | StoreError::Missing(_),
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "storeUnavailable", None),
+            ApiError::Store(StoreError::Corrupt { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "corruptRecord", None)
+            }
+        };
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::error!(error = code, "{message}");
+        } else {
+            tracing::warn!(error = code, "{message}");
+        }
+        let body = ErrorBody {
+            error: code.to_owned(),
+            message,
+            line,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+async fn ingest_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestAck>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BatchTooLarge
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    })?;
+    let events = ingest::parse_batch(&body)?;
+    let ack = state.store.append_batch(&events).await?;
+    tracing::info!(
+        appended = ack.appended,
+        duplicates = ack.duplicates,
+        "batch committed"
+    );
+    Ok(Json(ack))
+}
+
+async fn trace(
+    State(state): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Json<TraceResponse>, ApiError> {
+    if !ingest::is_trace_id(&trace_id) {
+        return Err(ApiError::InvalidTraceId);
+    }
+    let records = state.store.trace(&trace_id).await?;
+    if records.is_empty() {
+        return Err(ApiError::TraceNotFound(trace_id));
+    }
+    let events = records
+        .into_iter()
+        .map(|record| TraceEntry {
+            seq: record.seq,
+            hash: hex::encode(record.hash),
+            prev_hash: hex::encode(record.prev_hash),
+            event: record.event,
+        })
+        .collect();
+    Ok(Json(TraceResponse { trace_id, events }))
+}
+
+async fn log_head(State(state): State<AppState>) -> Result<Json<LogHead>, ApiError> {
+    let head = state.store.head().await?;
+    Ok(Json(LogHead {
+        size: head.size,
+        head_hash: head.head_hash_hex(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::tests::sample_event;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use behavry_core::wire::AuditKind;
+    use sqlx::Connection;
+    use tower::ServiceExt;
+
+    async fn test_app() -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        (dir, app(AppState { store }))
+    }
+
+    async fn send(app: &Router, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from(body))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, bytes.to_vec())
+    }
+
+    fn ndjson(events: &[AuditEvent]) -> Vec<u8> {
+        events
+            .iter()
+            .flat_map(|e| {
+                let mut line = serde_json::to_vec(e).unwrap();
+                line.push(b'\n');
+                line
+            })
+            .collect()
+    }
+
+    async fn head(app: &Router) -> LogHead {
+        let (status, body) = send(app, Method::GET, LOG_HEAD_PATH, Vec::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn batch_is_acked_and_resend_is_all_duplicates() {
+        let (_dir, app) = test_app().await;
+        let events: Vec<_> = [AuditKind::Intent, AuditKind::Decision, AuditKind::Outcome]
+            .into_iter()
+            .map(|kind| sample_event(1, kind))
+            .collect();
+        let (status, body) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events)).await;
+        assert_eq!(status, StatusCode::OK);
+        let ack: IngestAck = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            ack,
+            IngestAck {
+                appended: 3,
+                duplicates: 0
+            }
+        );
+        let first_head = head(&app).await;
+        assert_eq!(first_head.size, 3);
+
+        let (status, body) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events)).await;
+        assert_eq!(status, StatusCode::OK);
+        let ack: IngestAck = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            ack,
+            IngestAck {
+                appended: 0,
+                duplicates: 3
+            }
+        );
+        assert_eq!(head(&app).await, first_head);
+    }
+
+    #[tokio::test]
+    async fn bad_line_rejects_whole_batch_naming_the_line() {
+        let (_dir, app) = test_app().await;
+        let mut body = ndjson(&[sample_event(1, AuditKind::Intent)]);
+        body.extend_from_slice(b"\n{\"eventId\": 5}\n");
+        body.extend(ndjson(&[sample_event(2, AuditKind::Intent)]));
+        let (status, answer) = send(&app, Method::POST, EVENTS_PATH, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error: ErrorBody = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(error.error, "badLine");
+        assert_eq!(error.line, Some(3));
+        assert!(
+            error.message.starts_with("line 3: invalid type"),
+            "{}",
+            error.message
+        );
+        assert_eq!(head(&app).await.size, 0);
+    }
+
+    #[tokio::test]
+    async fn oversized_batch_is_413() {
+        let (_dir, app) = test_app().await;
+        let body = vec![b' '; MAX_BATCH_BYTES + 1];
+        let (status, answer) = send(&app, Method::POST, EVENTS_PATH, body).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let error: ErrorBody = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(error.error, "batchTooLarge");
+    }
+
+    #[tokio::test]
+    async fn trace_lookup_returns_events_in_order_with_chain_links() {
+        let (_dir, app) = test_app().await;
+        let intent = sample_event(1, AuditKind::Intent);
+        let decision = sample_event(1, AuditKind::Decision);
+        let unrelated = sample_event(2, AuditKind::Intent);
+        let outcome = sample_event(1, AuditKind::Outcome);
+        send(
+            &app,
+            Method::POST,
+            EVENTS_PATH,
+            ndjson(&[intent.clone(), unrelated, decision.clone()]),
+        )
+        .await;
+        send(
+            &app,
+            Method::POST,
+            EVENTS_PATH,
+            ndjson(std::slice::from_ref(&outcome)),
+        )
+        .await;
+
+        let uri = format!("{TRACES_PATH}/{}", intent.trace_id);
+        let (status, body) = send(&app, Method::GET, &uri, Vec::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        let trace: TraceResponse = serde_json::from_slice(&body).unwrap();
+        assert_eq!(trace.trace_id, intent.trace_id);
+        let seqs: Vec<u64> = trace.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 3, 4]);
+        let events: Vec<AuditEvent> = trace.events.iter().map(|e| e.event.clone()).collect();
+        assert_eq!(events, [intent, decision, outcome]);
+        assert_eq!(trace.events[0].prev_hash, "0".repeat(64));
+        assert_eq!(trace.events[2].hash, head(&app).await.head_hash);
+    }
+
+    #[tokio::test]
+    async fn trace_lookup_errors() {
+        let (_dir, app) = test_app().await;
+        let uri = format!("{TRACES_PATH}/{}", "ab".repeat(16));
+        let (status, body) = send(&app, Method::GET, &uri, Vec::new()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error.error, "traceNotFound");
+
+        let uri = format!("{TRACES_PATH}/{}", "AB".repeat(16));
+        let (status, body) = send(&app, Method::GET, &uri, Vec::new()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error.error, "invalidTraceId");
+    }
+
+    #[tokio::test]
+    async fn empty_log_head_and_health() {
+        let (_dir, app) = test_app().await;
+        assert_eq!(
+            head(&app).await,
+            LogHead {
+                size: 0,
+                head_hash: "0".repeat(64)
+            }
+        );
+        let (status, body) = send(&app, Method::GET, HEALTH_PATH, Vec::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"ok");
+    }
+
+    #[tokio::test]
+    async fn storage_failure_is_503_and_not_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = AuditStore::open(&path).await.unwrap();
+        let app = app(AppState { store });
+        // Take the table away under the running sink, as a broken disk or a wrong file would.
+        let mut conn = sqlx::sqlite::SqliteConnection::connect(path.to_str().unwrap())
+            .await
+            .unwrap();
+        sqlx::query("DROP TABLE audit_records")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+
+        let body = ndjson(&[sample_event(1, AuditKind::Intent)]);
+        let (status, answer) = send(&app, Method::POST, EVENTS_PATH, body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let error: ErrorBody = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(error.error, "storeUnavailable");
+        assert!(error.message.contains("no such table"), "{}", error.message);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_posts_get_gapless_seqs() {
+        let (_dir, app) = test_app().await;
+        let posts: Vec<_> = (0..4_u8)
+            .map(|part| {
+                let app = app.clone();
+                let events: Vec<_> = (1..=10)
+                    .map(|n| sample_event(part * 10 + n, AuditKind::Intent))
+                    .collect();
+                tokio::spawn(
+                    async move { send(&app, Method::POST, EVENTS_PATH, ndjson(&events)).await },
+                )
+            })
+            .collect();
+        for post in posts {
+            assert_eq!(post.await.unwrap().0, StatusCode::OK);
+        }
+        let store_head = head(&app).await;
+        assert_eq!(store_head.size, 40);
+        let mut seqs = Vec::new();
+        for trace in 1..=40_u8 {
+            let uri = format!("{TRACES_PATH}/{trace:032x}");
+            let (_, body) = send(&app, Method::GET, &uri, Vec::new()).await;
+            let found: TraceResponse = serde_json::from_slice(&body).unwrap();
+            seqs.extend(found.events.iter().map(|e| e.seq));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    }
+}

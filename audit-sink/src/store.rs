@@ -1,0 +1,700 @@
+//! SQLite storage of the hash-chained log (sqlx, WAL, `synchronous=FULL`).
+//!
+//! Appends run in one `BEGIN IMMEDIATE` transaction per batch: the write lock is taken before the
+//! head is read, so two batches (from this process or another one on the same file) cannot both
+//! read the same head and fork the chain (SQLite `lang_transaction.html`, "immediate"). A batch is
+//! acknowledged only after `COMMIT` returns, and with `synchronous=FULL` in WAL mode a committed
+//! transaction survives a power loss (SQLite `pragma.html#pragma_synchronous`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use behavry_core::wire::{AuditEvent, IngestAck};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::Mutex;
+
+use crate::chain::{
+    ChainBreak, ChainHash, ChainHead, ChainVerifier, GENESIS_PREV_HASH, StoredRecord, chain_hash,
+};
+use crate::ingest::IngestEvent;
+
+/// How long a writer waits for another connection's write lock before giving up (then the batch
+/// is answered 503 and the sender retries).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections in the sink's pool (readers share it with the one writer at a time).
+pub const POOL_CONNECTIONS: u32 = 4;
+
+/// Rows read per query during verification.
+const VERIFY_PAGE_ROWS: i64 = 4096;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file does not exist (verification never creates one).
+    #[error("audit database {0} does not exist")]
+    Missing(PathBuf),
+    /// The database could not be opened.
+    #[error("cannot open audit database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate audit database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed (locked too long, disk full, I/O error, not an audit database...).
+    #[error("audit database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row cannot be read back as written; run `behavry audit verify`.
+    #[error("stored record seq={seq} is corrupt: {what}")]
+    Corrupt {
+        /// Stored seq of the row.
+        seq: i64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// One event of a trace, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRecord {
+    /// Position in the log.
+    pub seq: u64,
+    /// The record's chain hash.
+    pub hash: ChainHash,
+    /// The previous record's chain hash.
+    pub prev_hash: ChainHash,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Result of verifying a whole database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// Every record checks out.
+    Intact(ChainHead),
+    /// The first bad record.
+    Broken(ChainBreak),
+}
+
+/// The audit log in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct AuditStore {
+    pool: SqlitePool,
+    /// Serializes this process's writers so they queue here instead of spinning in SQLite's busy
+    /// handler; `BEGIN IMMEDIATE` still guards against other processes.
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl AuditStore {
+    /// Open (creating if needed) the database at `path` for the sink, and migrate its schema.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Open an existing database read-only, for offline verification. Never creates a file.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Close the pool (checkpoints the WAL when this is the last connection to the file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Append a parsed batch: events whose `eventId` is already stored (or earlier in the batch)
+    /// are counted as duplicates, the others get the next seqs. Returns after `COMMIT`.
+    pub async fn append_batch(&self, events: &[IngestEvent]) -> Result<IngestAck, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut last_seq, mut prev_hash) = match head {
+            None => (0_i64, GENESIS_PREV_HASH),
+            Some((seq, hash)) => (seq, stored_hash(seq, "hash", &hash)?),
+        };
+        let received_at_ms = now_ms();
+        let mut ack = IngestAck {
+            appended: 0,
+            duplicates: 0,
+        };
+        for item in events {
+            // Sees rows inserted earlier in this transaction too, so in-batch repeats are caught.
+            let existing: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM audit_records WHERE event_id = ?")
+                    .bind(&item.event.event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if existing.is_some() {
+                ack.duplicates += 1;
+                continue;
+            }
+            let seq = last_seq + 1;
+            let hash = chain_hash(&prev_hash, &item.canonical);
+            sqlx::query(
+                "INSERT INTO audit_records \
+                 (seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash, received_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(&item.event.event_id)
+            .bind(&item.event.trace_id)
+            .bind(item.event.kind.as_str())
+            .bind(item.time_ms)
+            .bind(&item.canonical)
+            .bind(prev_hash.as_slice())
+            .bind(hash.as_slice())
+            .bind(received_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            last_seq = seq;
+            prev_hash = hash;
+            ack.appended += 1;
+        }
+        tx.commit().await?;
+        Ok(ack)
+    }
+
+    /// The events of one trace, in seq order (empty when the trace is unknown).
+    pub async fn trace(&self, trace_id: &str) -> Result<Vec<TraceRecord>, StoreError> {
+        let rows: Vec<TraceRow> = sqlx::query_as(
+            "SELECT seq, body, prev_hash, hash FROM audit_records WHERE trace_id = ? ORDER BY seq",
+        )
+        .bind(trace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |TraceRow {
+                     seq,
+                     body,
+                     prev_hash,
+                     hash,
+                 }| {
+                    let event: AuditEvent =
+                        serde_json::from_slice(&body).map_err(|err| StoreError::Corrupt {
+                            seq,
+                            what: format!("body is not an audit event: {err}"),
+                        })?;
+                    Ok(TraceRecord {
+                        seq: stored_seq(seq)?,
+                        hash: stored_hash(seq, "hash", &hash)?,
+                        prev_hash: stored_hash(seq, "prev_hash", &prev_hash)?,
+                        event,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Size and head hash of the log as stored (not verified).
+    pub async fn head(&self) -> Result<ChainHead, StoreError> {
+        let head: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        match head {
+            None => Ok(ChainHead {
+                size: 0,
+                head_hash: GENESIS_PREV_HASH,
+            }),
+            Some((seq, hash)) => Ok(ChainHead {
+                size: stored_seq(seq)?,
+                head_hash: stored_hash(seq, "hash", &hash)?,
+            }),
+        }
+    }
+
+    /// Verify every record in seq order, page by page inside one read transaction (a consistent
+    /// snapshot even while the sink appends).
+    pub async fn verify(&self) -> Result<VerifyOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut verifier = ChainVerifier::new();
+        // Keyset pagination on the stored seq (not the expected one), so gaps are seen, not skipped.
+        let mut after_seq = i64::MIN;
+        loop {
+            let rows: Vec<RecordRow> = sqlx::query_as(
+                "SELECT seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash \
+                 FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
+            )
+            .bind(after_seq)
+            .bind(VERIFY_PAGE_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after_seq = last.seq;
+            for row in rows {
+                let record = StoredRecord::from(row);
+                if let Err(broken) = verifier.check(&record) {
+                    return Ok(VerifyOutcome::Broken(broken));
+                }
+            }
+        }
+        tx.rollback().await?;
+        Ok(VerifyOutcome::Intact(verifier.head()))
+    }
+}
+
+/// A row as read for trace lookup.
+#[derive(sqlx::FromRow)]
+struct TraceRow {
+    seq: i64,
+    body: Vec<u8>,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// A full row as read for verification (columns named as in the table).
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    seq: i64,
+    event_id: String,
+    trace_id: String,
+    kind: String,
+    time_ms: i64,
+    body: Vec<u8>,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl From<RecordRow> for StoredRecord {
+    fn from(row: RecordRow) -> Self {
+        StoredRecord {
+            seq: row.seq,
+            event_id: row.event_id,
+            trace_id: row.trace_id,
+            kind: row.kind,
+            time_ms: row.time_ms,
+            body: row.body,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        }
+    }
+}
+
+/// Open `path` read-only and verify its chain.
+pub async fn verify_database(path: &Path) -> Result<VerifyOutcome, StoreError> {
+    let store = AuditStore::open_read_only(path).await?;
+    let outcome = store.verify().await;
+    store.close().await;
+    outcome
+}
+
+fn stored_seq(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+        seq,
+        what: "seq is negative".to_owned(),
+    })
+}
+
+fn stored_hash(seq: i64, column: &str, bytes: &[u8]) -> Result<ChainHash, StoreError> {
+    ChainHash::try_from(bytes).map_err(|_| StoreError::Corrupt {
+        seq,
+        what: format!("{column} has {} bytes, not 32", bytes.len()),
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|elapsed| i64::try_from(elapsed.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::BreakReason;
+    use crate::chain::tests::sample_event;
+    use crate::ingest::parse_batch;
+    use behavry_core::wire::AuditKind;
+    use sqlx::Connection;
+    use sqlx::sqlite::SqliteConnection;
+
+    fn batch(events: &[AuditEvent]) -> Vec<IngestEvent> {
+        let body: String = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        parse_batch(body.as_bytes()).unwrap()
+    }
+
+    fn five_events() -> Vec<AuditEvent> {
+        (1..=5)
+            .map(|t| sample_event(t, AuditKind::Intent))
+            .collect()
+    }
+
+    /// A log of five records in a temp dir, closed so the file is all there is.
+    async fn closed_log() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = AuditStore::open(&path).await.unwrap();
+        let ack = store.append_batch(&batch(&five_events())).await.unwrap();
+        assert_eq!(ack.appended, 5);
+        store.close().await;
+        (dir, path)
+    }
+
+    /// Tamper with the file the way an attacker with write access would: guard triggers dropped,
+    /// raw SQL.
+    async fn tamper(path: &Path, statements: &[&str]) {
+        let options = SqliteConnectOptions::new().filename(path);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("DROP TRIGGER audit_records_no_update")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER audit_records_no_delete")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for statement in statements {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+
+    async fn broken(path: &Path) -> ChainBreak {
+        match verify_database(path).await.unwrap() {
+            VerifyOutcome::Broken(broken) => broken,
+            VerifyOutcome::Intact(head) => panic!("tampering not detected: {head:?}"),
+        }
+    }
+
+    fn event_id(trace: u8) -> String {
+        sample_event(trace, AuditKind::Intent).event_id
+    }
+
+    #[tokio::test]
+    async fn append_then_resend_counts_duplicates_and_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let events = five_events();
+        let first = store.append_batch(&batch(&events)).await.unwrap();
+        assert_eq!(
+            first,
+            IngestAck {
+                appended: 5,
+                duplicates: 0
+            }
+        );
+        let head = store.head().await.unwrap();
+
+        let again = store.append_batch(&batch(&events)).await.unwrap();
+        assert_eq!(
+            again,
+            IngestAck {
+                appended: 0,
+                duplicates: 5
+            }
+        );
+        assert_eq!(store.head().await.unwrap(), head);
+
+        // A repeat inside one batch is a duplicate too.
+        let new = sample_event(9, AuditKind::Outcome);
+        let mixed = store
+            .append_batch(&batch(&[new.clone(), events[0].clone(), new]))
+            .await
+            .unwrap();
+        assert_eq!(
+            mixed,
+            IngestAck {
+                appended: 1,
+                duplicates: 2
+            }
+        );
+        match store.verify().await.unwrap() {
+            VerifyOutcome::Intact(head) => assert_eq!(head.size, 6),
+            VerifyOutcome::Broken(broken) => panic!("{broken}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn trace_lists_its_events_in_seq_order_and_chains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let intent = sample_event(1, AuditKind::Intent);
+        let decision = sample_event(1, AuditKind::Decision);
+        let outcome = sample_event(1, AuditKind::Outcome);
+        let other = sample_event(2, AuditKind::Intent);
+        store
+            .append_batch(&batch(&[intent.clone(), other, decision.clone()]))
+            .await
+            .unwrap();
+        store
+            .append_batch(&batch(std::slice::from_ref(&outcome)))
+            .await
+            .unwrap();
+
+        let records = store.trace(&intent.trace_id).await.unwrap();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 3, 4]);
+        let events: Vec<AuditEvent> = records.iter().map(|r| r.event.clone()).collect();
+        assert_eq!(events, [intent, decision, outcome]);
+        assert_eq!(records[0].prev_hash, GENESIS_PREV_HASH);
+        assert!(store.trace(&"a".repeat(32)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_from_two_stores_on_one_file_stay_gapless() {
+        // Two stores = two independent pools and write locks, as two processes would have: only
+        // BEGIN IMMEDIATE keeps them from reading the same head.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let left = AuditStore::open(&path).await.unwrap();
+        let right = AuditStore::open(&path).await.unwrap();
+        let left_events: Vec<_> = (1..=40)
+            .map(|t| sample_event(t, AuditKind::Intent))
+            .collect();
+        let right_events: Vec<_> = (41..=80)
+            .map(|t| sample_event(t, AuditKind::Intent))
+            .collect();
+        let left_tasks = (0..4).map(|chunk| {
+            let store = left.clone();
+            let part = batch(&left_events[chunk * 10..chunk * 10 + 10]);
+            tokio::spawn(async move { store.append_batch(&part).await })
+        });
+        let right_tasks = (0..4).map(|chunk| {
+            let store = right.clone();
+            let part = batch(&right_events[chunk * 10..chunk * 10 + 10]);
+            tokio::spawn(async move { store.append_batch(&part).await })
+        });
+        let tasks: Vec<_> = left_tasks.chain(right_tasks).collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap().appended, 10);
+        }
+        match left.verify().await.unwrap() {
+            VerifyOutcome::Intact(head) => assert_eq!(head.size, 80),
+            VerifyOutcome::Broken(broken) => panic!("{broken}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn guard_triggers_refuse_update_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        store.append_batch(&batch(&five_events())).await.unwrap();
+        let update = sqlx::query("UPDATE audit_records SET kind = 'outcome' WHERE seq = 1")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        assert!(update.to_string().contains("append-only"), "{update}");
+        let delete = sqlx::query("DELETE FROM audit_records")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        assert!(delete.to_string().contains("append-only"), "{delete}");
+    }
+
+    #[tokio::test]
+    async fn intact_file_verifies_read_only() {
+        let (_dir, path) = closed_log().await;
+        match verify_database(&path).await.unwrap() {
+            VerifyOutcome::Intact(head) => assert_eq!(head.size, 5),
+            VerifyOutcome::Broken(broken) => panic!("{broken}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_file_is_an_error_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.db");
+        let err = verify_database(&path).await.unwrap_err();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn flipped_body_byte_is_named() {
+        let (_dir, path) = closed_log().await;
+        // One bit flipped in the body of seq 3: "read_file" becomes "read_fild" ('e' 0x65 -> 'd' 0x64).
+        tamper(
+            &path,
+            &["UPDATE audit_records \
+               SET body = CAST(replace(CAST(body AS TEXT), 'read_file', 'read_fild') AS BLOB) \
+               WHERE seq = 3"],
+        )
+        .await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 3);
+        assert_eq!(broken.event_id, event_id(3));
+        assert!(
+            matches!(broken.reason, BreakReason::HashMismatch { .. }),
+            "{broken}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleted_record_is_named_by_the_gap() {
+        let (_dir, path) = closed_log().await;
+        tamper(&path, &["DELETE FROM audit_records WHERE seq = 2"]).await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 3);
+        assert_eq!(
+            broken.reason,
+            BreakReason::SeqGap {
+                expected: 2,
+                found: 3
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn deleted_record_with_renumbered_seqs_is_named() {
+        let (_dir, path) = closed_log().await;
+        tamper(
+            &path,
+            &[
+                "DELETE FROM audit_records WHERE seq = 2",
+                "UPDATE audit_records SET seq = seq - 1 WHERE seq > 2",
+            ],
+        )
+        .await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 2);
+        assert_eq!(broken.event_id, event_id(3));
+        assert!(
+            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
+            "{broken}"
+        );
+    }
+
+    #[tokio::test]
+    async fn modified_hash_is_named() {
+        let (_dir, path) = closed_log().await;
+        tamper(
+            &path,
+            &["UPDATE audit_records SET hash = zeroblob(32) WHERE seq = 4"],
+        )
+        .await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 4);
+        assert_eq!(broken.event_id, event_id(4));
+        assert!(
+            matches!(broken.reason, BreakReason::HashMismatch { .. }),
+            "{broken}"
+        );
+    }
+
+    #[tokio::test]
+    async fn swapped_records_are_named() {
+        let (_dir, path) = closed_log().await;
+        tamper(
+            &path,
+            &[
+                "UPDATE audit_records SET seq = 100 WHERE seq = 2",
+                "UPDATE audit_records SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_records SET seq = 3 WHERE seq = 100",
+            ],
+        )
+        .await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 2);
+        assert_eq!(broken.event_id, event_id(3));
+        assert!(
+            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
+            "{broken}"
+        );
+    }
+
+    #[tokio::test]
+    async fn inserted_record_is_named() {
+        let (_dir, path) = closed_log().await;
+        // A forged record at seq 3 whose own hash is correct (the forger can compute SHA-256):
+        // the break shows at the original record that now follows it.
+        let forged = sample_event(42, AuditKind::Decision);
+        let body = crate::chain::canonical_bytes(&forged).unwrap();
+        let store = AuditStore::open_read_only(&path).await.unwrap();
+        let prev = store
+            .trace(&sample_event(2, AuditKind::Intent).trace_id)
+            .await
+            .unwrap()[0]
+            .hash;
+        store.close().await;
+        let hash = chain_hash(&prev, &body);
+        let insert = format!(
+            "INSERT INTO audit_records \
+             (seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash, received_at_ms) \
+             VALUES (3, '{}', '{}', 'decision', {}, x'{}', x'{}', x'{}', 0)",
+            forged.event_id,
+            forged.trace_id,
+            forged.time_ms,
+            hex::encode(&body),
+            hex::encode(prev),
+            hex::encode(hash)
+        );
+        tamper(
+            &path,
+            &[
+                // Shift in two steps so the primary key never collides mid-update.
+                "UPDATE audit_records SET seq = seq + 1000 WHERE seq >= 3",
+                "UPDATE audit_records SET seq = seq - 999 WHERE seq >= 1000",
+                &insert,
+            ],
+        )
+        .await;
+        let broken = broken(&path).await;
+        assert_eq!(broken.seq, 4);
+        assert_eq!(broken.event_id, event_id(3));
+        assert!(
+            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
+            "{broken}"
+        );
+    }
+}

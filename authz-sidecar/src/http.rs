@@ -1,0 +1,264 @@
+//! The sidecar's HTTP surface: routes, shared state, and the one place where errors become HTTP
+//! statuses and JSON bodies.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | liveness: 200 `ok` |
+//! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
+//! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse};
+use serde::Serialize;
+
+use crate::policy::{PolicyBundle, PolicyError};
+use crate::signing_key::JwkSet;
+
+/// Path of the JWK Set (RFC 8414 §3 / OpenID Connect discovery use the same well-known prefix).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Path of the liveness probe.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Largest accepted decision request body. Tool arguments travel inside it; anything larger is
+/// refused (413) rather than buffered.
+pub const MAX_DECIDE_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The loaded policy bundle, cloned per evaluation.
+    pub bundle: Arc<PolicyBundle>,
+    /// The public signing key, served as is.
+    pub jwks: Arc<JwkSet>,
+}
+
+/// Errors a request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body could not be read (too large, connection lost).
+    #[error("cannot read request body: {0}")]
+    Body(#[from] BytesRejection),
+    /// The body is not a valid decision request.
+    #[error("invalid decision request: {0}")]
+    BadRequest(#[from] serde_json::Error),
+    /// Policy evaluation failed; the caller must fail closed.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// JSON body of every error answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub error: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl IntoResponse for AppError {
+    // The one mapping from errors to HTTP statuses.
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AppError::Body(rejection) => (rejection.status(), "unreadable_body"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            AppError::Policy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "decision failed");
+        } else {
+            tracing::warn!(error = %self, "request refused");
+        }
+        let body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The router, with `state` attached. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .route(JWKS_PATH, get(jwks))
+        .route(DECIDE_PATH, post(decide))
+        .layer(DefaultBodyLimit::max(MAX_DECIDE_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    // Verifiers may cache the key set for a short while; key rotation is not automatic yet.
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.jwks.as_ref().clone()),
+    )
+        .into_response()
+}
+
+/// The body is parsed from raw bytes so a caller that forgets `Content-Type` still gets a
+/// decision, and every malformed body gets the same 400 JSON answer.
+async fn decide(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DecisionResponse>, AppError> {
+    let request: DecisionRequest = serde_json::from_slice(&body?)?;
+    let response = state.bundle.decide(&request)?;
+    // Debug level: every decision is already recorded by the audit-sink through the filter.
+    tracing::debug!(
+        trace_id = %request.trace_id,
+        agent = %request.agent.id,
+        server = %request.request.server,
+        method = %request.request.method,
+        allow = response.allow,
+        rule_ids = ?response.rule_ids,
+        "decision"
+    );
+    Ok(Json(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::policy::tests::{demo_agents, shipped_policy_dir};
+    use crate::signing_key::tests::test_key;
+
+    fn state() -> AppState {
+        let bundle = PolicyBundle::load(
+            &shipped_policy_dir(),
+            &demo_agents(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        AppState {
+            bundle: Arc::new(bundle),
+            jwks: Arc::new(test_key().jwks()),
+        }
+    }
+
+    async fn send(request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app(state()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    fn decide_request(body: impl Into<Body>) -> Request<Body> {
+        Request::post(DECIDE_PATH)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap()
+    }
+
+    fn tool_call(agent: &str, tool: &str) -> String {
+        serde_json::json!({
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "agent": {"id": agent},
+            "request": {"server": "everything", "method": "tools/call", "tool": tool,
+                        "arguments": {"message": "hi"}},
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn health_is_ok() {
+        let response = app(state())
+            .oneshot(Request::get(HEALTH_PATH).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn jwks_is_served() {
+        let (status, body) = send(Request::get(JWKS_PATH).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["keys"][0]["kid"], test_key().kid());
+        assert_eq!(body["keys"][0]["alg"], "RS256");
+        assert_eq!(body["keys"][0]["kty"], "RSA");
+        assert_eq!(body["keys"][0]["use"], "sig");
+    }
+
+    #[tokio::test]
+    async fn granted_tool_is_allowed() {
+        let (status, body) = send(decide_request(tool_call("demo-agent", "echo"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let response: DecisionResponse = serde_json::from_value(body).unwrap();
+        assert!(response.allow);
+        assert_eq!(response.rule_ids, ["behavry.tools.granted"]);
+        assert!(response.bundle_digest.starts_with("sha256:"));
+    }
+
+    #[tokio::test]
+    async fn ungranted_tool_and_unknown_agent_are_denied() {
+        let (status, body) = send(decide_request(tool_call("demo-agent", "printEnv"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["allow"], false);
+        assert_eq!(
+            body["reasons"][0],
+            "agent 'demo-agent' may not call tool 'printEnv' on server 'everything'"
+        );
+        assert_eq!(body["ruleIds"][0], "behavry.tools.not_granted");
+
+        let (status, body) = send(decide_request(tool_call("intruder", "echo"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["allow"], false);
+        assert_eq!(body["reasons"][0], "agent 'intruder' is not enrolled");
+    }
+
+    #[tokio::test]
+    async fn decide_without_content_type_still_decides() {
+        let request = Request::post(DECIDE_PATH)
+            .body(Body::from(tool_call("demo-agent", "echo")))
+            .unwrap();
+        let (status, body) = send(request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["allow"], true);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_400_json() {
+        for body in [
+            "not json".to_owned(),
+            "{}".to_owned(),
+            r#"{"traceId": "t", "agent": {"id": 7}, "request": {"server": "s", "method": "m"}}"#
+                .to_owned(),
+            // Unknown fields are refused: a version skew must not be silently misread.
+            r#"{"traceId": "t", "agent": {"id": "a"}, "request": {"server": "s", "method": "m"}, "extra": 1}"#
+                .to_owned(),
+        ] {
+            let (status, json) = send(decide_request(body.clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(json["error"], "invalid_request", "{body}");
+            assert!(json["message"].as_str().unwrap().contains("invalid decision request"));
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused() {
+        let big = "x".repeat(MAX_DECIDE_BODY_BYTES + 1);
+        let (status, json) = send(decide_request(big)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["error"], "unreadable_body");
+    }
+}

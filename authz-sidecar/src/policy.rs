@@ -1,0 +1,632 @@
+//! Rego decisions with regorus: the policy bundle is loaded and checked once at start, then the
+//! warmed engine is cloned for each evaluation (cheap: policies and data are shared).
+//!
+//! The bundle is every `.rego` file under the policy folder except `*_test.rego` (tests are not
+//! served), plus an optional top-level `data.json` merged into `data`. The enrolled agents of the
+//! config are put at `data.behavry.agents`. The entry point is [`DECISION_RULE`], which must yield
+//! `{"allow": bool, "reasons": [string], "ruleIds": [string]}`.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use behavry_core::wire::{DecisionRequest, DecisionResponse};
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, Value};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AgentEnrollment, ServerGrant};
+
+/// The rule evaluated for each decision.
+pub const DECISION_RULE: &str = "data.behavry.authz.decision";
+/// Optional data document at the top of the policy folder.
+pub const DATA_FILE: &str = "data.json";
+/// Rego files with this suffix are tests: loaded by [`run_rego_tests`], never served.
+pub const TEST_FILE_SUFFIX: &str = "_test.rego";
+/// Rules whose name starts with this are Rego tests (the `opa test` convention).
+pub const TEST_RULE_PREFIX: &str = "test_";
+/// Domain separation of the bundle digest, so it cannot collide with another SHA-256 use.
+const DIGEST_DOMAIN: &[u8] = b"behavry-policy-bundle-v1\n";
+/// Work units between two checks of the evaluation clock.
+const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::MIN.saturating_add(63);
+
+/// Why the bundle could not be loaded or a decision could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A policy file or folder could not be read.
+    #[error("cannot read policy path {path}: {source}")]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The policy folder holds no `.rego` file.
+    #[error("policy folder {0} holds no .rego file")]
+    Empty(PathBuf),
+    /// A policy file does not parse (the regorus message names line and column).
+    #[error("invalid policy {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The regorus error.
+        message: String,
+    },
+    /// `data.json` or the agent data could not be added.
+    #[error("invalid policy data {origin}: {message}")]
+    Data {
+        /// `data.json` path or `agents`.
+        origin: String,
+        /// The error.
+        message: String,
+    },
+    /// The bundle loads but the decision rule does not evaluate (missing, conflicting...).
+    #[error("policy bundle does not evaluate {DECISION_RULE}: {0}")]
+    Compile(String),
+    /// Evaluation failed for one request (including the time budget running out).
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+    /// The decision rule produced something that is not a decision.
+    #[error("{DECISION_RULE} is not a decision object: {0}")]
+    BadDecision(String),
+}
+
+/// The decision document produced by the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDecision {
+    allow: bool,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default)]
+    rule_ids: Vec<String>,
+}
+
+/// One file of the bundle, as hashed into the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BundleFile {
+    /// Path relative to the policy folder, `/`-separated.
+    relative_path: String,
+    /// Where it was read from (for error messages).
+    path: PathBuf,
+    /// Its bytes.
+    bytes: Vec<u8>,
+}
+
+/// What an agent may use, as policy sees it at `data.behavry.agents[<id>]`.
+#[derive(Debug, Serialize)]
+struct AgentPolicyData<'a> {
+    servers: &'a BTreeMap<String, ServerGrant>,
+}
+
+/// The loaded, checked policy bundle.
+#[derive(Debug, Clone)]
+pub struct PolicyBundle {
+    engine: Engine,
+    digest: String,
+}
+
+impl PolicyBundle {
+    /// Load the bundle in `policy_dir` with the agents' grants, check that [`DECISION_RULE`]
+    /// evaluates, and compute the digest. A bad bundle is an error naming the file.
+    pub fn load(
+        policy_dir: &Path,
+        agents: &[AgentEnrollment],
+        decision_timeout: Duration,
+    ) -> Result<PolicyBundle, PolicyError> {
+        let files = read_bundle_files(policy_dir, false)?;
+        let agent_data = agent_data_json(agents)?;
+        let digest = bundle_digest(&files, &agent_data);
+        let mut engine = engine_with(&files, &agent_data)?;
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: decision_timeout,
+            check_interval: TIMER_CHECK_INTERVAL,
+        });
+        // Evaluate once now: this makes regorus analyse the modules (the clones share that work)
+        // and refuses a bundle without a usable decision rule at start instead of per request.
+        engine.set_input(Value::new_object());
+        let probe = engine
+            .eval_rule(DECISION_RULE.to_owned())
+            .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        parse_decision(probe).map_err(|err| PolicyError::Compile(err.to_string()))?;
+        Ok(PolicyBundle { engine, digest })
+    }
+
+    /// `sha256:<hex>` over the bundle files and the agent data.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Decide one request.
+    pub fn decide(&self, request: &DecisionRequest) -> Result<DecisionResponse, PolicyError> {
+        let input =
+            serde_json::to_value(request).map_err(|err| PolicyError::Eval(err.to_string()))?;
+        let mut engine = self.engine.clone();
+        engine.set_input(Value::from(input));
+        let result = engine
+            .eval_rule(DECISION_RULE.to_owned())
+            .map_err(|err| PolicyError::Eval(err.to_string()))?;
+        let decision = parse_decision(result)?;
+        Ok(DecisionResponse {
+            allow: decision.allow,
+            reasons: decision.reasons,
+            rule_ids: decision.rule_ids,
+            bundle_digest: self.digest.clone(),
+        })
+    }
+}
+
+fn parse_decision(result: Value) -> Result<PolicyDecision, PolicyError> {
+    if result == Value::Undefined {
+        return Err(PolicyError::BadDecision("undefined".to_owned()));
+    }
+    let json =
+        serde_json::to_value(&result).map_err(|err| PolicyError::BadDecision(err.to_string()))?;
+    serde_json::from_value(json).map_err(|err| PolicyError::BadDecision(err.to_string()))
+}
+
+/// Outcome of one Rego `test_` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegoTestOutcome {
+    /// Full rule path, e.g. `data.behavry.authz_test.test_unknown_agent_is_denied`.
+    pub rule: String,
+    /// Whether the rule evaluated to `true`.
+    pub passed: bool,
+    /// What it evaluated to instead, or the evaluation error.
+    pub detail: Option<String>,
+}
+
+/// Run the Rego tests of the bundle in `policy_dir`: the bundle plus its `*_test.rego` files are
+/// loaded, every rule named `test_*` in a test file is evaluated, and passes when it is `true`.
+pub fn run_rego_tests(
+    policy_dir: &Path,
+    agents: &[AgentEnrollment],
+) -> Result<Vec<RegoTestOutcome>, PolicyError> {
+    let files = read_bundle_files(policy_dir, true)?;
+    let agent_data = agent_data_json(agents)?;
+    let engine = engine_with(&files, &agent_data)?;
+    let mut outcomes = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| f.relative_path.ends_with(TEST_FILE_SUFFIX))
+    {
+        let text = String::from_utf8_lossy(&file.bytes);
+        let Some(package) = package_path(&text) else {
+            continue;
+        };
+        for name in test_rule_names(&text) {
+            let rule = format!("data.{package}.{name}");
+            let mut test_engine = engine.clone();
+            let outcome = match test_engine.eval_rule(rule.clone()) {
+                Ok(Value::Bool(true)) => RegoTestOutcome {
+                    rule,
+                    passed: true,
+                    detail: None,
+                },
+                Ok(other) => RegoTestOutcome {
+                    rule,
+                    passed: false,
+                    detail: Some(format!("evaluated to {other}")),
+                },
+                Err(err) => RegoTestOutcome {
+                    rule,
+                    passed: false,
+                    detail: Some(err.to_string()),
+                },
+            };
+            outcomes.push(outcome);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The `package a.b.c` of a Rego module, from its first `package` line.
+fn package_path(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("package "))
+        .map(|rest| rest.trim().to_owned())
+}
+
+/// Names of the `test_` rules defined at the start of a line, each once, in file order.
+fn test_rule_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with(TEST_RULE_PREFIX) {
+            continue;
+        }
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+fn engine_with(files: &[BundleFile], agent_data: &[u8]) -> Result<Engine, PolicyError> {
+    let mut engine = Engine::new();
+    for file in files {
+        if file.relative_path == DATA_FILE {
+            let text = std::str::from_utf8(&file.bytes).map_err(|err| PolicyError::Data {
+                origin: file.path.display().to_string(),
+                message: err.to_string(),
+            })?;
+            let data = Value::from_json_str(text).map_err(|err| PolicyError::Data {
+                origin: file.path.display().to_string(),
+                message: err.to_string(),
+            })?;
+            engine.add_data(data).map_err(|err| PolicyError::Data {
+                origin: file.path.display().to_string(),
+                message: err.to_string(),
+            })?;
+            continue;
+        }
+        let text = String::from_utf8(file.bytes.clone()).map_err(|err| PolicyError::Parse {
+            path: file.path.clone(),
+            message: err.to_string(),
+        })?;
+        engine
+            .add_policy(file.path.display().to_string(), text)
+            .map_err(|err| PolicyError::Parse {
+                path: file.path.clone(),
+                message: err.to_string(),
+            })?;
+    }
+    engine
+        .add_data(Value::from(agent_data_value(agent_data)?))
+        .map_err(|err| PolicyError::Data {
+            origin: "agents".to_owned(),
+            message: err.to_string(),
+        })?;
+    Ok(engine)
+}
+
+/// The agents' grants as the JSON bytes of `{"behavry": {"agents": {...}}}`. Serialized from
+/// `BTreeMap`s, so the bytes (and the digest) do not depend on map iteration order.
+fn agent_data_json(agents: &[AgentEnrollment]) -> Result<Vec<u8>, PolicyError> {
+    let by_id: BTreeMap<&str, AgentPolicyData<'_>> = agents
+        .iter()
+        .map(|agent| {
+            (
+                agent.id.as_str(),
+                AgentPolicyData {
+                    servers: &agent.servers,
+                },
+            )
+        })
+        .collect();
+    let document = BTreeMap::from([("behavry", BTreeMap::from([("agents", by_id)]))]);
+    serde_json::to_vec(&document).map_err(|err| PolicyError::Data {
+        origin: "agents".to_owned(),
+        message: err.to_string(),
+    })
+}
+
+fn agent_data_value(agent_data: &[u8]) -> Result<serde_json::Value, PolicyError> {
+    serde_json::from_slice(agent_data).map_err(|err| PolicyError::Data {
+        origin: "agents".to_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// `sha256:<hex>` of the domain tag, then each file (sorted by relative path) as
+/// `len(path) path len(bytes) bytes` with 8-byte big-endian lengths (so no two bundles share an
+/// encoding), then the agent data the same way.
+fn bundle_digest(files: &[BundleFile], agent_data: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(DIGEST_DOMAIN);
+    let mut put = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    for file in files {
+        put(file.relative_path.as_bytes());
+        put(&file.bytes);
+    }
+    put(b"agents");
+    put(agent_data);
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// Every `.rego` file under `dir` (tests only when `include_tests`) and a top-level `data.json`,
+/// sorted by relative path.
+fn read_bundle_files(dir: &Path, include_tests: bool) -> Result<Vec<BundleFile>, PolicyError> {
+    let mut files = Vec::new();
+    collect_rego_files(dir, dir, include_tests, &mut files)?;
+    if !files.iter().any(|f| f.relative_path.ends_with(".rego")) {
+        return Err(PolicyError::Empty(dir.to_owned()));
+    }
+    let data_path = dir.join(DATA_FILE);
+    if data_path.is_file() {
+        files.push(read_file(dir, &data_path)?);
+    }
+    files.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));
+    Ok(files)
+}
+
+fn collect_rego_files(
+    root: &Path,
+    dir: &Path,
+    include_tests: bool,
+    files: &mut Vec<BundleFile>,
+) -> Result<(), PolicyError> {
+    let read_err = |source| PolicyError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if path.is_dir() {
+            collect_rego_files(root, &path, include_tests, files)?;
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let is_test = name.ends_with(TEST_FILE_SUFFIX);
+        if name.ends_with(".rego") && (include_tests || !is_test) {
+            files.push(read_file(root, &path)?);
+        }
+    }
+    Ok(())
+}
+
+fn read_file(root: &Path, path: &Path) -> Result<BundleFile, PolicyError> {
+    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let relative_path = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    Ok(BundleFile {
+        relative_path,
+        path: path.to_owned(),
+        bytes,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use behavry_core::wire::{AgentIdentity, RequestFacts};
+
+    use super::*;
+
+    pub(crate) fn shipped_policy_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+    }
+
+    pub(crate) fn demo_agents() -> Vec<AgentEnrollment> {
+        vec![AgentEnrollment {
+            id: "demo-agent".to_owned(),
+            servers: BTreeMap::from([(
+                "everything".to_owned(),
+                ServerGrant {
+                    tools: vec!["echo".to_owned(), "get-sum".to_owned()],
+                    resources: vec!["test://static/resource/1".to_owned()],
+                    prompts: vec![],
+                },
+            )]),
+        }]
+    }
+
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    fn request(agent: &str, method: &str, facts: RequestFacts) -> DecisionRequest {
+        DecisionRequest {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+            agent: AgentIdentity {
+                id: agent.to_owned(),
+            },
+            request: RequestFacts {
+                server: "everything".to_owned(),
+                method: method.to_owned(),
+                ..facts
+            },
+        }
+    }
+
+    fn tool(name: &str) -> RequestFacts {
+        RequestFacts {
+            tool: Some(name.to_owned()),
+            ..RequestFacts::default()
+        }
+    }
+
+    #[test]
+    fn shipped_rego_tests_all_pass() {
+        let outcomes = run_rego_tests(&shipped_policy_dir(), &[]).unwrap();
+        assert!(outcomes.len() >= 10, "found only {} tests", outcomes.len());
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
+        assert!(failed.is_empty(), "failing Rego tests: {failed:#?}");
+    }
+
+    #[test]
+    fn a_failing_rego_test_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            shipped_policy_dir().join("behavry.rego"),
+            dir.path().join("behavry.rego"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("x_test.rego"),
+            "package x_test\nimport rego.v1\ntest_passes if { 1 == 1 }\ntest_fails if { 1 == 2 }\n",
+        )
+        .unwrap();
+        let outcomes = run_rego_tests(dir.path(), &[]).unwrap();
+        let summary: Vec<_> = outcomes
+            .iter()
+            .map(|o| (o.rule.as_str(), o.passed))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("data.x_test.test_passes", true),
+                ("data.x_test.test_fails", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn granted_tool_is_allowed_and_others_denied() {
+        let bundle = PolicyBundle::load(&shipped_policy_dir(), &demo_agents(), TIMEOUT).unwrap();
+        let allowed = bundle
+            .decide(&request("demo-agent", "tools/call", tool("echo")))
+            .unwrap();
+        assert!(allowed.allow);
+        assert_eq!(allowed.rule_ids, ["behavry.tools.granted"]);
+        assert_eq!(allowed.bundle_digest, bundle.digest());
+
+        let denied = bundle
+            .decide(&request("demo-agent", "tools/call", tool("printEnv")))
+            .unwrap();
+        assert!(!denied.allow);
+        assert_eq!(
+            denied.reasons,
+            ["agent 'demo-agent' may not call tool 'printEnv' on server 'everything'"]
+        );
+
+        let stranger = bundle
+            .decide(&request("intruder", "tools/call", tool("echo")))
+            .unwrap();
+        assert!(!stranger.allow);
+        assert_eq!(stranger.reasons, ["agent 'intruder' is not enrolled"]);
+        assert_eq!(stranger.rule_ids, ["behavry.agent.not_enrolled"]);
+
+        let resource = bundle
+            .decide(&request(
+                "demo-agent",
+                "resources/read",
+                RequestFacts {
+                    resource_uri: Some("test://static/resource/1".to_owned()),
+                    ..RequestFacts::default()
+                },
+            ))
+            .unwrap();
+        assert!(resource.allow);
+    }
+
+    #[test]
+    fn digest_is_stable_and_covers_files_and_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("behavry.rego");
+        std::fs::copy(shipped_policy_dir().join("behavry.rego"), &policy).unwrap();
+        let load = |agents: &[AgentEnrollment]| {
+            PolicyBundle::load(dir.path(), agents, TIMEOUT)
+                .unwrap()
+                .digest()
+                .to_owned()
+        };
+        let first = load(&demo_agents());
+        assert!(
+            first.starts_with("sha256:") && first.len() == 7 + 64,
+            "{first}"
+        );
+        assert_eq!(first, load(&demo_agents()));
+        assert_ne!(first, load(&[]));
+
+        // Tests are not part of the served bundle.
+        std::fs::write(dir.path().join("extra_test.rego"), "package t\n").unwrap();
+        assert_eq!(first, load(&demo_agents()));
+
+        std::fs::write(dir.path().join("data.json"), r#"{"limits": {"max": 1}}"#).unwrap();
+        let with_data = load(&demo_agents());
+        assert_ne!(first, with_data);
+
+        let mut text = std::fs::read_to_string(&policy).unwrap();
+        text.push_str("\n# changed\n");
+        std::fs::write(&policy, text).unwrap();
+        assert_ne!(with_data, load(&demo_agents()));
+    }
+
+    #[test]
+    fn data_json_is_visible_to_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\ndecision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"open\"]} if data.open_servers[input.request.server]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("data.json"),
+            r#"{"open_servers": {"everything": true}}"#,
+        )
+        .unwrap();
+        let bundle = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap();
+        let decision = bundle
+            .decide(&request("anyone", "tools/call", tool("x")))
+            .unwrap();
+        assert!(decision.allow);
+        assert_eq!(decision.rule_ids, ["open"]);
+    }
+
+    #[test]
+    fn bad_bundles_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Empty(_)), "{err}");
+
+        std::fs::write(
+            dir.path().join("broken.rego"),
+            "package behavry.authz\nallow if {\n",
+        )
+        .unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("broken.rego"), "{err}");
+
+        std::fs::write(
+            dir.path().join("broken.rego"),
+            "package other\nimport rego.v1\nx := 1\n",
+        )
+        .unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Compile(_)), "{err}");
+
+        std::fs::write(
+            dir.path().join("broken.rego"),
+            "package behavry.authz\nimport rego.v1\ndecision := \"yes\"\n",
+        )
+        .unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Compile(_)), "{err}");
+
+        let missing = dir.path().join("nope");
+        let err = PolicyBundle::load(&missing, &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn evaluation_over_budget_fails_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        // Cheap for the start-up probe (empty input), a long loop for method "slow".
+        std::fs::write(
+            dir.path().join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\ndecision := {\"allow\": true} if {\n input.request.method == \"slow\"\n count([x | some x in numbers.range(1, 5000000); x % 7 == 0]) > 0\n}\n",
+        )
+        .unwrap();
+        let bundle = PolicyBundle::load(dir.path(), &[], Duration::from_millis(1)).unwrap();
+        let err = bundle
+            .decide(&request("a", "slow", RequestFacts::default()))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::Eval(_)), "{err}");
+        assert!(err.to_string().contains("time limit"), "{err}");
+    }
+
+    #[test]
+    fn test_rule_names_are_found_once_each() {
+        let text = "package p\ntest_a if { true }\ntest_a if { false }\n  test_indented if true\nnot_test_b if true\ntest_c := true\n";
+        assert_eq!(test_rule_names(text), ["test_a", "test_c"]);
+        assert_eq!(package_path(text).as_deref(), Some("p"));
+    }
+}

@@ -1,0 +1,282 @@
+//! Minting agent access tokens: RS256 JWTs in the RFC 9068 access-token profile.
+//!
+//! Pure apart from the clock and the random token id, and usable without the server running: the
+//! `behavry token mint` command calls [`mint_token`] with the sidecar's config and key. Envoy's
+//! `jwt_authn` verifies these tokens against `/.well-known/jwks.json` and checks `iss`, `aud`,
+//! `exp` and `nbf`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rsa::rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, MAX_TOKEN_TTL_SECS};
+use crate::signing_key::{KeyError, SigningKey};
+
+/// The `scope` every agent token carries: access to MCP through the gateway.
+pub const TOKEN_SCOPE: &str = "mcp";
+/// JOSE `typ` of an access token (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Bytes of randomness in a `jti` (RFC 7519 §4.1.7 asks for a negligible collision chance).
+const JTI_RANDOM_BYTES: usize = 16;
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The agent is not in the config's `[[agents]]`.
+    #[error("agent `{0}` is not enrolled in the authz config")]
+    UnknownAgent(String),
+    /// The asked lifetime is out of range.
+    #[error("token ttl must be between 1 and {MAX_TOKEN_TTL_SECS} seconds, got {0}")]
+    InvalidTtl(u64),
+    /// The system clock is before 1970.
+    #[error("system clock is before the Unix epoch")]
+    Clock,
+    /// Header or claims could not be serialized.
+    #[error("cannot encode token: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The key could not sign.
+    #[error(transparent)]
+    Sign(#[from] KeyError),
+}
+
+/// JOSE header of an agent token (RFC 7515 §4.1, RFC 9068 §2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenHeader {
+    /// Always `RS256`.
+    pub alg: String,
+    /// Always `at+jwt`.
+    pub typ: String,
+    /// Key id of the signing key (RFC 7638 thumbprint), found in the JWKS.
+    pub kid: String,
+}
+
+/// Claims of an agent token (RFC 7519 §4.1, RFC 9068 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer: the config's `issuer`.
+    pub iss: String,
+    /// Subject: the agent id.
+    pub sub: String,
+    /// Audience: the config's `audience`.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Not before, seconds since the epoch (= `iat`).
+    pub nbf: u64,
+    /// Unique token id, base64url of 16 random bytes.
+    pub jti: String,
+    /// The OAuth client: the agent id as well (RFC 9068 §2.2, RFC 8693 §4.3).
+    pub client_id: String,
+    /// Space-separated scopes (RFC 9068 §2.2.3): [`TOKEN_SCOPE`].
+    pub scope: String,
+}
+
+/// Mint a token for `agent_id` with lifetime `ttl_secs` (default: the config's `token_ttl_secs`).
+///
+/// Refuses agents that are not enrolled in `config`, so a token never names an identity that
+/// policy does not know.
+pub fn mint_token(
+    config: &Config,
+    key: &SigningKey,
+    agent_id: &str,
+    ttl_secs: Option<u64>,
+) -> Result<String, TokenError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| TokenError::Clock)?
+        .as_secs();
+    mint_token_at(config, key, agent_id, ttl_secs, now)
+}
+
+/// [`mint_token`] with an explicit issue time (seconds since the epoch).
+pub fn mint_token_at(
+    config: &Config,
+    key: &SigningKey,
+    agent_id: &str,
+    ttl_secs: Option<u64>,
+    issued_at: u64,
+) -> Result<String, TokenError> {
+    if config.agent(agent_id).is_none() {
+        return Err(TokenError::UnknownAgent(agent_id.to_owned()));
+    }
+    let ttl = ttl_secs.unwrap_or(config.token_ttl_secs);
+    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+        return Err(TokenError::InvalidTtl(ttl));
+    }
+    let header = TokenHeader {
+        alg: "RS256".to_owned(),
+        typ: ACCESS_TOKEN_TYP.to_owned(),
+        kid: key.kid().to_owned(),
+    };
+    let claims = AccessTokenClaims {
+        iss: config.issuer.clone(),
+        sub: agent_id.to_owned(),
+        aud: config.audience.clone(),
+        exp: issued_at.saturating_add(ttl),
+        iat: issued_at,
+        nbf: issued_at,
+        jti: random_jti(),
+        client_id: agent_id.to_owned(),
+        scope: TOKEN_SCOPE.to_owned(),
+    };
+    // RFC 7515 §7.1 (compact serialization): the signature covers
+    // BASE64URL(header) || '.' || BASE64URL(payload).
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
+    );
+    let signature = key.sign_rs256(signing_input.as_bytes())?;
+    Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
+}
+
+fn random_jti() -> String {
+    let mut bytes = [0_u8; JTI_RANDOM_BYTES];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+
+    use super::*;
+    use crate::signing_key::tests::test_key;
+
+    fn config() -> Config {
+        Config::from_toml_str(
+            "issuer = \"iss-test\"\naudience = \"aud-test\"\ntoken_ttl_secs = 120\n[[agents]]\nid = \"demo-agent\"",
+            Path::new("authz.toml"),
+            Path::new(""),
+            &HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    /// An independent verifier (the `jsonwebtoken` crate) given only the JWKS entry.
+    fn verifier(key: &SigningKey, issuer: &str, audience: &str) -> (DecodingKey, Validation) {
+        let jwks = key.jwks();
+        let jwk = &jwks.keys[0];
+        let decoding_key = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        (decoding_key, validation)
+    }
+
+    #[test]
+    fn minted_token_verifies_against_the_jwks_key() {
+        let key = test_key();
+        let token = mint_token(&config(), &key, "demo-agent", None).unwrap();
+
+        let header = decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+
+        let (decoding_key, validation) = verifier(&key, "iss-test", "aud-test");
+        let claims = decode::<AccessTokenClaims>(&token, &decoding_key, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(claims.sub, "demo-agent");
+        assert_eq!(claims.client_id, "demo-agent");
+        assert_eq!(claims.scope, "mcp");
+        assert_eq!(claims.iss, "iss-test");
+        assert_eq!(claims.aud, "aud-test");
+        assert_eq!(claims.exp - claims.iat, 120);
+        assert_eq!(claims.nbf, claims.iat);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&claims.jti).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn verifier_rejects_wrong_audience_issuer_and_expiry() {
+        let key = test_key();
+        let token = mint_token(&config(), &key, "demo-agent", Some(60)).unwrap();
+
+        let (decoding_key, validation) = verifier(&key, "iss-test", "someone-else");
+        let err = decode::<AccessTokenClaims>(&token, &decoding_key, &validation).unwrap_err();
+        assert_eq!(
+            *err.kind(),
+            jsonwebtoken::errors::ErrorKind::InvalidAudience
+        );
+
+        let (decoding_key, validation) = verifier(&key, "other-issuer", "aud-test");
+        let err = decode::<AccessTokenClaims>(&token, &decoding_key, &validation).unwrap_err();
+        assert_eq!(*err.kind(), jsonwebtoken::errors::ErrorKind::InvalidIssuer);
+
+        // Issued two hours ago with a one hour lifetime: expired.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let old = mint_token_at(&config(), &key, "demo-agent", Some(3600), now - 7200).unwrap();
+        let (decoding_key, validation) = verifier(&key, "iss-test", "aud-test");
+        let err = decode::<AccessTokenClaims>(&old, &decoding_key, &validation).unwrap_err();
+        assert_eq!(
+            *err.kind(),
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        );
+    }
+
+    #[test]
+    fn tampered_token_does_not_verify() {
+        let key = test_key();
+        let token = mint_token(&config(), &key, "demo-agent", None).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({
+                "iss": "iss-test", "aud": "aud-test", "sub": "admin",
+                "exp": u64::MAX / 2, "nbf": 0, "iat": 0,
+            }))
+            .unwrap(),
+        );
+        parts[1] = &forged_claims;
+        let forged = parts.join(".");
+        let (decoding_key, validation) = verifier(&key, "iss-test", "aud-test");
+        assert!(decode::<serde_json::Value>(&forged, &decoding_key, &validation).is_err());
+    }
+
+    #[test]
+    fn unknown_agent_is_refused() {
+        let err = mint_token(&config(), &test_key(), "intruder", None).unwrap_err();
+        assert!(matches!(err, TokenError::UnknownAgent(ref id) if id == "intruder"));
+        assert!(err.to_string().contains("not enrolled"));
+    }
+
+    #[test]
+    fn ttl_out_of_range_is_refused() {
+        for ttl in [0, MAX_TOKEN_TTL_SECS + 1] {
+            let err = mint_token(&config(), &test_key(), "demo-agent", Some(ttl)).unwrap_err();
+            assert!(matches!(err, TokenError::InvalidTtl(t) if t == ttl));
+        }
+    }
+
+    #[test]
+    fn token_ids_differ() {
+        let key = test_key();
+        let a = mint_token(&config(), &key, "demo-agent", None).unwrap();
+        let b = mint_token(&config(), &key, "demo-agent", None).unwrap();
+        let (decoding_key, validation) = verifier(&key, "iss-test", "aud-test");
+        let jti = |t: &str| {
+            decode::<AccessTokenClaims>(t, &decoding_key, &validation)
+                .unwrap()
+                .claims
+                .jti
+        };
+        assert_ne!(jti(&a), jti(&b));
+    }
+}

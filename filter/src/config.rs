@@ -1,0 +1,373 @@
+//! Plugin configuration: the JSON Envoy hands the filter in `configuration`.
+//!
+//! One serde convention (camelCase, unknown fields rejected), defaults named below, and
+//! [`FilterConfig::from_json`] validates everything once at start: a bad config is refused with
+//! a message that names the field, and Envoy then refuses to load the filter.
+
+use behavry_core::limits::Limits;
+use serde::Deserialize;
+
+/// Default deadline for an authz-sidecar decision, in milliseconds.
+pub const DEFAULT_AUTHZ_TIMEOUT_MS: u64 = 500;
+/// Default period of the audit shipping timer, in milliseconds.
+pub const DEFAULT_AUDIT_FLUSH_MS: u64 = 100;
+/// Default largest number of events in one batch to the audit-sink.
+pub const DEFAULT_AUDIT_MAX_BATCH: usize = 500;
+/// Default deadline for one batch delivery to the audit-sink, in milliseconds.
+pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 2_000;
+/// Default name of the Envoy shared queue that carries audit events.
+pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
+/// Default `payload_in_metadata` key of Envoy's `jwt_authn` filter.
+pub const DEFAULT_JWT_METADATA_KEY: &str = "jwt_payload";
+
+/// The validated filter configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    /// MCP routes, longest prefix first.
+    pub routes: Vec<McpRoute>,
+    pub authz: ClusterTarget,
+    pub audit: AuditShipping,
+    /// Where the verified JWT payload sits in dynamic metadata.
+    pub jwt_metadata_key: String,
+    pub failure_mode: FailureMode,
+    pub limits: Limits,
+}
+
+/// A path prefix on which MCP traffic to one upstream server arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpRoute {
+    /// Path prefix, e.g. `/mcp/everything`; matches the prefix itself and anything below it.
+    pub path_prefix: String,
+    /// Logical server name used in policy and audit.
+    pub server: String,
+}
+
+/// An Envoy cluster the filter calls with `dispatch_http_call`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTarget {
+    pub cluster: String,
+    pub authority: String,
+    pub timeout_ms: u64,
+}
+
+/// How audit events reach the audit-sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditShipping {
+    pub sink: ClusterTarget,
+    pub queue_name: String,
+    pub flush_interval_ms: u64,
+    pub max_batch: usize,
+}
+
+/// What happens when the authz-sidecar cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Deny with a clear JSON-RPC error (the default).
+    Closed,
+    /// Let the call through, and say so in the audit log.
+    Open,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    routes: Vec<McpRoute>,
+    authz: RawCluster,
+    audit: RawAudit,
+    #[serde(default)]
+    jwt_metadata_key: Option<String>,
+    #[serde(default)]
+    failure_mode: Option<FailureMode>,
+    #[serde(default)]
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCluster {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAudit {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    queue_name: Option<String>,
+    #[serde(default)]
+    flush_interval_ms: Option<u64>,
+    #[serde(default)]
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_json_depth: Option<usize>,
+    #[serde(default)]
+    max_sse_event_bytes: Option<usize>,
+}
+
+/// Why a configuration was refused. The message always names the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("behavry filter configuration is missing")]
+    Missing,
+    #[error("behavry filter configuration is not valid: {0}")]
+    Syntax(String),
+    #[error("behavry filter configuration field `{field}` {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn field(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn non_empty(name: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(field(name, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn positive(name: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        Some(0) => Err(field(name, "must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn positive_usize(name: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        Some(0) => Err(field(name, "must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+impl FilterConfig {
+    /// Parse and validate the plugin configuration bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ConfigError::Missing);
+        }
+        let raw: RawConfig =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+
+        if raw.routes.is_empty() {
+            return Err(field("routes", "must list at least one MCP route"));
+        }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, route) in raw.routes.into_iter().enumerate() {
+            let prefix_field = format!("routes[{i}].pathPrefix");
+            if !route.path_prefix.starts_with('/') {
+                return Err(field(prefix_field, "must start with '/'"));
+            }
+            if route.path_prefix.len() > 1 && route.path_prefix.ends_with('/') {
+                return Err(field(prefix_field, "must not end with '/'"));
+            }
+            let server = non_empty(&format!("routes[{i}].server"), route.server)?;
+            if routes.iter().any(|r: &McpRoute| r.path_prefix == route.path_prefix) {
+                return Err(field(prefix_field, "is listed twice"));
+            }
+            routes.push(McpRoute {
+                path_prefix: route.path_prefix,
+                server,
+            });
+        }
+        // Longest prefix first, so the most specific route wins.
+        routes.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+
+        let authz = ClusterTarget {
+            cluster: non_empty("authz.cluster", raw.authz.cluster)?,
+            authority: non_empty(
+                "authz.authority",
+                raw.authz
+                    .authority
+                    .unwrap_or_else(|| "behavry-authz".to_string()),
+            )?,
+            timeout_ms: positive(
+                "authz.timeoutMs",
+                raw.authz.timeout_ms,
+                DEFAULT_AUTHZ_TIMEOUT_MS,
+            )?,
+        };
+        let audit = AuditShipping {
+            sink: ClusterTarget {
+                cluster: non_empty("audit.cluster", raw.audit.cluster)?,
+                authority: non_empty(
+                    "audit.authority",
+                    raw.audit
+                        .authority
+                        .unwrap_or_else(|| "behavry-audit".to_string()),
+                )?,
+                timeout_ms: positive(
+                    "audit.timeoutMs",
+                    raw.audit.timeout_ms,
+                    DEFAULT_AUDIT_TIMEOUT_MS,
+                )?,
+            },
+            queue_name: non_empty(
+                "audit.queueName",
+                raw.audit
+                    .queue_name
+                    .unwrap_or_else(|| DEFAULT_AUDIT_QUEUE.to_string()),
+            )?,
+            flush_interval_ms: positive(
+                "audit.flushIntervalMs",
+                raw.audit.flush_interval_ms,
+                DEFAULT_AUDIT_FLUSH_MS,
+            )?,
+            max_batch: positive_usize(
+                "audit.maxBatch",
+                raw.audit.max_batch,
+                DEFAULT_AUDIT_MAX_BATCH,
+            )?,
+        };
+        let defaults = Limits::default();
+        let limits = match raw.limits {
+            None => defaults,
+            Some(l) => Limits {
+                max_body_bytes: positive_usize(
+                    "limits.maxBodyBytes",
+                    l.max_body_bytes,
+                    defaults.max_body_bytes,
+                )?,
+                max_json_depth: positive_usize(
+                    "limits.maxJsonDepth",
+                    l.max_json_depth,
+                    defaults.max_json_depth,
+                )?,
+                max_sse_event_bytes: positive_usize(
+                    "limits.maxSseEventBytes",
+                    l.max_sse_event_bytes,
+                    defaults.max_sse_event_bytes,
+                )?,
+            },
+        };
+        limits.validate().map_err(|e| field("limits", e.to_string()))?;
+        Ok(FilterConfig {
+            routes,
+            authz,
+            audit,
+            jwt_metadata_key: non_empty(
+                "jwtMetadataKey",
+                raw.jwt_metadata_key
+                    .unwrap_or_else(|| DEFAULT_JWT_METADATA_KEY.to_string()),
+            )?,
+            failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
+            limits,
+        })
+    }
+
+    /// The MCP route a request path belongs to, if any. The query string is ignored, and a
+    /// prefix matches only at a segment boundary (`/mcp/a` does not match `/mcp/ab`).
+    pub fn route_for(&self, path: &str) -> Option<&McpRoute> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes.iter().find(|r| {
+            path.strip_prefix(r.path_prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{
+        "routes": [{"pathPrefix": "/mcp/everything", "server": "everything"}],
+        "authz": {"cluster": "behavry_authz"},
+        "audit": {"cluster": "behavry_audit"}
+    }"#;
+
+    #[test]
+    fn minimal_config_gets_named_defaults() {
+        let config = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(config.authz.timeout_ms, DEFAULT_AUTHZ_TIMEOUT_MS);
+        assert_eq!(config.audit.queue_name, DEFAULT_AUDIT_QUEUE);
+        assert_eq!(config.audit.max_batch, DEFAULT_AUDIT_MAX_BATCH);
+        assert_eq!(config.jwt_metadata_key, DEFAULT_JWT_METADATA_KEY);
+        assert_eq!(config.failure_mode, FailureMode::Closed);
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn routes_match_on_segment_boundaries() {
+        let json = r#"{
+            "routes": [{"pathPrefix": "/mcp", "server": "root"},
+                       {"pathPrefix": "/mcp/everything", "server": "everything"}],
+            "authz": {"cluster": "a"}, "audit": {"cluster": "b"}
+        }"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        let server = |p: &str| config.route_for(p).map(|r| r.server.as_str());
+        assert_eq!(server("/mcp/everything"), Some("everything"));
+        assert_eq!(server("/mcp/everything?x=1"), Some("everything"));
+        assert_eq!(server("/mcp/everything/sub"), Some("everything"));
+        assert_eq!(server("/mcp/everythingelse"), Some("root"));
+        assert_eq!(server("/mcpx"), None);
+        assert_eq!(server("/healthz"), None);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("", "missing"),
+            ("{", "not valid"),
+            (r#"{"routes": [], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#, "`routes`"),
+            (
+                r#"{"routes": [{"pathPrefix": "mcp", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#,
+                "`routes[0].pathPrefix`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": " "}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#,
+                "`routes[0].server`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": ""}, "audit": {"cluster": "b"}}"#,
+                "`authz.cluster`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a", "timeoutMs": 0}, "audit": {"cluster": "b"}}"#,
+                "`authz.timeoutMs`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b", "maxBatch": 0}}"#,
+                "`audit.maxBatch`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "limits": {"maxJsonDepth": 0}}"#,
+                "`limits.maxJsonDepth`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "failureMode": "sometimes"}"#,
+                "failureMode",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "surprise": 1}"#,
+                "surprise",
+            ),
+        ];
+        for (json, needle) in cases {
+            let err = FilterConfig::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The proxy-wasm side: root context (config, audit shipping timer) and HTTP contexts.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use behavry_core::wire::{DECIDE_PATH, DecisionResponse, EVENTS_PATH};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::{BUILD_ID, VERSION};
+use crate::config::FilterConfig;
+use crate::exchange::{
+    BodyAction, ChunkAction, DecisionAction, Exchange, HeadAction, LocalReply, RequestHead,
+    ResponseHeadAction,
+};
+use crate::shipping::AuditShipper;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BehavryRoot::default()) });
+}}
+
+fn log(level: LogLevel, message: &str) {
+    // Nothing better to do if logging itself fails.
+    let _ = hostcalls::log(level, message);
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn random_bytes(salt: u32) -> [u8; 24] {
+    let mut bytes = [0u8; 24];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The host has no entropy source: fall back on time and context id, which is still
+        // unique per call for trace ids (not a security value).
+        let seed = now_ms().to_le_bytes();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seed[i % 8] ^ (salt.rotate_left(i as u32) as u8);
+        }
+    }
+    bytes
+}
+
+#[derive(Default)]
+struct BehavryRoot {
+    config: Option<Rc<FilterConfig>>,
+    queue_id: Option<u32>,
+    shipper: AuditShipper,
+}
+
+impl Context for BehavryRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
+        if !self.shipper.owns(token) {
+            return;
+        }
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let acknowledged = status.as_deref() == Some("200");
+        let stored = self.shipper.finished(acknowledged, now_ms());
+        if !acknowledged {
+            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, 1024)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "audit-sink did not acknowledge a batch (status {}): {body}; {} events kept for retry",
+                    status.as_deref().unwrap_or("none: unreachable or timed out"),
+                    self.shipper.unacknowledged()
+                ),
+            );
+        } else {
+            log(LogLevel::Debug, &format!("audit-sink stored {stored} events"));
+        }
+    }
+}
+
+impl RootContext for BehavryRoot {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        log(
+            LogLevel::Info,
+            &format!("behavry-filter {VERSION} (build {BUILD_ID}) starting"),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let config = match FilterConfig::from_json(&bytes) {
+            Ok(config) => config,
+            Err(err) => {
+                log(LogLevel::Critical, &format!("{err}"));
+                return false;
+            }
+        };
+        match hostcalls::register_shared_queue(&config.audit.queue_name) {
+            Ok(id) => self.queue_id = Some(id),
+            Err(status) => {
+                log(
+                    LogLevel::Critical,
+                    &format!("cannot register audit queue `{}`: {status:?}", config.audit.queue_name),
+                );
+                return false;
+            }
+        }
+        if let Err(status) =
+            hostcalls::set_tick_period(Duration::from_millis(config.audit.flush_interval_ms))
+        {
+            log(LogLevel::Critical, &format!("cannot start the audit timer: {status:?}"));
+            return false;
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "behavry-filter {VERSION} (build {BUILD_ID}) configured with {} MCP routes",
+                config.routes.len()
+            ),
+        );
+        self.config = Some(Rc::new(config));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let (Some(config), Some(queue_id)) = (self.config.clone(), self.queue_id) else {
+            return;
+        };
+        let now = now_ms();
+        let mut dequeue = || match hostcalls::dequeue_shared_queue(queue_id) {
+            Ok(item) => item,
+            Err(status) => {
+                log(LogLevel::Error, &format!("audit queue read failed: {status:?}"));
+                None
+            }
+        };
+        let Some(batch) = self.shipper.next_batch(now, config.audit.max_batch, &mut dequeue) else {
+            return;
+        };
+        let sink = &config.audit.sink;
+        let call = hostcalls::dispatch_http_call(
+            &sink.cluster,
+            vec![
+                (":method", "POST"),
+                (":path", EVENTS_PATH),
+                (":authority", sink.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ],
+            Some(&batch.body),
+            vec![],
+            Duration::from_millis(sink.timeout_ms),
+        );
+        match call {
+            Ok(token) => self.shipper.sent(token),
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("cannot reach audit cluster `{}`: {status:?}", sink.cluster),
+                );
+                self.shipper.delivery_failed(now);
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone()?;
+        Some(Box::new(BehavryHttp {
+            context_id,
+            config,
+            queue_id: self.queue_id,
+            exchange: None,
+            authz_call: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct BehavryHttp {
+    context_id: u32,
+    config: Rc<FilterConfig>,
+    queue_id: Option<u32>,
+    exchange: Option<Exchange>,
+    authz_call: Option<u32>,
+}
+
+fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
+impl BehavryHttp {
+    fn verified_agent(&self) -> Option<String> {
+        // DESIGN: one verified claim read as plain bytes; identity never comes from a header.
+        let path = vec![
+            "metadata",
+            "filter_metadata",
+            "envoy.filters.http.jwt_authn",
+            self.config.jwt_metadata_key.as_str(),
+            "sub",
+        ];
+        let bytes = hostcalls::get_property(path).ok().flatten()?;
+        let sub = String::from_utf8(bytes).ok()?;
+        (!sub.is_empty()).then_some(sub)
+    }
+
+    fn flush_audit(&mut self) {
+        let Some(exchange) = &mut self.exchange else { return };
+        let events = exchange.take_audit_events();
+        if events.is_empty() {
+            return;
+        }
+        let Some(queue_id) = self.queue_id else { return };
+        for event in events {
+            match serde_json::to_vec(&event) {
+                Ok(line) => {
+                    if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
+                        log(
+                            LogLevel::Error,
+                            &format!("audit event {} not queued: {status:?}", event.event_id),
+                        );
+                    }
+                }
+                Err(err) => log(LogLevel::Error, &format!("audit event not encoded: {err}")),
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: &LocalReply) {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
+            log(LogLevel::Error, &format!("local reply failed: {status:?}"));
+        }
+    }
+
+    fn ask_authz(&mut self, body: &[u8]) -> Result<u32, String> {
+        let authz = &self.config.authz;
+        hostcalls::dispatch_http_call(
+            &authz.cluster,
+            vec![
+                (":method", "POST"),
+                (":path", DECIDE_PATH),
+                (":authority", authz.authority.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(body),
+            vec![],
+            Duration::from_millis(authz.timeout_ms),
+        )
+        .map_err(|status| format!("cannot call cluster `{}`: {status:?}", authz.cluster))
+    }
+
+    fn decided(&mut self, decision: Result<DecisionResponse, String>) -> Action {
+        let config = self.config.clone();
+        let Some(exchange) = &mut self.exchange else {
+            return Action::Continue;
+        };
+        let action = exchange.on_decision(&config, decision, now_ms());
+        self.flush_audit();
+        match action {
+            DecisionAction::Resume => Action::Continue,
+            DecisionAction::Reply(reply) => {
+                self.reply(&reply);
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Context for BehavryHttp {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if self.authz_call != Some(token) {
+            return;
+        }
+        self.authz_call = None;
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let decision = match status.as_deref() {
+            Some("200") => serde_json::from_slice::<DecisionResponse>(&body)
+                .map_err(|e| format!("authz-sidecar answered with an unreadable decision: {e}")),
+            Some(other) => Err(format!(
+                "authz-sidecar answered HTTP {other}: {}",
+                String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
+            )),
+            None => Err("authz-sidecar unreachable or timed out".to_string()),
+        };
+        if let Action::Continue = self.decided(decision) {
+            if let Err(status) = hostcalls::resume_http_request() {
+                log(LogLevel::Error, &format!("cannot resume request: {status:?}"));
+            }
+        }
+    }
+}
+
+impl HttpContext for BehavryHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let head = RequestHead {
+            method: request_header(":method").unwrap_or_default(),
+            path: request_header(":path").unwrap_or_default(),
+            session_id: request_header("mcp-session-id"),
+            protocol_version: request_header("mcp-protocol-version"),
+            mcp_method: request_header("mcp-method"),
+            mcp_name: request_header("mcp-name"),
+            traceparent: request_header("traceparent"),
+            agent: self.verified_agent(),
+        };
+        let random = random_bytes(self.context_id);
+        let Some(mut exchange) = Exchange::start(&self.config, head, random) else {
+            return Action::Continue;
+        };
+        let action = exchange.on_request_head(end_of_stream);
+        self.exchange = Some(exchange);
+        match action {
+            HeadAction::Continue => Action::Continue,
+            HeadAction::WaitForBody => Action::Pause,
+            HeadAction::Reply(reply) => {
+                self.reply(&reply);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let config = self.config.clone();
+        let Some(exchange) = &mut self.exchange else {
+            return Action::Continue;
+        };
+        let body = if end_of_stream {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                Ok(body) => Some(body.unwrap_or_default()),
+                Err(status) => {
+                    log(LogLevel::Error, &format!("cannot read request body: {status:?}"));
+                    Some(Vec::new())
+                }
+            }
+        } else {
+            None
+        };
+        let action = exchange.on_request_body(&config, body_size, body.as_deref(), now_ms());
+        self.flush_audit();
+        match action {
+            BodyAction::Buffer => Action::Pause,
+            BodyAction::Forward => Action::Continue,
+            BodyAction::AskAuthz(request) => match self.ask_authz(&request) {
+                Ok(token) => {
+                    self.authz_call = Some(token);
+                    Action::Pause
+                }
+                Err(why) => self.decided(Err(why)),
+            },
+            BodyAction::Reply(reply) => {
+                self.reply(&reply);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let config = self.config.clone();
+        let Some(exchange) = &mut self.exchange else {
+            return Action::Continue;
+        };
+        let header = |name: &str| {
+            hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let status = header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        let content_type = header("content-type");
+        let action = exchange.on_response_head(
+            status,
+            content_type.as_deref(),
+            end_of_stream,
+            &config,
+            now_ms(),
+        );
+        self.flush_audit();
+        match action {
+            ResponseHeadAction::Continue => Action::Continue,
+            ResponseHeadAction::WaitForBody => Action::Pause,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let config = self.config.clone();
+        let Some(exchange) = &mut self.exchange else {
+            return Action::Continue;
+        };
+        let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            Ok(chunk) => chunk.unwrap_or_default(),
+            Err(status) => {
+                log(LogLevel::Error, &format!("cannot read response body: {status:?}"));
+                Vec::new()
+            }
+        };
+        let action = exchange.on_response_body(&config, &chunk, end_of_stream, now_ms());
+        self.flush_audit();
+        match action {
+            ChunkAction::Continue => Action::Continue,
+            ChunkAction::Buffer => Action::Pause,
+            ChunkAction::Replace(bytes) => {
+                if let Err(status) = hostcalls::set_buffer(
+                    BufferType::HttpResponseBody,
+                    0,
+                    body_size,
+                    &bytes,
+                ) {
+                    log(LogLevel::Error, &format!("cannot rewrite response body: {status:?}"));
+                }
+                // Only has an effect while the headers are still held (JSON bodies).
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpResponseHeaders,
+                    "content-length",
+                    Some(&bytes.len().to_string()),
+                );
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_log(&mut self) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.on_done(now_ms());
+        }
+        self.flush_audit();
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Render an Envoy bootstrap template (`${NAME}` placeholders) with NAME=VALUE arguments.
+
+Every placeholder must be given (or have a default below): a missing one is an error that names it.
+"""
+import string
+import sys
+
+DEFAULTS = {
+    "ADMIN_PORT": "9901",
+    "LISTEN_PORT": "10000",
+    "AUTHZ_PORT": "9911",
+    "AUDIT_PORT": "9912",
+    "EVERYTHING_PORT": "3001",
+    "SCRIPTED_PORT": "3002",
+    "JWT_ISSUER": "behavry-authz",
+    "JWT_AUDIENCE": "behavry-gateway",
+    "AUTHZ_TIMEOUT_MS": "500",
+    "MAX_BODY_BYTES": "1048576",
+    "MAX_SSE_EVENT_BYTES": "1048576",
+    "WASM_PATH": "target/wasm32-wasip1/release-wasm/behavry_filter.wasm",
+}
+
+
+def render(template_path: str, values: dict) -> str:
+    with open(template_path, encoding="utf-8") as f:
+        template = string.Template(f.read())
+    merged = {**DEFAULTS, **values}
+    try:
+        return template.substitute(merged)
+    except KeyError as missing:
+        sys.exit(f"render_envoy: no value for placeholder {missing} in {template_path}")
+
+
+def main() -> None:
+    if len(sys.argv) < 3:
+        sys.exit("usage: render_envoy.py TEMPLATE OUTPUT [NAME=VALUE ...]")
+    values = {}
+    for arg in sys.argv[3:]:
+        name, sep, value = arg.partition("=")
+        if not sep:
+            sys.exit(f"render_envoy: argument {arg!r} is not NAME=VALUE")
+        values[name] = value
+    out = render(sys.argv[1], values)
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        f.write(out)
+
+
+if __name__ == "__main__":
+    main()

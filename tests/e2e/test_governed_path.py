@@ -1,0 +1,81 @@
+"""1. The official Python MCP SDK through Envoy + Behavry against server-everything."""
+from __future__ import annotations
+
+import anyio
+import pytest
+from mcp import MCPError
+
+from mcp_client import connect
+
+POLICY_DENIED = -32080
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_python_sdk_allowed_and_denied_calls_are_governed_and_audited(stack, token, mode):
+    async def scenario():
+        async with connect(stack.url("everything"), token, mode=mode) as client:
+            tools = await client.list_tools()
+            names = {t.name for t in tools.tools}
+            assert {"echo", "get-env"} <= names
+
+            result = await client.call_tool("echo", {"message": "governed hello"})
+            assert not result.is_error
+            assert result.content[0].text == "Echo: governed hello"
+            allowed_trace = client.recorder.trace_of("tools/call", "echo")
+
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("get-env", {})
+            denied_trace = client.recorder.trace_of("tools/call", "get-env")
+            return allowed_trace, denied_trace, denied.value
+
+    allowed_trace, denied_trace, error = anyio.run(scenario)
+    assert error.code == POLICY_DENIED
+    assert "get-env" in error.message
+    assert error.data["traceId"] == denied_trace
+    assert error.data["reason"]
+
+    allowed = stack.wait_trace(allowed_trace)
+    by_kind = {e["event"]["kind"]: e["event"] for e in allowed}
+    assert by_kind["intent"]["agent"] == "demo-agent"
+    assert by_kind["intent"]["request"]["tool"] == "echo"
+    assert by_kind["decision"]["detail"]["allow"] is True
+    assert by_kind["decision"]["detail"]["bundleDigest"].startswith("sha256:")
+    assert by_kind["outcome"]["detail"]["isError"] is False
+    assert [e["event"]["kind"] for e in allowed] == ["intent", "decision", "outcome"]
+
+    denied = stack.wait_trace(denied_trace)
+    by_kind = {e["event"]["kind"]: e["event"] for e in denied}
+    assert by_kind["decision"]["detail"]["allow"] is False
+    assert by_kind["outcome"]["detail"]["errorCode"] == POLICY_DENIED
+
+    verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith("ok:")
+
+
+def test_resources_and_prompts_are_decided_too(stack, token):
+    async def scenario():
+        async with connect(stack.url("everything"), token) as client:
+            resource = await client.read_resource("demo://resource/static/document/architecture.md")
+            assert resource.contents
+            with pytest.raises(MCPError) as denied_resource:
+                await client.read_resource("demo://resource/static/document/features.md")
+            with pytest.raises(MCPError) as denied_prompt:
+                await client.get_prompt("args-prompt", {"city": "Paris"})
+            return denied_resource.value, denied_prompt.value
+
+    denied_resource, denied_prompt = anyio.run(scenario)
+    assert denied_resource.code == POLICY_DENIED
+    assert denied_prompt.code == POLICY_DENIED
+
+
+def test_agent_without_grants_is_denied_everything(stack):
+    token = stack.mint("restricted-agent")
+
+    async def scenario():
+        async with connect(stack.url("everything"), token) as client:
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("echo", {"message": "x"})
+            return denied.value
+
+    assert anyio.run(scenario).code == POLICY_DENIED
