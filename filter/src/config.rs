@@ -168,8 +168,15 @@ impl FilterConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ConfigError::Missing);
         }
-        let raw: RawConfig =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                ConfigError::Syntax(e.into_inner().to_string())
+            } else {
+                field(path, format!("is not valid: {}", e.into_inner()))
+            }
+        })?;
 
         if raw.routes.is_empty() {
             return Err(field("routes", "must list at least one MCP route"));
@@ -184,7 +191,10 @@ impl FilterConfig {
                 return Err(field(prefix_field, "must not end with '/'"));
             }
             let server = non_empty(&format!("routes[{i}].server"), route.server)?;
-            if routes.iter().any(|r: &McpRoute| r.path_prefix == route.path_prefix) {
+            if routes
+                .iter()
+                .any(|r: &McpRoute| r.path_prefix == route.path_prefix)
+            {
                 return Err(field(prefix_field, "is listed twice"));
             }
             routes.push(McpRoute {
@@ -193,7 +203,7 @@ impl FilterConfig {
             });
         }
         // Longest prefix first, so the most specific route wins.
-        routes.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
 
         let authz = ClusterTarget {
             cluster: non_empty("authz.cluster", raw.authz.cluster)?,
@@ -262,7 +272,9 @@ impl FilterConfig {
                 )?,
             },
         };
-        limits.validate().map_err(|e| field("limits", e.to_string()))?;
+        limits
+            .validate()
+            .map_err(|e| field("limits", e.to_string()))?;
         Ok(FilterConfig {
             routes,
             authz,
@@ -331,7 +343,10 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("", "missing"),
             ("{", "not valid"),
-            (r#"{"routes": [], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#, "`routes`"),
+            (
+                r#"{"routes": [], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#,
+                "`routes`",
+            ),
             (
                 r#"{"routes": [{"pathPrefix": "mcp", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#,
                 "`routes[0].pathPrefix`",
@@ -366,7 +381,9 @@ mod tests {
             ),
         ];
         for (json, needle) in cases {
-            let err = FilterConfig::from_json(json.as_bytes()).unwrap_err().to_string();
+            let err = FilterConfig::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
     }

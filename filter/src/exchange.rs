@@ -15,8 +15,8 @@
 
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
 use behavry_core::jsonrpc::{self, Message, RequestId};
-use behavry_core::mcp::{self, CallKind, McpCall};
 use behavry_core::limits::Limits;
+use behavry_core::mcp::{self, CallKind, McpCall};
 use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
@@ -91,6 +91,9 @@ pub enum DecisionAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseHeadAction {
     Continue,
+    /// Continue, streaming, but drop `content-length`: events may still be rewritten (an error
+    /// event in place of a malformed one), so the length is not known in advance.
+    StreamWithoutLength,
     /// Hold them: a JSON body is read whole (it is one message) before anything is sent, so that
     /// it can still be replaced by an error with a correct `content-length`.
     WaitForBody,
@@ -103,8 +106,11 @@ pub enum ChunkAction {
     Continue,
     /// Keep buffering (JSON bodies).
     Buffer,
-    /// Send these bytes instead of the chunk (or of the buffered body).
+    /// Send these bytes instead of this streamed chunk (the headers are already gone).
     Replace(Vec<u8>),
+    /// Send these bytes instead of the whole buffered body, whose headers are still held: the
+    /// shim fixes `content-length`.
+    ReplaceBody(Vec<u8>),
 }
 
 /// Identifiers of one call in the Decision Trace.
@@ -131,13 +137,14 @@ impl TraceIds {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// The JSON-RPC request the client sent, while its answer is awaited.
@@ -154,7 +161,9 @@ enum ResponseMode {
     /// `application/json`: one message, read whole.
     Json,
     /// `text/event-stream`: decoded event by event.
-    Sse { decoder: SseDecoder, broken: bool },
+    Sse { decoder: SseDecoder },
+    /// The body was already answered with an error: drop what still comes.
+    Discard,
 }
 
 /// State of one HTTP exchange on an MCP route.
@@ -400,7 +409,13 @@ impl Exchange {
 
     /// A JSON-RPC error answer for the pending call, sent with HTTP 200: at the HTTP level the
     /// exchange worked, and MCP clients read JSON-RPC errors from the body.
-    fn rpc_error_reply(&mut self, code: i64, message: &str, data: Value, now_ms: u64) -> LocalReply {
+    fn rpc_error_reply(
+        &mut self,
+        code: i64,
+        message: &str,
+        data: Value,
+        now_ms: u64,
+    ) -> LocalReply {
         let id = self.pending.as_ref().map(|p| p.id.clone());
         let body = jsonrpc::error_response(id.as_ref(), code, message, Some(data));
         self.response_status = 200;
@@ -450,9 +465,8 @@ impl Exchange {
             Some("text/event-stream") => {
                 self.mode = ResponseMode::Sse {
                     decoder: SseDecoder::new(config.limits.max_sse_event_bytes),
-                    broken: false,
                 };
-                ResponseHeadAction::Continue
+                ResponseHeadAction::StreamWithoutLength
             }
             Some("application/json") if self.pending.is_some() => {
                 self.mode = ResponseMode::Json;
@@ -480,6 +494,7 @@ impl Exchange {
                 ChunkAction::Continue
             }
             ResponseMode::Json => self.on_json_body(config, chunk, end_of_stream, now_ms),
+            ResponseMode::Discard => ChunkAction::Replace(Vec::new()),
             ResponseMode::Sse { .. } => {
                 self.on_sse_chunk(&config.limits, chunk, end_of_stream, now_ms)
             }
@@ -518,6 +533,8 @@ impl Exchange {
     }
 
     fn replace_with_upstream_error(&mut self, why: &str, now_ms: u64) -> ChunkAction {
+        // Anything the upstream still sends after this is dropped.
+        self.mode = ResponseMode::Discard;
         let id = self.pending.as_ref().map(|p| p.id.clone());
         let body = jsonrpc::error_response(
             id.as_ref(),
@@ -533,7 +550,7 @@ impl Exchange {
                 "upstreamError": why,
             }),
         );
-        ChunkAction::Replace(body)
+        ChunkAction::ReplaceBody(body)
     }
 
     fn on_sse_chunk(
@@ -544,13 +561,9 @@ impl Exchange {
         now_ms: u64,
     ) -> ChunkAction {
         self.response_bytes += chunk.len();
-        let ResponseMode::Sse { decoder, broken } = &mut self.mode else {
+        let ResponseMode::Sse { decoder } = &mut self.mode else {
             return ChunkAction::Continue;
         };
-        if *broken {
-            // After a fatal upstream error the client already has its error event: drop the rest.
-            return ChunkAction::Replace(Vec::new());
-        }
         let mut out = Vec::with_capacity(chunk.len());
         let mut problem = None;
         let mut events: Vec<SseEvent> = match decoder.feed(chunk) {
@@ -597,9 +610,8 @@ impl Exchange {
             self.observe_upstream_message(message, now_ms);
         }
         if let Some(why) = problem {
-            if let ResponseMode::Sse { broken, .. } = &mut self.mode {
-                *broken = true;
-            }
+            // The client gets a well-formed error event; what the upstream still sends is dropped.
+            self.mode = ResponseMode::Discard;
             let id = self.pending.as_ref().map(|p| p.id.clone());
             let body = jsonrpc::error_response(
                 id.as_ref(),
@@ -638,7 +650,10 @@ impl Exchange {
                 "status": self.response_status,
                 "isError": result.get("isError").and_then(Value::as_bool).unwrap_or(false),
             }),
-            Message::ErrorResponse { id: Some(id), error } if *id == pending.id => json!({
+            Message::ErrorResponse {
+                id: Some(id),
+                error,
+            } if *id == pending.id => json!({
                 "status": self.response_status,
                 "errorCode": error.code,
                 "errorMessage": error.message,
@@ -683,7 +698,12 @@ impl Exchange {
 
     fn record(&mut self, kind: AuditKind, now_ms: u64, detail: Value) {
         self.audit.push(AuditEvent {
-            event_id: format!("{}-{}-{}", self.ids.trace_id, self.ids.span_id, kind.as_str()),
+            event_id: format!(
+                "{}-{}-{}",
+                self.ids.trace_id,
+                self.ids.span_id,
+                kind.as_str()
+            ),
             trace_id: self.ids.trace_id.clone(),
             span_id: self.ids.span_id.clone(),
             kind,
@@ -692,5 +712,342 @@ impl Exchange {
             request: self.facts.clone(),
             detail,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{
+        "routes": [{"pathPrefix": "/mcp/everything", "server": "everything"}],
+        "authz": {"cluster": "authz"},
+        "audit": {"cluster": "audit"},
+        "limits": {"maxBodyBytes": 4096, "maxSseEventBytes": 512}
+    }"#;
+
+    fn config() -> FilterConfig {
+        FilterConfig::from_json(CONFIG.as_bytes()).unwrap()
+    }
+
+    fn head(agent: Option<&str>) -> RequestHead {
+        RequestHead {
+            method: "POST".into(),
+            path: "/mcp/everything".into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            agent: agent.map(str::to_owned),
+            ..RequestHead::default()
+        }
+    }
+
+    const CALL: &[u8] =
+        br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+
+    /// An exchange whose governed call has been sent to the sidecar.
+    fn asked() -> (FilterConfig, Exchange) {
+        let config = config();
+        let mut ex = Exchange::start(&config, head(Some("agent-a")), [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        else {
+            panic!("a tools/call must be decided");
+        };
+        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        assert_eq!(request.agent.id, "agent-a");
+        assert_eq!(request.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(request.request.tool.as_deref(), Some("echo"));
+        assert_eq!(request.request.server, "everything");
+        (config, ex)
+    }
+
+    fn allow() -> DecisionResponse {
+        DecisionResponse {
+            allow: true,
+            reasons: vec![],
+            rule_ids: vec!["r.allow".into()],
+            bundle_digest: "sha256:ab".into(),
+        }
+    }
+
+    fn kinds(events: &[AuditEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    fn error_of(body: &[u8]) -> Value {
+        let value: Value = serde_json::from_slice(body).unwrap();
+        value["error"].clone()
+    }
+
+    #[test]
+    fn other_paths_are_not_touched() {
+        let mut h = head(Some("a"));
+        h.path = "/healthz".into();
+        assert!(Exchange::start(&config(), h, [0; 24]).is_none());
+    }
+
+    #[test]
+    fn missing_identity_is_401_with_bearer_challenge() {
+        let mut ex = Exchange::start(&config(), head(None), [0; 24]).unwrap();
+        let HeadAction::Reply(reply) = ex.on_request_head(false) else {
+            panic!("must refuse");
+        };
+        assert_eq!(reply.status, 401);
+        assert!(
+            reply
+                .headers
+                .contains(&("www-authenticate".into(), "Bearer".into()))
+        );
+        assert_eq!(error_of(&reply.body)["code"], jsonrpc::UNAUTHENTICATED);
+    }
+
+    #[test]
+    fn get_and_delete_pass() {
+        for method in ["GET", "DELETE"] {
+            let mut h = head(Some("a"));
+            h.method = method.into();
+            let mut ex = Exchange::start(&config(), h, [0; 24]).unwrap();
+            assert_eq!(ex.on_request_head(true), HeadAction::Continue);
+        }
+    }
+
+    #[test]
+    fn allowed_call_is_forwarded_and_fully_audited() {
+        let (config, mut ex) = asked();
+        assert_eq!(
+            ex.on_decision(&config, Ok(allow()), 2),
+            DecisionAction::Resume
+        );
+        let action = ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        assert_eq!(action, ResponseHeadAction::WaitForBody);
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[],"isError":false}}"#;
+        assert_eq!(
+            ex.on_response_body(&config, &body[..10], false, 4),
+            ChunkAction::Buffer
+        );
+        assert_eq!(
+            ex.on_response_body(&config, body, true, 5),
+            ChunkAction::Continue
+        );
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.trace_id == "0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(events[2].detail["isError"], false);
+        let ids: std::collections::HashSet<_> = events.iter().map(|e| &e.event_id).collect();
+        assert_eq!(ids.len(), 3, "event ids are unique");
+        ex.on_done(6);
+        assert!(ex.take_audit_events().is_empty(), "one outcome only");
+    }
+
+    #[test]
+    fn denied_call_gets_jsonrpc_error_with_request_id_and_trace() {
+        let (config, mut ex) = asked();
+        let deny = DecisionResponse {
+            allow: false,
+            reasons: vec!["not granted".into()],
+            rule_ids: vec!["r.deny".into()],
+            bundle_digest: "sha256:ab".into(),
+        };
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
+            panic!("must deny");
+        };
+        assert_eq!(reply.status, 200);
+        let value: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(value["id"], 5);
+        assert_eq!(value["error"]["code"], jsonrpc::POLICY_DENIED);
+        assert_eq!(
+            value["error"]["data"]["traceId"],
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(value["error"]["data"]["reason"], "not granted");
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert_eq!(events[1].detail["allow"], false);
+    }
+
+    #[test]
+    fn sidecar_failure_fails_closed_by_default_and_open_when_configured() {
+        let (config, mut ex) = asked();
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Err("timed out".into()), 2)
+        else {
+            panic!("must fail closed");
+        };
+        assert_eq!(error_of(&reply.body)["code"], jsonrpc::AUTHZ_UNAVAILABLE);
+
+        let (mut open, mut ex) = asked();
+        open.failure_mode = FailureMode::Open;
+        assert_eq!(
+            ex.on_decision(&open, Err("down".into()), 2),
+            DecisionAction::Resume
+        );
+        let events = ex.take_audit_events();
+        assert_eq!(events[1].detail["failureMode"], "open");
+    }
+
+    #[test]
+    fn bad_bodies_get_http_errors_with_jsonrpc_codes() {
+        let config = config();
+        let cases: &[(&[u8], u32, i64)] = &[
+            (b"{nope", 400, jsonrpc::PARSE_ERROR),
+            (
+                br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+                400,
+                jsonrpc::INVALID_REQUEST,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+                400,
+                jsonrpc::INVALID_PARAMS,
+            ),
+        ];
+        for (body, status, code) in cases {
+            let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+            let BodyAction::Reply(reply) = ex.on_request_body(&config, body.len(), Some(body), 1)
+            else {
+                panic!("must refuse {body:?}");
+            };
+            assert_eq!(reply.status, *status);
+            assert_eq!(error_of(&reply.body)["code"], *code);
+        }
+        let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+        let BodyAction::Reply(reply) = ex.on_request_body(&config, 5000, None, 1) else {
+            panic!("must refuse an oversized body");
+        };
+        assert_eq!(reply.status, 413);
+    }
+
+    #[test]
+    fn header_mismatch_is_400_32020() {
+        let config = config();
+        let mut h = head(Some("a"));
+        h.mcp_method = Some("tools/call".into());
+        h.mcp_name = Some("other".into());
+        let mut ex = Exchange::start(&config, h, [1; 24]).unwrap();
+        let BodyAction::Reply(reply) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        else {
+            panic!("must refuse");
+        };
+        assert_eq!(reply.status, 400);
+        assert_eq!(error_of(&reply.body)["code"], jsonrpc::HEADER_MISMATCH);
+    }
+
+    #[test]
+    fn notifications_and_listings_are_forwarded_without_decision() {
+        let config = config();
+        for body in [
+            &br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#[..],
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
+        ] {
+            let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+            assert_eq!(
+                ex.on_request_body(&config, body.len(), Some(body), 1),
+                BodyAction::Forward
+            );
+            assert!(ex.take_audit_events().is_empty());
+        }
+    }
+
+    const STREAM: &[u8] = b"id: 0\ndata: \n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\r\n\r\n: comment\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"isError\":false}}\n\n";
+
+    fn stream_through(chunk_size: usize) -> (Vec<u8>, Vec<AuditEvent>) {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        let action = ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        assert_eq!(action, ResponseHeadAction::StreamWithoutLength);
+        let mut out = Vec::new();
+        let chunks: Vec<&[u8]> = STREAM.chunks(chunk_size).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            match ex.on_response_body(&config, chunk, last, 4) {
+                ChunkAction::Continue => out.extend_from_slice(chunk),
+                ChunkAction::Replace(bytes) => out.extend_from_slice(&bytes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (out, ex.take_audit_events())
+    }
+
+    #[test]
+    fn sse_is_forwarded_byte_identical_in_any_chunking() {
+        for size in [1, 2, 3, 7, 16, 64, STREAM.len()] {
+            let (out, events) = stream_through(size);
+            assert_eq!(out, STREAM, "chunk size {size}");
+            assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+            assert_eq!(events[2].detail["isError"], false);
+        }
+    }
+
+    #[test]
+    fn complete_events_go_out_and_the_tail_waits() {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        let split = 20; // inside the second event
+        let ChunkAction::Replace(first) = ex.on_response_body(&config, &STREAM[..split], false, 4)
+        else {
+            panic!("the incomplete tail must be held back");
+        };
+        assert_eq!(first, b"id: 0\ndata: \n\n");
+    }
+
+    #[test]
+    fn malformed_sse_becomes_an_error_event_and_the_rest_is_dropped() {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        let ChunkAction::Replace(out) =
+            ex.on_response_body(&config, b"data: {\"jsonrpc\": nope\n\n", false, 4)
+        else {
+            panic!("must replace");
+        };
+        let text = String::from_utf8(out).unwrap();
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let value: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(value["id"], 5);
+        assert_eq!(value["error"]["code"], jsonrpc::UPSTREAM_PROTOCOL_ERROR);
+        assert_eq!(
+            ex.on_response_body(&config, b"data: {}\n\n", true, 5),
+            ChunkAction::Replace(Vec::new())
+        );
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+    }
+
+    #[test]
+    fn oversized_sse_event_is_refused() {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        let big = vec![b'x'; 600];
+        let mut chunk = b"data: ".to_vec();
+        chunk.extend_from_slice(&big);
+        let ChunkAction::Replace(out) = ex.on_response_body(&config, &chunk, false, 4) else {
+            panic!("must replace");
+        };
+        assert!(String::from_utf8_lossy(&out).contains("maxSseEventBytes"));
+    }
+
+    #[test]
+    fn invalid_json_response_is_replaced_with_an_error() {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let ChunkAction::ReplaceBody(body) =
+            ex.on_response_body(&config, b"{\"jsonrpc\":", true, 4)
+        else {
+            panic!("must replace");
+        };
+        assert_eq!(error_of(&body)["code"], jsonrpc::UPSTREAM_PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn new_trace_without_valid_traceparent() {
+        let ids = TraceIds::new(Some("garbage"), [0xab; 24]);
+        assert_eq!(ids.trace_id, "ab".repeat(16));
+        assert_eq!(ids.span_id, "ab".repeat(8));
     }
 }

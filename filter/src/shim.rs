@@ -8,13 +8,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
-use crate::{BUILD_ID, VERSION};
 use crate::config::FilterConfig;
 use crate::exchange::{
     BodyAction, ChunkAction, DecisionAction, Exchange, HeadAction, LocalReply, RequestHead,
     ResponseHeadAction,
 };
 use crate::shipping::AuditShipper;
+use crate::{BUILD_ID, VERSION};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -39,8 +39,8 @@ fn random_bytes(salt: u32) -> [u8; 24] {
         // The host has no entropy source: fall back on time and context id, which is still
         // unique per call for trace ids (not a security value).
         let seed = now_ms().to_le_bytes();
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = seed[i % 8] ^ (salt.rotate_left(i as u32) as u8);
+        for ((i, b), s) in bytes.iter_mut().enumerate().zip(seed.iter().cycle()) {
+            *b = s ^ (salt.rotate_left(i as u32) as u8);
         }
     }
     bytes
@@ -54,7 +54,13 @@ struct BehavryRoot {
 }
 
 impl Context for BehavryRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         if !self.shipper.owns(token) {
             return;
         }
@@ -73,12 +79,17 @@ impl Context for BehavryRoot {
                 LogLevel::Warn,
                 &format!(
                     "audit-sink did not acknowledge a batch (status {}): {body}; {} events kept for retry",
-                    status.as_deref().unwrap_or("none: unreachable or timed out"),
+                    status
+                        .as_deref()
+                        .unwrap_or("none: unreachable or timed out"),
                     self.shipper.unacknowledged()
                 ),
             );
         } else {
-            log(LogLevel::Debug, &format!("audit-sink stored {stored} events"));
+            log(
+                LogLevel::Debug,
+                &format!("audit-sink stored {stored} events"),
+            );
         }
     }
 }
@@ -109,7 +120,10 @@ impl RootContext for BehavryRoot {
             Err(status) => {
                 log(
                     LogLevel::Critical,
-                    &format!("cannot register audit queue `{}`: {status:?}", config.audit.queue_name),
+                    &format!(
+                        "cannot register audit queue `{}`: {status:?}",
+                        config.audit.queue_name
+                    ),
                 );
                 return false;
             }
@@ -117,7 +131,10 @@ impl RootContext for BehavryRoot {
         if let Err(status) =
             hostcalls::set_tick_period(Duration::from_millis(config.audit.flush_interval_ms))
         {
-            log(LogLevel::Critical, &format!("cannot start the audit timer: {status:?}"));
+            log(
+                LogLevel::Critical,
+                &format!("cannot start the audit timer: {status:?}"),
+            );
             return false;
         }
         log(
@@ -139,11 +156,17 @@ impl RootContext for BehavryRoot {
         let mut dequeue = || match hostcalls::dequeue_shared_queue(queue_id) {
             Ok(item) => item,
             Err(status) => {
-                log(LogLevel::Error, &format!("audit queue read failed: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("audit queue read failed: {status:?}"),
+                );
                 None
             }
         };
-        let Some(batch) = self.shipper.next_batch(now, config.audit.max_batch, &mut dequeue) else {
+        let Some(batch) = self
+            .shipper
+            .next_batch(now, config.audit.max_batch, &mut dequeue)
+        else {
             return;
         };
         let sink = &config.audit.sink;
@@ -195,6 +218,15 @@ struct BehavryHttp {
     authz_call: Option<u32>,
 }
 
+fn replace_response_body(size: usize, bytes: &[u8]) {
+    if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, bytes) {
+        log(
+            LogLevel::Error,
+            &format!("cannot rewrite response body: {status:?}"),
+        );
+    }
+}
+
 fn request_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
         .ok()
@@ -217,12 +249,16 @@ impl BehavryHttp {
     }
 
     fn flush_audit(&mut self) {
-        let Some(exchange) = &mut self.exchange else { return };
+        let Some(exchange) = &mut self.exchange else {
+            return;
+        };
         let events = exchange.take_audit_events();
         if events.is_empty() {
             return;
         }
-        let Some(queue_id) = self.queue_id else { return };
+        let Some(queue_id) = self.queue_id else {
+            return;
+        };
         for event in events {
             match serde_json::to_vec(&event) {
                 Ok(line) => {
@@ -244,7 +280,8 @@ impl BehavryHttp {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
+        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
+        {
             log(LogLevel::Error, &format!("local reply failed: {status:?}"));
         }
     }
@@ -284,7 +321,13 @@ impl BehavryHttp {
 }
 
 impl Context for BehavryHttp {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if self.authz_call != Some(token) {
             return;
         }
@@ -301,14 +344,20 @@ impl Context for BehavryHttp {
                 .map_err(|e| format!("authz-sidecar answered with an unreadable decision: {e}")),
             Some(other) => Err(format!(
                 "authz-sidecar answered HTTP {other}: {}",
-                String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
             )),
             None => Err("authz-sidecar unreachable or timed out".to_string()),
         };
-        if let Action::Continue = self.decided(decision) {
-            if let Err(status) = hostcalls::resume_http_request() {
-                log(LogLevel::Error, &format!("cannot resume request: {status:?}"));
-            }
+        if let Action::Continue = self.decided(decision)
+            && let Err(status) = hostcalls::resume_http_request()
+        {
+            log(
+                LogLevel::Error,
+                &format!("cannot resume request: {status:?}"),
+            );
         }
     }
 }
@@ -350,7 +399,10 @@ impl HttpContext for BehavryHttp {
             match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
                 Ok(body) => Some(body.unwrap_or_default()),
                 Err(status) => {
-                    log(LogLevel::Error, &format!("cannot read request body: {status:?}"));
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot read request body: {status:?}"),
+                    );
                     Some(Vec::new())
                 }
             }
@@ -400,6 +452,18 @@ impl HttpContext for BehavryHttp {
         self.flush_audit();
         match action {
             ResponseHeadAction::Continue => Action::Continue,
+            ResponseHeadAction::StreamWithoutLength => {
+                if header("content-length").is_some()
+                    && let Err(status) =
+                        hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length")
+                {
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot drop content-length: {status:?}"),
+                    );
+                }
+                Action::Continue
+            }
             ResponseHeadAction::WaitForBody => Action::Pause,
         }
     }
@@ -412,7 +476,10 @@ impl HttpContext for BehavryHttp {
         let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
             Ok(chunk) => chunk.unwrap_or_default(),
             Err(status) => {
-                log(LogLevel::Error, &format!("cannot read response body: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("cannot read response body: {status:?}"),
+                );
                 Vec::new()
             }
         };
@@ -422,20 +489,23 @@ impl HttpContext for BehavryHttp {
             ChunkAction::Continue => Action::Continue,
             ChunkAction::Buffer => Action::Pause,
             ChunkAction::Replace(bytes) => {
-                if let Err(status) = hostcalls::set_buffer(
-                    BufferType::HttpResponseBody,
-                    0,
-                    body_size,
-                    &bytes,
-                ) {
-                    log(LogLevel::Error, &format!("cannot rewrite response body: {status:?}"));
-                }
-                // Only has an effect while the headers are still held (JSON bodies).
-                let _ = hostcalls::set_map_value(
+                replace_response_body(body_size, &bytes);
+                Action::Continue
+            }
+            ChunkAction::ReplaceBody(bytes) => {
+                replace_response_body(body_size, &bytes);
+                // The headers are still held (JSON bodies): the length must match the new body.
+                // Only called then: proxy-wasm 0.2 panics on a header write the host refuses.
+                if let Err(status) = hostcalls::set_map_value(
                     MapType::HttpResponseHeaders,
                     "content-length",
                     Some(&bytes.len().to_string()),
-                );
+                ) {
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot set content-length: {status:?}"),
+                    );
+                }
                 Action::Continue
             }
         }

@@ -109,7 +109,9 @@ mod tests {
     use std::collections::VecDeque;
 
     fn queue(n: usize) -> VecDeque<Vec<u8>> {
-        (0..n).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -120,7 +122,10 @@ mod tests {
         assert_eq!(batch.events, 3);
         assert_eq!(batch.body, b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
         shipper.sent(7);
-        assert!(shipper.next_batch(0, 3, || q.pop_front()).is_none(), "one in flight");
+        assert!(
+            shipper.next_batch(0, 3, || q.pop_front()).is_none(),
+            "one in flight"
+        );
         assert_eq!(shipper.finished(true, 0), 3);
         let batch = shipper.next_batch(0, 3, || q.pop_front()).unwrap();
         assert_eq!(batch.events, 2);
@@ -133,9 +138,14 @@ mod tests {
         let first = shipper.next_batch(0, 10, || q.pop_front()).unwrap().clone();
         shipper.sent(1);
         assert_eq!(shipper.finished(false, 1_000), 0);
-        assert!(shipper.next_batch(1_000, 10, || q.pop_front()).is_none(), "backing off");
+        assert!(
+            shipper.next_batch(1_000, 10, || q.pop_front()).is_none(),
+            "backing off"
+        );
         q.push_back(b"{\"late\":true}".to_vec());
-        let again = shipper.next_batch(1_000 + MAX_BACKOFF_MS, 10, || q.pop_front()).unwrap();
+        let again = shipper
+            .next_batch(1_000 + MAX_BACKOFF_MS, 10, || q.pop_front())
+            .unwrap();
         assert_eq!(again.body, first.body, "same events, none added or lost");
         assert_eq!(shipper.unacknowledged(), 2);
         shipper.sent(2);

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,7 +29,9 @@ KNOWN_DIFFERENCES = {
 
 
 def run_suite(url: str, out: Path, headers: dict | None = None) -> dict[str, bool]:
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     argv = [str(NODE22)]
     env = dict(os.environ)
     if headers:
