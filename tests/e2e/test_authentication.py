@@ -82,3 +82,15 @@ def test_forged_identity_header_is_ignored(stack):
                                    "x-behavry-agent": AGENT, "x-jwt-payload": "eyJzdWIiOiJkZW1vLWFnZW50In0"})
     assert status == 200
     assert json.loads(body)["error"]["code"] == -32080, body
+
+
+def test_agent_token_never_reaches_the_server(stack, token):
+    """jwt_authn `forward: false`: the agent's credential stops at the proxy."""
+    status, _, body = http("POST", stack.url("raw") + "/echo-headers", CALL, {
+        "authorization": f"Bearer {token}", "content-type": "application/json",
+        "accept": "application/json, text/event-stream", "x-probe": "through"})
+    assert status == 200, body
+    seen = json.loads(json.loads(body)["result"]["content"][0]["text"])
+    assert seen["x-probe"] == "through"
+    assert "authorization" not in seen
+    assert not any(token in value for value in seen.values())

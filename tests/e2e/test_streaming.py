@@ -54,3 +54,19 @@ def test_server_to_client_request_inside_a_call_needs_streaming(stack, token):
     assert asked, "the server's request never reached the client"
     assert not result.is_error, result
     assert "forty-two" in result.content[0].text
+
+
+def test_server_everything_progress_through_behavry(stack, token):
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append(progress)
+
+    async def scenario():
+        async with connect(stack.url("everything"), token) as client:
+            return await client.call_tool("trigger-long-running-operation",
+                                          {"duration": 1, "steps": 4}, progress_callback=on_progress)
+
+    result = anyio.run(scenario)
+    assert "Long running operation completed" in result.content[0].text
+    assert seen == [1.0, 2.0, 3.0, 4.0]

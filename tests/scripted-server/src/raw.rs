@@ -77,6 +77,7 @@ pub fn routes() -> Router {
         .route("/raw/bad-json-sse", post(bad_json_sse))
         .route("/raw/huge-sse-event", post(huge_sse_event))
         .route("/raw/bad-json", post(bad_json))
+        .route("/raw/echo-headers", post(echo_headers))
 }
 
 /// Query parameters of `/raw/split-sse`.
@@ -239,6 +240,27 @@ async fn bad_json(body: Bytes) -> Response {
     with_content_type(Body::from(bad_json_body(&request_id(&body))), JSON)
 }
 
+/// `/raw/echo-headers`: a valid JSON-RPC result whose text is the request headers the upstream
+/// received, as a JSON object (names lowercase). Lets tests prove what a proxy forwards, e.g.
+/// that the agent's `Authorization` never reaches the server.
+async fn echo_headers(headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let seen: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": request_id(&body),
+        "result": {"content": [{"type": "text", "text": Value::Object(seen).to_string()}]},
+    });
+    with_content_type(Body::from(answer.to_string()), JSON)
+}
+
 fn with_content_type(body: Body, content_type: &'static str) -> Response {
     let mut response = Response::new(body);
     response
@@ -399,6 +421,25 @@ mod tests {
         let response = post(&uri, "").await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(text(response).await.contains("bytes must be at most"));
+    }
+
+    #[tokio::test]
+    async fn echo_headers_returns_what_it_received() {
+        let response = routes()
+            .oneshot(
+                Request::post("/raw/echo-headers")
+                    .header("x-probe", "seen")
+                    .body(Body::from(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(content_type(&response), JSON);
+        let value: Value = serde_json::from_str(&text(response).await).unwrap();
+        assert_eq!(value["id"], 9);
+        let seen: Value =
+            serde_json::from_str(value["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(seen["x-probe"], "seen");
     }
 
     #[tokio::test]
