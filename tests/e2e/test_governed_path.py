@@ -79,3 +79,22 @@ def test_agent_without_grants_is_denied_everything(stack):
             return denied.value
 
     assert anyio.run(scenario).code == POLICY_DENIED
+
+
+def test_revision_2026_07_28_client_passes_header_checks_and_is_audited(stack, token):
+    """The Python SDK speaking 2026-07-28 (no session; version, clientInfo and capabilities in
+    `_meta`; Mcp-Method/Mcp-Name headers) through Behavry to an upstream that serves it."""
+    async def scenario():
+        async with connect(stack.url("scripted"), token, mode="2026-07-28") as client:
+            assert client.protocol_version == "2026-07-28"
+            result = await client.call_tool("echo", {"message": "stateless"})
+            return result, client.recorder
+
+    result, recorder = anyio.run(scenario)
+    assert result.content[0].text == "stateless"
+    sent = [s for s in recorder.sent if (s.body or {}).get("method") == "tools/call"]
+    assert sent, "no tools/call was sent"
+    events = stack.wait_trace(sent[-1].trace_id)
+    intent = next(e["event"] for e in events if e["event"]["kind"] == "intent")
+    assert intent["request"]["protocolVersion"] == "2026-07-28"
+    assert intent["request"]["clientInfo"]["name"]
