@@ -13,6 +13,7 @@ DEFAULTS = {
     "AUDIT_PORT": "9912",
     "EVERYTHING_PORT": "3001",
     "SCRIPTED_PORT": "3002",
+    "SCRIPTED_JSON_PORT": "3003",
     "JWT_ISSUER": "behavry-authz",
     "JWT_AUDIENCE": "behavry-gateway",
     "AUTHZ_TIMEOUT_MS": "500",

@@ -22,7 +22,8 @@ def main() -> int:
     workdir.mkdir(exist_ok=True)
     # Fixed, well-known ports for a local run.
     stack = Stack(workdir, name="run", ports=dict(envoy=10000, admin=9901, authz=9911, audit=9912,
-                                                  everything=3001, scripted=3002))
+                                                  everything=3001, scripted=3002,
+                                                  scripted_json=3003))
     print("starting Behavry (logs in tests/e2e/.logs/run/) ...", flush=True)
     try:
         stack.start()

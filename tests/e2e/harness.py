@@ -184,7 +184,8 @@ class Stack:
             shutil.rmtree(self.logs)
         self.logs.mkdir(parents=True)
         self.ports = {k: free_port() for k in
-                      ("envoy", "admin", "authz", "audit", "everything", "scripted")}
+                      ("envoy", "admin", "authz", "audit", "everything", "scripted",
+                       "scripted_json")}
         self.ports.update(ports or {})
         self.authz_config = self.dir / "authz.toml"
         self.audit_db = self.dir / "audit.db"
@@ -217,11 +218,19 @@ class Stack:
                        self.logs / "scripted-server.log",
                        ready_url=f"http://127.0.0.1:{self.ports['scripted']}/raw/count")
 
+    def scripted_json(self) -> Service:
+        return Service("scripted-server-json", [BIN / "behavry-scripted-server", "--listen",
+                                                f"127.0.0.1:{self.ports['scripted_json']}",
+                                                "--json-response"],
+                       self.logs / "scripted-server-json.log",
+                       ready_url=f"http://127.0.0.1:{self.ports['scripted_json']}/raw/count")
+
     def envoy(self) -> Service:
         config = render_envoy("behavry.yaml.tmpl", self.dir / "envoy.yaml", {
             "ADMIN_PORT": self.ports["admin"], "LISTEN_PORT": self.ports["envoy"],
             "AUTHZ_PORT": self.ports["authz"], "AUDIT_PORT": self.ports["audit"],
             "EVERYTHING_PORT": self.ports["everything"], "SCRIPTED_PORT": self.ports["scripted"],
+            "SCRIPTED_JSON_PORT": self.ports["scripted_json"],
             "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
         })
@@ -233,6 +242,7 @@ class Stack:
     def start(self) -> "Stack":
         for name, make in (("authz", self.authz), ("audit", self.audit),
                            ("everything", self.everything), ("scripted", self.scripted),
+                           ("scripted_json", self.scripted_json),
                            ("envoy", self.envoy)):
             self.services[name] = make().start()
         # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.

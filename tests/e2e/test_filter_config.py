@@ -9,7 +9,7 @@ from harness import ENVOY, WASM, free_port, render_envoy
 def start_envoy_with(tmp_path, edit) -> tuple[int | None, str]:
     ports = {"ADMIN_PORT": free_port(), "LISTEN_PORT": free_port(), "AUTHZ_PORT": free_port(),
              "AUDIT_PORT": free_port(), "EVERYTHING_PORT": free_port(),
-             "SCRIPTED_PORT": free_port(), "WASM_PATH": WASM}
+             "SCRIPTED_PORT": free_port(), "SCRIPTED_JSON_PORT": free_port(), "WASM_PATH": WASM}
     config = render_envoy("behavry.yaml.tmpl", tmp_path / "envoy.yaml", ports)
     config.write_text(edit(config.read_text()))
     proc = subprocess.Popen([str(ENVOY), "-c", str(config), "--concurrency", "1",

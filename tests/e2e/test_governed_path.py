@@ -98,3 +98,23 @@ def test_revision_2026_07_28_client_passes_header_checks_and_is_audited(stack, t
     intent = next(e["event"] for e in events if e["event"]["kind"] == "intent")
     assert intent["request"]["protocolVersion"] == "2026-07-28"
     assert intent["request"]["clientInfo"]["name"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_json_answers_pass_intact_and_are_audited(stack, token, mode):
+    """An upstream answering application/json (one message, read whole by the filter)."""
+    async def scenario():
+        async with connect(stack.url("scripted-json"), token, mode=mode) as client:
+            ok = await client.call_tool("echo", {"message": "as json"})
+            ok_trace = client.recorder.trace_of("tools/call", "echo")
+            failed = await client.call_tool("fail", {})
+            failed_trace = client.recorder.trace_of("tools/call", "fail")
+            return ok, ok_trace, failed, failed_trace
+
+    ok, ok_trace, failed, failed_trace = anyio.run(scenario)
+    assert ok.content[0].text == "as json" and not ok.is_error
+    assert failed.is_error
+    outcome = lambda trace: next(e["event"]["detail"] for e in stack.wait_trace(trace)  # noqa: E731
+                                 if e["event"]["kind"] == "outcome")
+    assert outcome(ok_trace)["isError"] is False
+    assert outcome(failed_trace)["isError"] is True
