@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use behavry_authz::config::{DEFAULT_CONFIG_FILE, ENV_CONFIG};
 use behavry_authz::{Config, ProcessEnv};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// Behavry authz-sidecar: Rego decisions, agent tokens and JWKS for Envoy.
 #[derive(Debug, Parser)]
@@ -21,13 +20,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    behavry_service::init_logging();
     let result = match Config::load(&args.config, &ProcessEnv) {
-        Ok(config) => behavry_authz::run(&config, shutdown_signal()).await,
+        Ok(config) => behavry_authz::run(&config, behavry_service::shutdown_signal()).await,
         Err(err) => Err(err.into()),
     };
     match result {
@@ -36,33 +31,5 @@ async fn main() -> ExitCode {
             tracing::error!("authz-sidecar cannot run: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and `docker stop` send).
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for SIGINT: {err}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!("cannot listen for SIGTERM: {err}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }

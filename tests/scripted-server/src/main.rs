@@ -53,10 +53,7 @@ enum StartError {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    behavry_service::init_logging();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -89,31 +86,6 @@ async fn run(cli: Cli) -> Result<(), StartError> {
     writeln!(stdout, "scripted-server listening on {address}").map_err(StartError::Announce)?;
     stdout.flush().map_err(StartError::Announce)?;
     drop(stdout);
-    serve(listener, &options, shutdown_signal()).await?;
+    serve(listener, &options, behavry_service::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM (how test harnesses stop child processes).
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                // Without a SIGTERM handler, Ctrl-C remains the way to stop.
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            () = terminate => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

@@ -429,7 +429,9 @@ mod tests {
             .oneshot(
                 Request::post("/raw/echo-headers")
                     .header("x-probe", "seen")
-                    .body(Body::from(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#))
+                    .body(Body::from(
+                        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#,
+                    ))
                     .unwrap(),
             )
             .await
