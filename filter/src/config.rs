@@ -15,6 +15,11 @@ pub const DEFAULT_AUDIT_FLUSH_MS: u64 = 100;
 pub const DEFAULT_AUDIT_MAX_BATCH: usize = 500;
 /// Default deadline for one batch delivery to the audit-sink, in milliseconds.
 pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 2_000;
+/// Default upper bound of one batch to the audit-sink, in bytes (the sink takes up to 16 MiB).
+pub const DEFAULT_AUDIT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest deadline accepted for a callout, in milliseconds: proxy-wasm passes timeouts as
+/// 32-bit milliseconds, and a longer wait is a misconfiguration, not a policy.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Default name of the Envoy shared queue that carries audit events.
 pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
 /// Default `payload_in_metadata` key of Envoy's `jwt_authn` filter.
@@ -31,6 +36,10 @@ pub struct FilterConfig {
     pub jwt_metadata_key: String,
     pub failure_mode: FailureMode,
     pub limits: Limits,
+    /// Paths under this prefix that no route lists are refused (404) instead of passing
+    /// ungoverned: Envoy's routes and this route table are configured apart, and a path Envoy
+    /// routes but the filter does not know must not become a way around it.
+    pub guarded_prefix: Option<String>,
 }
 
 /// A path prefix on which MCP traffic to one upstream server arrives.
@@ -58,6 +67,7 @@ pub struct AuditShipping {
     pub queue_name: String,
     pub flush_interval_ms: u64,
     pub max_batch: usize,
+    pub max_batch_bytes: usize,
 }
 
 /// What happens when the authz-sidecar cannot answer in time.
@@ -82,6 +92,8 @@ struct RawConfig {
     failure_mode: Option<FailureMode>,
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    guarded_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +120,8 @@ struct RawAudit {
     flush_interval_ms: Option<u64>,
     #[serde(default)]
     max_batch: Option<usize>,
+    #[serde(default)]
+    max_batch_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,9 +160,12 @@ fn non_empty(name: &str, value: String) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-fn positive(name: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+fn timeout(name: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
     match value {
         Some(0) => Err(field(name, "must be greater than 0")),
+        Some(v) if v > MAX_TIMEOUT_MS => {
+            Err(field(name, format!("must be at most {MAX_TIMEOUT_MS} ms")))
+        }
         Some(v) => Ok(v),
         None => Ok(default),
     }
@@ -213,7 +230,7 @@ impl FilterConfig {
                     .authority
                     .unwrap_or_else(|| "behavry-authz".to_string()),
             )?,
-            timeout_ms: positive(
+            timeout_ms: timeout(
                 "authz.timeoutMs",
                 raw.authz.timeout_ms,
                 DEFAULT_AUTHZ_TIMEOUT_MS,
@@ -228,7 +245,7 @@ impl FilterConfig {
                         .authority
                         .unwrap_or_else(|| "behavry-audit".to_string()),
                 )?,
-                timeout_ms: positive(
+                timeout_ms: timeout(
                     "audit.timeoutMs",
                     raw.audit.timeout_ms,
                     DEFAULT_AUDIT_TIMEOUT_MS,
@@ -240,7 +257,7 @@ impl FilterConfig {
                     .queue_name
                     .unwrap_or_else(|| DEFAULT_AUDIT_QUEUE.to_string()),
             )?,
-            flush_interval_ms: positive(
+            flush_interval_ms: timeout(
                 "audit.flushIntervalMs",
                 raw.audit.flush_interval_ms,
                 DEFAULT_AUDIT_FLUSH_MS,
@@ -249,6 +266,11 @@ impl FilterConfig {
                 "audit.maxBatch",
                 raw.audit.max_batch,
                 DEFAULT_AUDIT_MAX_BATCH,
+            )?,
+            max_batch_bytes: positive_usize(
+                "audit.maxBatchBytes",
+                raw.audit.max_batch_bytes,
+                DEFAULT_AUDIT_MAX_BATCH_BYTES,
             )?,
         };
         let defaults = Limits::default();
@@ -286,6 +308,16 @@ impl FilterConfig {
             )?,
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
             limits,
+            guarded_prefix: raw.guarded_prefix,
+        })
+    }
+
+    /// Whether `path` lies under the guarded prefix (at a segment boundary).
+    pub fn is_guarded(&self, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.guarded_prefix.as_deref().is_some_and(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
     }
 
@@ -339,6 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn guarded_prefix_covers_unlisted_paths_below_it() {
+        let json = r#"{
+            "routes": [{"pathPrefix": "/mcp/a", "server": "a"}],
+            "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "guardedPrefix": "/mcp"
+        }"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert!(config.is_guarded("/mcp/unlisted"));
+        assert!(config.is_guarded("/mcp"));
+        assert!(!config.is_guarded("/mcpx"));
+        assert!(!config.is_guarded("/other"));
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         let cases: &[(&str, &str)] = &[
             ("", "missing"),
@@ -366,6 +411,10 @@ mod tests {
             (
                 r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b", "maxBatch": 0}}"#,
                 "`audit.maxBatch`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a", "timeoutMs": 4294967296}, "audit": {"cluster": "b"}}"#,
+                "`authz.timeoutMs` must be at most",
             ),
             (
                 r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "limits": {"maxJsonDepth": 0}}"#,

@@ -58,6 +58,21 @@ impl LocalReply {
     }
 }
 
+/// The answer for a request on no MCP route: `None` lets it pass untouched; a path under the
+/// guarded prefix that no route lists is refused.
+pub fn unrouted(config: &FilterConfig, path: &str) -> Option<LocalReply> {
+    if !config.is_guarded(path) {
+        return None;
+    }
+    let body = jsonrpc::error_response(
+        None,
+        jsonrpc::INVALID_REQUEST,
+        "no MCP server is configured at this path",
+        None,
+    );
+    Some(LocalReply::json(404, body))
+}
+
 /// What to do after the request headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadAction {
@@ -178,6 +193,8 @@ pub struct Exchange {
     response_bytes: usize,
     mode: ResponseMode,
     outcome_recorded: bool,
+    /// A POST whose body has not been read whole yet.
+    awaiting_body: bool,
     audit: Vec<AuditEvent>,
 }
 
@@ -203,6 +220,7 @@ impl Exchange {
             response_bytes: 0,
             mode: ResponseMode::Passthrough,
             outcome_recorded: false,
+            awaiting_body: false,
             audit: Vec::new(),
         })
     }
@@ -239,13 +257,55 @@ impl Exchange {
                 .push(("www-authenticate".to_string(), "Bearer".to_string()));
             return HeadAction::Reply(reply);
         }
-        if self.head.method.eq_ignore_ascii_case("POST") && !end_of_stream {
-            HeadAction::WaitForBody
-        } else {
-            // GET opens the server→client SSE stream, DELETE ends a session: both pass, and a
-            // GET stream's events are still decoded on the way back.
-            HeadAction::Continue
+        let method = self.head.method.to_ascii_uppercase();
+        match method.as_str() {
+            "POST" if !end_of_stream => {
+                self.awaiting_body = true;
+                HeadAction::WaitForBody
+            }
+            // GET opens the server→client SSE stream, DELETE ends a session (MCP Streamable
+            // HTTP); OPTIONS and HEAD carry nothing to govern. None of them may carry a body:
+            // a body that is not a POST would reach the server without being read.
+            "GET" | "DELETE" | "OPTIONS" | "HEAD" | "POST" if end_of_stream => HeadAction::Continue,
+            "GET" | "DELETE" | "OPTIONS" | "HEAD" => HeadAction::Reply(self.protocol_error(
+                400,
+                jsonrpc::INVALID_REQUEST,
+                &format!("{method} requests to an MCP endpoint must not carry a body"),
+                None,
+            )),
+            _ => {
+                let mut reply = self.protocol_error(
+                    405,
+                    jsonrpc::INVALID_REQUEST,
+                    &format!("method {method} is not used by MCP Streamable HTTP"),
+                    None,
+                );
+                reply
+                    .headers
+                    .push(("allow".to_string(), "GET, POST, DELETE".to_string()));
+                HeadAction::Reply(reply)
+            }
         }
+    }
+
+    /// Request trailers arrived while the body was still awaited (HTTP/2 or chunked HTTP/1.1).
+    /// MCP never sends trailers; accepting them would let Envoy release the held request
+    /// without the body having been decided, so the request is refused.
+    pub fn on_request_trailers(&mut self) -> Option<LocalReply> {
+        if self.awaiting_body {
+            return Some(self.protocol_error(
+                400,
+                jsonrpc::INVALID_REQUEST,
+                "request trailers are not accepted on MCP endpoints",
+                None,
+            ));
+        }
+        None
+    }
+
+    /// Response trailers arrived: the body is over.
+    pub fn on_response_trailers(&mut self, now_ms: u64) {
+        self.finish_outcome(now_ms, true);
     }
 
     /// Request body progress: `buffered` bytes so far; `body` is the whole body once
@@ -269,6 +329,7 @@ impl Exchange {
         let Some(body) = body else {
             return BodyAction::Buffer;
         };
+        self.awaiting_body = false;
         let (message, call) = match mcp::parse_call(body, &config.limits) {
             Ok(parsed) => parsed,
             Err(err) => {
@@ -476,11 +537,20 @@ impl Exchange {
         }
     }
 
-    /// A response body chunk. For JSON, `chunk` is the whole buffered body so far; for SSE it is
-    /// only the new bytes.
+    /// Whether [`on_response_body`](Self::on_response_body) needs the bytes of this callback. A
+    /// JSON body is read once, whole, at its end; until then its size is enough (reading the
+    /// growing buffer at every chunk would copy it over and over).
+    pub fn needs_response_bytes(&self, end_of_stream: bool) -> bool {
+        !matches!(self.mode, ResponseMode::Json) || end_of_stream
+    }
+
+    /// A response body callback: `size` bytes are buffered in Envoy; `chunk` holds them when
+    /// [`needs_response_bytes`](Self::needs_response_bytes) said so (for JSON, the whole body
+    /// so far; for SSE, only the new bytes), and is empty otherwise.
     pub fn on_response_body(
         &mut self,
         config: &FilterConfig,
+        size: usize,
         chunk: &[u8],
         end_of_stream: bool,
         now_ms: u64,
@@ -493,7 +563,7 @@ impl Exchange {
                 }
                 ChunkAction::Continue
             }
-            ResponseMode::Json => self.on_json_body(config, chunk, end_of_stream, now_ms),
+            ResponseMode::Json => self.on_json_body(config, size, chunk, end_of_stream, now_ms),
             ResponseMode::Discard => ChunkAction::Replace(Vec::new()),
             ResponseMode::Sse { .. } => {
                 self.on_sse_chunk(&config.limits, chunk, end_of_stream, now_ms)
@@ -504,12 +574,13 @@ impl Exchange {
     fn on_json_body(
         &mut self,
         config: &FilterConfig,
+        size: usize,
         body: &[u8],
         end_of_stream: bool,
         now_ms: u64,
     ) -> ChunkAction {
         let limit = config.limits.max_body_bytes;
-        if body.len() > limit {
+        if size > limit {
             return self.replace_with_upstream_error(
                 &format!("upstream response exceeds the limit of {limit} bytes"),
                 now_ms,
@@ -709,7 +780,15 @@ impl Exchange {
             kind,
             time_ms: now_ms,
             agent: self.head.agent.clone(),
-            request: self.facts.clone(),
+            request: if kind == AuditKind::Intent {
+                self.facts.clone()
+            } else {
+                // The arguments are recorded once, with the intent; later stages name the call.
+                RequestFacts {
+                    arguments: None,
+                    ..self.facts.clone()
+                }
+            },
             detail,
         });
     }
@@ -801,6 +880,64 @@ mod tests {
     }
 
     #[test]
+    fn methods_outside_streamable_http_or_with_stray_bodies_are_refused() {
+        let config = config();
+        let status = |method: &str, end_of_stream: bool| {
+            let mut h = head(Some("a"));
+            h.method = method.into();
+            let mut ex = Exchange::start(&config, h, [0; 24]).unwrap();
+            match ex.on_request_head(end_of_stream) {
+                HeadAction::Reply(reply) => reply.status,
+                HeadAction::Continue => 0,
+                HeadAction::WaitForBody => 1,
+            }
+        };
+        assert_eq!(status("PUT", false), 405);
+        assert_eq!(status("PATCH", true), 405);
+        assert_eq!(status("GET", false), 400, "a GET with a body");
+        assert_eq!(status("DELETE", false), 400);
+        assert_eq!(status("post", false), 1);
+        assert_eq!(
+            status("POST", true),
+            0,
+            "an empty POST has nothing to decide"
+        );
+    }
+
+    #[test]
+    fn trailers_before_the_body_was_decided_are_refused() {
+        let config = config();
+        let mut ex = Exchange::start(&config, head(Some("a")), [0; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        assert_eq!(ex.on_request_body(&config, 10, None, 1), BodyAction::Buffer);
+        let reply = ex.on_request_trailers().unwrap();
+        assert_eq!(reply.status, 400);
+        let (_, mut decided) = asked();
+        assert!(decided.on_request_trailers().is_none());
+    }
+
+    #[test]
+    fn unlisted_paths_under_the_guarded_prefix_are_refused() {
+        let json = r#"{"routes": [{"pathPrefix": "/mcp/a", "server": "a"}],
+            "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "guardedPrefix": "/mcp"}"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        assert_eq!(unrouted(&config, "/mcp/other").map(|r| r.status), Some(404));
+        assert!(unrouted(&config, "/elsewhere").is_none());
+    }
+
+    #[test]
+    fn arguments_are_recorded_with_the_intent_only() {
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_done(3);
+        let events = ex.take_audit_events();
+        assert!(events[0].request.arguments.is_some());
+        assert!(events[1].request.arguments.is_none());
+        assert!(events[2].request.arguments.is_none());
+        assert_eq!(events[2].request.tool.as_deref(), Some("echo"));
+    }
+
+    #[test]
     fn get_and_delete_pass() {
         for method in ["GET", "DELETE"] {
             let mut h = head(Some("a"));
@@ -821,11 +958,11 @@ mod tests {
         assert_eq!(action, ResponseHeadAction::WaitForBody);
         let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[],"isError":false}}"#;
         assert_eq!(
-            ex.on_response_body(&config, &body[..10], false, 4),
+            ex.on_response_body(&config, 10, &[], false, 4),
             ChunkAction::Buffer
         );
         assert_eq!(
-            ex.on_response_body(&config, body, true, 5),
+            ex.on_response_body(&config, body.len(), body, true, 5),
             ChunkAction::Continue
         );
         let events = ex.take_audit_events();
@@ -962,7 +1099,7 @@ mod tests {
         let chunks: Vec<&[u8]> = STREAM.chunks(chunk_size).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
-            match ex.on_response_body(&config, chunk, last, 4) {
+            match ex.on_response_body(&config, chunk.len(), chunk, last, 4) {
                 ChunkAction::Continue => out.extend_from_slice(chunk),
                 ChunkAction::Replace(bytes) => out.extend_from_slice(&bytes),
                 other => panic!("unexpected {other:?}"),
@@ -987,7 +1124,8 @@ mod tests {
         ex.on_decision(&config, Ok(allow()), 2);
         ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
         let split = 20; // inside the second event
-        let ChunkAction::Replace(first) = ex.on_response_body(&config, &STREAM[..split], false, 4)
+        let ChunkAction::Replace(first) =
+            ex.on_response_body(&config, split, &STREAM[..split], false, 4)
         else {
             panic!("the incomplete tail must be held back");
         };
@@ -1000,7 +1138,7 @@ mod tests {
         ex.on_decision(&config, Ok(allow()), 2);
         ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
         let ChunkAction::Replace(out) =
-            ex.on_response_body(&config, b"data: {\"jsonrpc\": nope\n\n", false, 4)
+            ex.on_response_body(&config, 24, b"data: {\"jsonrpc\": nope\n\n", false, 4)
         else {
             panic!("must replace");
         };
@@ -1010,7 +1148,7 @@ mod tests {
         assert_eq!(value["id"], 5);
         assert_eq!(value["error"]["code"], jsonrpc::UPSTREAM_PROTOCOL_ERROR);
         assert_eq!(
-            ex.on_response_body(&config, b"data: {}\n\n", true, 5),
+            ex.on_response_body(&config, 10, b"data: {}\n\n", true, 5),
             ChunkAction::Replace(Vec::new())
         );
         let events = ex.take_audit_events();
@@ -1025,7 +1163,8 @@ mod tests {
         let big = vec![b'x'; 600];
         let mut chunk = b"data: ".to_vec();
         chunk.extend_from_slice(&big);
-        let ChunkAction::Replace(out) = ex.on_response_body(&config, &chunk, false, 4) else {
+        let ChunkAction::Replace(out) = ex.on_response_body(&config, chunk.len(), &chunk, false, 4)
+        else {
             panic!("must replace");
         };
         assert!(String::from_utf8_lossy(&out).contains("maxSseEventBytes"));
@@ -1037,7 +1176,7 @@ mod tests {
         ex.on_decision(&config, Ok(allow()), 2);
         ex.on_response_head(200, Some("application/json"), false, &config, 3);
         let ChunkAction::ReplaceBody(body) =
-            ex.on_response_body(&config, b"{\"jsonrpc\":", true, 4)
+            ex.on_response_body(&config, 11, b"{\"jsonrpc\":", true, 4)
         else {
             panic!("must replace");
         };

@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use crate::config::FilterConfig;
 use crate::exchange::{
     BodyAction, ChunkAction, DecisionAction, Exchange, HeadAction, LocalReply, RequestHead,
-    ResponseHeadAction,
+    ResponseHeadAction, unrouted,
 };
 use crate::shipping::AuditShipper;
 use crate::{BUILD_ID, VERSION};
@@ -54,43 +54,55 @@ struct BehavryRoot {
 }
 
 impl Context for BehavryRoot {
+    fn on_done(&mut self) -> bool {
+        // A root context that goes away (reload, drain) puts back what it took and was not
+        // acknowledged, so another one ships it.
+        if let Some(queue_id) = self.queue_id {
+            for line in self.shipper.take_unacknowledged() {
+                if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
+                    log(
+                        LogLevel::Error,
+                        &format!("audit event lost at shutdown: {status:?}"),
+                    );
+                }
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _headers: usize,
-        _body: usize,
+        headers: usize,
+        body_size: usize,
         _trailers: usize,
     ) {
         if !self.shipper.owns(token) {
             return;
         }
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        let status = call_status(headers);
         let acknowledged = status.as_deref() == Some("200");
         let stored = self.shipper.finished(acknowledged, now_ms());
-        if !acknowledged {
-            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, 1024)
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "audit-sink did not acknowledge a batch (status {}): {body}; {} events kept for retry",
-                    status
-                        .as_deref()
-                        .unwrap_or("none: unreachable or timed out"),
-                    self.shipper.unacknowledged()
-                ),
-            );
-        } else {
+        if acknowledged {
             log(
                 LogLevel::Debug,
                 &format!("audit-sink stored {stored} events"),
             );
+            // More may be waiting: keep going instead of waiting for the next tick.
+            self.ship();
+            return;
         }
+        let body = String::from_utf8_lossy(&call_body(body_size.min(1024))).into_owned();
+        log(
+            LogLevel::Warn,
+            &format!(
+                "audit-sink did not acknowledge a batch (status {}): {body}; {} events kept for retry",
+                status
+                    .as_deref()
+                    .unwrap_or("none: unreachable or timed out"),
+                self.shipper.unacknowledged()
+            ),
+        );
     }
 }
 
@@ -149,6 +161,29 @@ impl RootContext for BehavryRoot {
     }
 
     fn on_tick(&mut self) {
+        self.ship();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: proxy-wasm 0.2 panics on it. Without a configuration (which Envoy should
+        // not allow) every request is refused.
+        Some(Box::new(BehavryHttp {
+            context_id,
+            config: self.config.clone(),
+            queue_id: self.queue_id,
+            exchange: None,
+            authz_call: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl BehavryRoot {
+    /// Sends the next audit batch when none is in flight.
+    fn ship(&mut self) {
         let (Some(config), Some(queue_id)) = (self.config.clone(), self.queue_id) else {
             return;
         };
@@ -163,10 +198,12 @@ impl RootContext for BehavryRoot {
                 None
             }
         };
-        let Some(batch) = self
-            .shipper
-            .next_batch(now, config.audit.max_batch, &mut dequeue)
-        else {
+        let Some(batch) = self.shipper.next_batch(
+            now,
+            config.audit.max_batch,
+            config.audit.max_batch_bytes,
+            &mut dequeue,
+        ) else {
             return;
         };
         let sink = &config.audit.sink;
@@ -193,29 +230,39 @@ impl RootContext for BehavryRoot {
             }
         }
     }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let config = self.config.clone()?;
-        Some(Box::new(BehavryHttp {
-            context_id,
-            config,
-            queue_id: self.queue_id,
-            exchange: None,
-            authz_call: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
 struct BehavryHttp {
     context_id: u32,
-    config: Rc<FilterConfig>,
+    /// `None` only if the root context was never configured (Envoy refuses the filter then).
+    config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
     exchange: Option<Exchange>,
     authz_call: Option<u32>,
+}
+
+/// `:status` of the answer to a `dispatch_http_call`, or `None` when there is none. When a call
+/// fails (reset, timeout, overflow) Envoy reports it with no headers and no header map at all;
+/// asking that absent map for one value makes proxy-wasm panic, so the count is checked first and
+/// the whole map is read (an absent map reads as empty).
+fn call_status(num_headers: usize) -> Option<String> {
+    if num_headers == 0 {
+        return None;
+    }
+    hostcalls::get_map(MapType::HttpCallResponseHeaders)
+        .ok()?
+        .into_iter()
+        .find_map(|(name, value)| (name == ":status").then_some(value))
+}
+
+fn call_body(body_size: usize) -> Vec<u8> {
+    if body_size == 0 {
+        return Vec::new();
+    }
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 fn replace_response_body(size: usize, bytes: &[u8]) {
@@ -233,14 +280,31 @@ fn request_header(name: &str) -> Option<String> {
         .flatten()
 }
 
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn send_reply(reply: &LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
+        log(LogLevel::Error, &format!("local reply failed: {status:?}"));
+    }
+}
+
 impl BehavryHttp {
-    fn verified_agent(&self) -> Option<String> {
+    fn verified_agent(config: &FilterConfig) -> Option<String> {
         // DESIGN: one verified claim read as plain bytes; identity never comes from a header.
         let path = vec![
             "metadata",
             "filter_metadata",
             "envoy.filters.http.jwt_authn",
-            self.config.jwt_metadata_key.as_str(),
+            config.jwt_metadata_key.as_str(),
             "sub",
         ];
         let bytes = hostcalls::get_property(path).ok().flatten()?;
@@ -274,20 +338,8 @@ impl BehavryHttp {
         }
     }
 
-    fn reply(&mut self, reply: &LocalReply) {
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
-        {
-            log(LogLevel::Error, &format!("local reply failed: {status:?}"));
-        }
-    }
-
-    fn ask_authz(&mut self, body: &[u8]) -> Result<u32, String> {
-        let authz = &self.config.authz;
+    fn ask_authz(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {
+        let authz = &config.authz;
         hostcalls::dispatch_http_call(
             &authz.cluster,
             vec![
@@ -303,17 +355,54 @@ impl BehavryHttp {
         .map_err(|status| format!("cannot call cluster `{}`: {status:?}", authz.cluster))
     }
 
+    /// Applies a decision (or the failure to get one); `Continue` means the request may go on.
     fn decided(&mut self, decision: Result<DecisionResponse, String>) -> Action {
-        let config = self.config.clone();
-        let Some(exchange) = &mut self.exchange else {
-            return Action::Continue;
+        let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
+            return Action::Pause;
         };
         let action = exchange.on_decision(&config, decision, now_ms());
         self.flush_audit();
         match action {
             DecisionAction::Resume => Action::Continue,
             DecisionAction::Reply(reply) => {
-                self.reply(&reply);
+                send_reply(&reply);
+                Action::Pause
+            }
+        }
+    }
+
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
+            return Action::Continue;
+        };
+        let body = if end_of_stream {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                Ok(body) => Some(body.unwrap_or_default()),
+                Err(status) => {
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot read request body: {status:?}"),
+                    );
+                    Some(Vec::new())
+                }
+            }
+        } else {
+            None
+        };
+        let action = exchange.on_request_body(&config, body_size, body.as_deref(), now_ms());
+        self.flush_audit();
+        match action {
+            BodyAction::Buffer => Action::Pause,
+            BodyAction::Forward => Action::Continue,
+            BodyAction::AskAuthz(request) => match Self::ask_authz(&config, &request) {
+                Ok(token) => {
+                    self.authz_call = Some(token);
+                    Action::Pause
+                }
+                Err(why) => self.decided(Err(why)),
+            },
+            BodyAction::Reply(reply) => {
+                send_reply(&reply);
                 Action::Pause
             }
         }
@@ -324,7 +413,7 @@ impl Context for BehavryHttp {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _headers: usize,
+        headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
@@ -332,13 +421,8 @@ impl Context for BehavryHttp {
             return;
         }
         self.authz_call = None;
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let status = call_status(headers);
+        let body = call_body(body_size);
         let decision = match status.as_deref() {
             Some("200") => serde_json::from_slice::<DecisionResponse>(&body)
                 .map_err(|e| format!("authz-sidecar answered with an unreadable decision: {e}")),
@@ -364,84 +448,86 @@ impl Context for BehavryHttp {
 
 impl HttpContext for BehavryHttp {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let path = request_header(":path").unwrap_or_default();
+        let Some(config) = self.config.clone() else {
+            send_reply(&LocalReply {
+                status: 503,
+                headers: vec![],
+                body: b"behavry filter is not configured".to_vec(),
+            });
+            return Action::Pause;
+        };
         let head = RequestHead {
             method: request_header(":method").unwrap_or_default(),
-            path: request_header(":path").unwrap_or_default(),
+            path,
             session_id: request_header("mcp-session-id"),
             protocol_version: request_header("mcp-protocol-version"),
             mcp_method: request_header("mcp-method"),
             mcp_name: request_header("mcp-name"),
             traceparent: request_header("traceparent"),
-            agent: self.verified_agent(),
+            agent: Self::verified_agent(&config),
         };
         let random = random_bytes(self.context_id);
-        let Some(mut exchange) = Exchange::start(&self.config, head, random) else {
+        let Some(mut exchange) = Exchange::start(&config, head.clone(), random) else {
+            if let Some(reply) = unrouted(&config, &head.path) {
+                send_reply(&reply);
+                return Action::Pause;
+            }
             return Action::Continue;
         };
         let action = exchange.on_request_head(end_of_stream);
         self.exchange = Some(exchange);
         match action {
-            HeadAction::Continue => Action::Continue,
-            HeadAction::WaitForBody => Action::Pause,
+            HeadAction::Continue | HeadAction::WaitForBody => {
+                // Answers are read and re-emitted as they are: ask for them uncompressed.
+                if request_header("accept-encoding").is_some()
+                    && let Err(status) =
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, "accept-encoding")
+                {
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot drop accept-encoding: {status:?}"),
+                    );
+                }
+                if action == HeadAction::WaitForBody {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
             HeadAction::Reply(reply) => {
-                self.reply(&reply);
+                send_reply(&reply);
                 Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let config = self.config.clone();
+        self.request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        // Continuing here would release a request whose body was never decided.
         let Some(exchange) = &mut self.exchange else {
             return Action::Continue;
         };
-        let body = if end_of_stream {
-            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-                Ok(body) => Some(body.unwrap_or_default()),
-                Err(status) => {
-                    log(
-                        LogLevel::Error,
-                        &format!("cannot read request body: {status:?}"),
-                    );
-                    Some(Vec::new())
-                }
-            }
-        } else {
-            None
-        };
-        let action = exchange.on_request_body(&config, body_size, body.as_deref(), now_ms());
-        self.flush_audit();
-        match action {
-            BodyAction::Buffer => Action::Pause,
-            BodyAction::Forward => Action::Continue,
-            BodyAction::AskAuthz(request) => match self.ask_authz(&request) {
-                Ok(token) => {
-                    self.authz_call = Some(token);
-                    Action::Pause
-                }
-                Err(why) => self.decided(Err(why)),
-            },
-            BodyAction::Reply(reply) => {
-                self.reply(&reply);
+        match exchange.on_request_trailers() {
+            Some(reply) => {
+                send_reply(&reply);
                 Action::Pause
             }
+            None => Action::Continue,
         }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let config = self.config.clone();
-        let Some(exchange) = &mut self.exchange else {
+        let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
             return Action::Continue;
         };
-        let header = |name: &str| {
-            hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-                .ok()
-                .flatten()
-        };
-        let status = header(":status")
+        let status = response_header(":status")
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
-        let content_type = header("content-type");
+        let content_type = response_header("content-type");
         let action = exchange.on_response_head(
             status,
             content_type.as_deref(),
@@ -453,7 +539,7 @@ impl HttpContext for BehavryHttp {
         match action {
             ResponseHeadAction::Continue => Action::Continue,
             ResponseHeadAction::StreamWithoutLength => {
-                if header("content-length").is_some()
+                if response_header("content-length").is_some()
                     && let Err(status) =
                         hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length")
                 {
@@ -469,21 +555,24 @@ impl HttpContext for BehavryHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let config = self.config.clone();
-        let Some(exchange) = &mut self.exchange else {
+        let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
             return Action::Continue;
         };
-        let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-            Ok(chunk) => chunk.unwrap_or_default(),
-            Err(status) => {
-                log(
-                    LogLevel::Error,
-                    &format!("cannot read response body: {status:?}"),
-                );
-                Vec::new()
+        let chunk = if exchange.needs_response_bytes(end_of_stream) && body_size > 0 {
+            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(chunk) => chunk.unwrap_or_default(),
+                Err(status) => {
+                    log(
+                        LogLevel::Error,
+                        &format!("cannot read response body: {status:?}"),
+                    );
+                    Vec::new()
+                }
             }
+        } else {
+            Vec::new()
         };
-        let action = exchange.on_response_body(&config, &chunk, end_of_stream, now_ms());
+        let action = exchange.on_response_body(&config, body_size, &chunk, end_of_stream, now_ms());
         self.flush_audit();
         match action {
             ChunkAction::Continue => Action::Continue,
@@ -509,6 +598,14 @@ impl HttpContext for BehavryHttp {
                 Action::Continue
             }
         }
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.on_response_trailers(now_ms());
+        }
+        self.flush_audit();
+        Action::Continue
     }
 
     fn on_log(&mut self) {

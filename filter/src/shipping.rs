@@ -21,6 +21,8 @@ pub struct Batch {
 #[derive(Debug, Default)]
 pub struct AuditShipper {
     batch: Option<Batch>,
+    /// An event taken from the queue that did not fit in the last batch: first in the next.
+    carry: Option<Vec<u8>>,
     in_flight: Option<u32>,
     not_before_ms: u64,
     failures_in_a_row: u32,
@@ -28,12 +30,13 @@ pub struct AuditShipper {
 
 impl AuditShipper {
     /// The batch to send now, if any: the unacknowledged one first, otherwise a new one filled
-    /// from `dequeue` with at most `max_batch` events. `None` while a batch is in flight or a
-    /// retry is backing off.
+    /// from `dequeue` with at most `max_batch` events and about `max_bytes` bytes (an event larger
+    /// than that travels alone). `None` while a batch is in flight or a retry is backing off.
     pub fn next_batch(
         &mut self,
         now_ms: u64,
         max_batch: usize,
+        max_bytes: usize,
         mut dequeue: impl FnMut() -> Option<Vec<u8>>,
     ) -> Option<&Batch> {
         if self.in_flight.is_some() || now_ms < self.not_before_ms {
@@ -43,7 +46,13 @@ impl AuditShipper {
             let mut body = Vec::new();
             let mut events = 0;
             while events < max_batch {
-                let Some(event) = dequeue() else { break };
+                let Some(event) = self.carry.take().or_else(&mut dequeue) else {
+                    break;
+                };
+                if events > 0 && body.len() + event.len() + 1 > max_bytes {
+                    self.carry = Some(event);
+                    break;
+                }
                 body.extend_from_slice(&event);
                 if !event.ends_with(b"\n") {
                     body.push(b'\n');
@@ -99,7 +108,26 @@ impl AuditShipper {
 
     /// Events taken from the queue and not yet acknowledged.
     pub fn unacknowledged(&self) -> usize {
-        self.batch.as_ref().map_or(0, |b| b.events)
+        self.batch.as_ref().map_or(0, |b| b.events) + usize::from(self.carry.is_some())
+    }
+
+    /// Hands back every event taken from the queue and not acknowledged, one line each, so a
+    /// root context that goes away (config reload, drain) can put them back on the queue.
+    pub fn take_unacknowledged(&mut self) -> Vec<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = self
+            .batch
+            .take()
+            .map(|b| {
+                b.body
+                    .split(|&byte| byte == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            })
+            .unwrap_or_default();
+        lines.extend(self.carry.take());
+        self.in_flight = None;
+        lines
     }
 }
 
@@ -118,16 +146,23 @@ mod tests {
     fn batches_are_bounded_and_newline_delimited() {
         let mut q = queue(5);
         let mut shipper = AuditShipper::default();
-        let batch = shipper.next_batch(0, 3, || q.pop_front()).unwrap().clone();
+        let batch = shipper
+            .next_batch(0, 3, usize::MAX, || q.pop_front())
+            .unwrap()
+            .clone();
         assert_eq!(batch.events, 3);
         assert_eq!(batch.body, b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
         shipper.sent(7);
         assert!(
-            shipper.next_batch(0, 3, || q.pop_front()).is_none(),
+            shipper
+                .next_batch(0, 3, usize::MAX, || q.pop_front())
+                .is_none(),
             "one in flight"
         );
         assert_eq!(shipper.finished(true, 0), 3);
-        let batch = shipper.next_batch(0, 3, || q.pop_front()).unwrap();
+        let batch = shipper
+            .next_batch(0, 3, usize::MAX, || q.pop_front())
+            .unwrap();
         assert_eq!(batch.events, 2);
     }
 
@@ -135,24 +170,62 @@ mod tests {
     fn failed_batch_is_retried_unchanged_after_backoff() {
         let mut q = queue(2);
         let mut shipper = AuditShipper::default();
-        let first = shipper.next_batch(0, 10, || q.pop_front()).unwrap().clone();
+        let first = shipper
+            .next_batch(0, 10, usize::MAX, || q.pop_front())
+            .unwrap()
+            .clone();
         shipper.sent(1);
         assert_eq!(shipper.finished(false, 1_000), 0);
         assert!(
-            shipper.next_batch(1_000, 10, || q.pop_front()).is_none(),
+            shipper
+                .next_batch(1_000, 10, usize::MAX, || q.pop_front())
+                .is_none(),
             "backing off"
         );
         q.push_back(b"{\"late\":true}".to_vec());
         let again = shipper
-            .next_batch(1_000 + MAX_BACKOFF_MS, 10, || q.pop_front())
+            .next_batch(1_000 + MAX_BACKOFF_MS, 10, usize::MAX, || q.pop_front())
             .unwrap();
         assert_eq!(again.body, first.body, "same events, none added or lost");
         assert_eq!(shipper.unacknowledged(), 2);
         shipper.sent(2);
         assert!(shipper.owns(2) && !shipper.owns(1));
         assert_eq!(shipper.finished(true, 5_000), 2);
-        let next = shipper.next_batch(5_000, 10, || q.pop_front()).unwrap();
+        let next = shipper
+            .next_batch(5_000, 10, usize::MAX, || q.pop_front())
+            .unwrap();
         assert_eq!(next.body, b"{\"late\":true}\n");
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes_without_losing_the_event_that_did_not_fit() {
+        let mut q: VecDeque<Vec<u8>> = [vec![b'a'; 40], vec![b'b'; 40], vec![b'c'; 100]].into();
+        let mut shipper = AuditShipper::default();
+        let first = shipper
+            .next_batch(0, 10, 90, || q.pop_front())
+            .unwrap()
+            .clone();
+        assert_eq!(first.events, 2);
+        shipper.sent(1);
+        shipper.finished(true, 0);
+        let second = shipper.next_batch(0, 10, 90, || q.pop_front()).unwrap();
+        assert_eq!(
+            second.events, 1,
+            "an event over the byte bound travels alone"
+        );
+        assert_eq!(second.body.len(), 101);
+    }
+
+    #[test]
+    fn unacknowledged_events_can_be_handed_back() {
+        let mut q = queue(3);
+        let mut shipper = AuditShipper::default();
+        shipper.next_batch(0, 2, usize::MAX, || q.pop_front());
+        shipper.sent(4);
+        let lines = shipper.take_unacknowledged();
+        assert_eq!(lines, vec![b"{\"n\":0}".to_vec(), b"{\"n\":1}".to_vec()]);
+        assert_eq!(shipper.unacknowledged(), 0);
+        assert!(!shipper.owns(4));
     }
 
     #[test]
