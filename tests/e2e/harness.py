@@ -225,7 +225,8 @@ class Stack:
                        self.logs / "scripted-server-json.log",
                        ready_url=f"http://127.0.0.1:{self.ports['scripted_json']}/raw/count")
 
-    def envoy(self) -> Service:
+    def envoy(self, concurrency: int = 2, log_level: str = "info") -> Service:
+        """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`."""
         config = render_envoy("behavry.yaml.tmpl", self.dir / "envoy.yaml", {
             "ADMIN_PORT": self.ports["admin"], "LISTEN_PORT": self.ports["envoy"],
             "AUTHZ_PORT": self.ports["authz"], "AUDIT_PORT": self.ports["audit"],
@@ -234,7 +235,8 @@ class Stack:
             "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
         })
-        return Service("envoy", [ENVOY, "-c", config, "--concurrency", "2", "--log-level", "info",
+        return Service("envoy", [ENVOY, "-c", config, "--concurrency", str(concurrency),
+                                 "--log-level", log_level,
                                  "--base-id", str(self.ports["admin"])],
                        self.logs / "envoy.log",
                        ready_url=f"http://127.0.0.1:{self.ports['admin']}/ready")

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""`make bench`: latency and throughput of one MCP `tools/call`, three ways, in one run.
+
+Starts (with tests/e2e/harness.py) the authz-sidecar, the audit-sink, our scripted MCP server in
+stateless JSON mode (a `tools/call` of `echo` is answered without `initialize`), Envoy with
+Behavry (envoy/behavry.yaml.tmpl, route /mcp/scripted) and a bare Envoy (envoy/bare.yaml.tmpl,
+same route, same upstream). Then, for several rounds, runs `behavry-loadgen` against
+
+  direct          the upstream itself: the loopback floor;
+  bare-envoy      Envoy with only the router: the baseline the budgets are ratios against;
+  behavry         Envoy with jwt_authn + the Behavry filter, a sidecar decision on every call
+                  and three audit events per call,
+
+at concurrency 1 (latency) and at a higher concurrency (throughput), the order of the targets
+rotating each round so that drift on the machine hits them alike. Reports the median of the
+rounds, the ratios against bare Envoy, and checks afterwards that the audit-sink holds three
+events per call made through Behavry and that the chain verifies. Writes
+target/bench/tools_call.json. Method and results: docs/performance.md.
+
+Environment (all optional): BENCH_ROUNDS (3), BENCH_LATENCY_REQUESTS (3000),
+BENCH_THROUGHPUT_REQUESTS (5000), BENCH_THROUGHPUT_CONCURRENCY (16), BENCH_WARMUP (300),
+BENCH_ENVOY_CONCURRENCY (1). BEHAVRY_PROFILE picks the binaries (the Makefile sets release).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from harness import (  # noqa: E402
+    BIN, ENVOY, PROFILE, ROOT, Service, Stack, free_port, http, render_envoy, wait_until,
+)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+LATENCY_REQUESTS = int(os.environ.get("BENCH_LATENCY_REQUESTS", "3000"))
+THROUGHPUT_REQUESTS = int(os.environ.get("BENCH_THROUGHPUT_REQUESTS", "5000"))
+THROUGHPUT_CONCURRENCY = int(os.environ.get("BENCH_THROUGHPUT_CONCURRENCY", "16"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "300"))
+# One Envoy worker thread for both Envoys: the machine has 2 cores and also runs the load
+# generator, the upstream, the sidecar and the sink; a second worker would only compete with them
+# for the same cores, and one worker makes the throughput ratio read as "cost per core".
+ENVOY_CONCURRENCY = int(os.environ.get("BENCH_ENVOY_CONCURRENCY", "1"))
+# Safety bound handed to each load generator run; a healthy run takes a few seconds.
+RUN_LIMIT_SECS = 120
+
+LOADGEN = BIN / "behavry-loadgen"
+OUT = ROOT / "target" / "bench" / "tools_call.json"
+TARGETS = ("direct", "bare-envoy", "behavry")
+MODES = {"latency": (1, LATENCY_REQUESTS), "throughput": (THROUGHPUT_CONCURRENCY, THROUGHPUT_REQUESTS)}
+METRICS = ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "throughput_rps")
+# The call every run sends: the scripted server's `echo`, which the demo agent may call.
+TOOLS_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "echo", "arguments": {"message": "hello from behavry-loadgen"}}}
+# Budget rows of /work/shared/DESIGN.md ("Performance budgets") this run measures: every
+# tools/call through Behavry gets a sidecar decision (no decision cache yet).
+BUDGET = {"p99_add_us": 1000, "p999_add_us": 3000, "throughput_ratio": 0.5}
+
+
+def bare_envoy(stack: Stack, upstream_port: int) -> Service:
+    """Envoy with only the router, on the same route and upstream as the Behavry Envoy."""
+    listen, admin = free_port(), free_port()
+    stack.ports.update(bare_envoy=listen, bare_admin=admin)
+    config = render_envoy("bare.yaml.tmpl", stack.dir / "envoy-bare.yaml", {
+        "ADMIN_PORT": admin, "LISTEN_PORT": listen,
+        "EVERYTHING_PORT": stack.ports["everything"], "SCRIPTED_PORT": upstream_port,
+    })
+    return Service("envoy-bare", [ENVOY, "-c", config, "--concurrency", str(ENVOY_CONCURRENCY),
+                                  "--log-level", "warn", "--base-id", str(admin)],
+                   stack.logs / "envoy-bare.log",
+                   ready_url=f"http://127.0.0.1:{admin}/ready")
+
+
+def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
+    upstream_port = free_port()
+    # The Behavry Envoy's /mcp/scripted route goes to the JSON-mode server too.
+    stack = Stack(workdir, name="bench", ports={"scripted": upstream_port,
+                                                "scripted_json": upstream_port})
+    try:
+        stack.services["authz"] = stack.authz().start()
+        stack.services["audit"] = stack.audit().start()
+        upstream = stack.scripted_json()
+        # rmcp logs every stateless request at info (tens of MB per run): that would be CPU
+        # taken from the 2 cores on every path, so the upstream logs warnings only.
+        upstream.env["RUST_LOG"] = "warn"
+        stack.services["scripted_json"] = upstream.start()
+        stack.services["envoy"] = stack.envoy(concurrency=ENVOY_CONCURRENCY,
+                                              log_level="warn").start()
+        stack.services["envoy_bare"] = bare_envoy(stack, upstream_port).start()
+        wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
+    except Exception:
+        stack.stop()
+        raise
+    urls = {
+        "direct": stack.direct_url("scripted_json"),
+        "bare-envoy": f"http://127.0.0.1:{stack.ports['bare_envoy']}/mcp/scripted",
+        "behavry": stack.url("scripted"),
+    }
+    return stack, urls
+
+
+def audit_size(stack: Stack) -> int:
+    status, _, body = http("GET", f"http://127.0.0.1:{stack.ports['audit']}/v1/log/head")
+    if status != 200:
+        raise RuntimeError(f"audit-sink /v1/log/head answered {status}: {body[:200]!r}")
+    return json.loads(body)["size"]
+
+
+def envoy_timings(stack: Stack) -> dict[str, str]:
+    """Envoy's own request-time histograms (ms; P50 and P99 over the whole run, both modes and
+    warm-up included): how much of a call through Behavry is the sidecar round trip."""
+    timings = {}
+    for admin in (stack.ports["admin"], stack.ports["bare_admin"]):
+        _, _, body = http("GET", f"http://127.0.0.1:{admin}/stats?usedonly"
+                                 "&filter=(upstream_rq_time|downstream_rq_time)$")
+        for line in body.decode().splitlines():
+            name, _, quantiles = line.partition(": ")
+            if ".internal." in name or ".external." in name or name.startswith("http.admin."):
+                continue
+            timings[name] = summarize_histogram(quantiles)
+    return timings
+
+
+def summarize_histogram(quantiles: str) -> str:
+    """`P0(nan,0) P25(nan,0.5) P50(nan,1.03) ...` -> `P50 1.03 ms, P99 6.06 ms` (the second value
+    in each pair is cumulative over the run; the first covers the last stats interval only)."""
+    picked = []
+    for q in quantiles.split():
+        label, _, values = q.partition("(")
+        if label in ("P50", "P99"):
+            cumulative = values.rstrip(")").split(",")[-1]
+            picked.append(f"{label} {float(cumulative):.2f} ms")
+    return ", ".join(picked)
+
+
+def check_targets(urls: dict[str, str], token: str) -> None:
+    """One call per target before measuring, so a broken set-up fails with a readable reason."""
+    body = json.dumps(TOOLS_CALL).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "Authorization": f"Bearer {token}"}
+    for target, url in urls.items():
+        status, _, answer = http("POST", url, body, headers)
+        if status != 200 or "result" not in json.loads(answer or b"{}"):
+            raise RuntimeError(f"{target} ({url}) answered {status}: {answer[:300]!r}")
+
+
+def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: int) -> dict:
+    # The same request bytes go to every target (the bare path forwards the token, which the
+    # upstream ignores; Behavry's jwt_authn verifies and strips it).
+    argv = [str(LOADGEN), "--url", url, "--header", f"Authorization: Bearer {token}",
+            "--body-file", str(body_file), "--requests", str(requests),
+            "--concurrency", str(concurrency), "--warmup", str(WARMUP),
+            "--duration-limit-secs", str(RUN_LIMIT_SECS)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_LIMIT_SECS + 30)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"behavry-loadgen printed nothing (exit {done.returncode}): {done.stderr}")
+    return json.loads(lines[-1])
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {m: statistics.median(r[m] for r in runs) for m in METRICS} | {
+        "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
+
+
+def summarize(results: dict) -> tuple[dict, dict]:
+    summary = {t: {mode: median_of(results[t][mode]) for mode in MODES} for t in TARGETS}
+    base_lat, base_tp = summary["bare-envoy"]["latency"], summary["bare-envoy"]["throughput"]
+    ratios = {}
+    for t in ("direct", "behavry"):
+        lat, tp = summary[t]["latency"], summary[t]["throughput"]
+        ratios[t] = {
+            "p50_add_us": lat["p50_us"] - base_lat["p50_us"],
+            "p99_add_us": lat["p99_us"] - base_lat["p99_us"],
+            "p999_add_us": lat["p999_us"] - base_lat["p999_us"],
+            "p50_ratio": lat["p50_us"] / base_lat["p50_us"],
+            "p99_ratio": lat["p99_us"] / base_lat["p99_us"],
+            "throughput_ratio_c1": lat["throughput_rps"] / base_lat["throughput_rps"],
+            "throughput_ratio": tp["throughput_rps"] / base_tp["throughput_rps"],
+        }
+    return summary, ratios
+
+
+def print_table(summary: dict, ratios: dict) -> None:
+    c = THROUGHPUT_CONCURRENCY
+    print(f"\ntools/call `echo`, median of {ROUNDS} rounds; Envoy --concurrency {ENVOY_CONCURRENCY};"
+          f" latency in µs")
+    print(f"{'target':<12} | {'c=1 p50':>8} {'p90':>6} {'p99':>6} {'p99.9':>6} {'max':>6} "
+          f"{'req/s':>7} | {f'c={c} p50':>9} {'p99':>6} {'req/s':>7}")
+    print("-" * 90)
+    for t in TARGETS:
+        lat, tp = summary[t]["latency"], summary[t]["throughput"]
+        print(f"{t:<12} | {lat['p50_us']:>8.0f} {lat['p90_us']:>6.0f} {lat['p99_us']:>6.0f} "
+              f"{lat['p999_us']:>6.0f} {lat['max_us']:>6.0f} {lat['throughput_rps']:>7.0f} | "
+              f"{tp['p50_us']:>9.0f} {tp['p99_us']:>6.0f} {tp['throughput_rps']:>7.0f}")
+    print()
+    for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry")):
+        r = ratios[t]
+        print(f"{label} vs bare Envoy: p50 {r['p50_add_us']:+.0f} µs ({r['p50_ratio']:.2f}×), "
+              f"p99 {r['p99_add_us']:+.0f} µs ({r['p99_ratio']:.2f}×), "
+              f"p99.9 {r['p999_add_us']:+.0f} µs, throughput {r['throughput_ratio_c1']:.2f}× at c=1, "
+              f"{r['throughput_ratio']:.2f}× at c={c}")
+
+
+def budget_verdict(ratios: dict) -> dict:
+    r = ratios["behavry"]
+    return {
+        "row": "filter + sidecar decision on every tools/call",
+        "p99_add_us": {"budget": BUDGET["p99_add_us"], "measured": r["p99_add_us"],
+                       "met": r["p99_add_us"] <= BUDGET["p99_add_us"]},
+        "p999_add_us": {"budget": BUDGET["p999_add_us"], "measured": r["p999_add_us"],
+                        "met": r["p999_add_us"] <= BUDGET["p999_add_us"]},
+        "throughput_ratio": {"budget": BUDGET["throughput_ratio"], "measured": r["throughput_ratio"],
+                             "met": r["throughput_ratio"] >= BUDGET["throughput_ratio"]},
+    }
+
+
+def main() -> int:
+    for needed in (LOADGEN, BIN / "behavry-authz-sidecar", BIN / "behavry-audit-sink",
+                   BIN / "behavry-scripted-server", BIN / "behavry", ENVOY):
+        if not Path(needed).exists():
+            print(f"missing {needed}: run `make bench` (it builds the {PROFILE} binaries)",
+                  file=sys.stderr)
+            return 2
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="behavry-bench-"))
+    body_file = workdir / "tools_call.json"
+    body_file.write_text(json.dumps(TOOLS_CALL))
+    print(f"starting the stack ({PROFILE} binaries; logs in tests/e2e/.logs/bench/) ...", flush=True)
+    stack, urls = start(workdir)
+    started = time.monotonic()
+    results = {t: {mode: [] for mode in MODES} for t in TARGETS}
+    try:
+        token = stack.mint()
+        check_targets(urls, token)
+        calls_through_behavry = 1
+        for round_index in range(ROUNDS):
+            # Tokens live 300 s (authz config); a fresh one per round outlives any round.
+            token = stack.mint()
+            order = TARGETS[round_index % 3:] + TARGETS[:round_index % 3]
+            for mode, (concurrency, requests) in MODES.items():
+                for target in order:
+                    report = loadgen(urls[target], token, body_file, concurrency, requests)
+                    results[target][mode].append(report)
+                    if target == "behavry":
+                        calls_through_behavry += report["warmup"] + report["requests"]
+                    flag = f"  ERRORS {report['errors']}: {report['error_samples']}" \
+                        if report["errors"] or report["limit_hit"] else ""
+                    print(f"round {round_index + 1}/{ROUNDS} {mode:<10} {target:<10} "
+                          f"c={concurrency:<3} p50 {report['p50_us']:>6} µs  p99 "
+                          f"{report['p99_us']:>6} µs  {report['throughput_rps']:>7.0f} req/s{flag}",
+                          flush=True)
+
+        # Three events (intent, decision, outcome) per call through Behavry, shipped in batches.
+        expected_events = 3 * calls_through_behavry
+        try:
+            wait_until("the audit-sink to hold every event",
+                       lambda: audit_size(stack) >= expected_events, timeout=30)
+        except TimeoutError:
+            pass
+        events = audit_size(stack)
+        timings = envoy_timings(stack)
+        verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
+    finally:
+        stack.stop()
+    elapsed = time.monotonic() - started
+
+    summary, ratios = summarize(results)
+    print_table(summary, ratios)
+    verdict = budget_verdict(ratios)
+    print(f"\nbudget ({verdict['row']}): "
+          + ", ".join(f"{k} {v['measured']:.2f} vs {v['budget']} -> {'met' if v['met'] else 'NOT met'}"
+                      for k, v in verdict.items() if k != "row"))
+    audit = {"callsThroughBehavry": calls_through_behavry, "expectedEvents": expected_events,
+             "logSize": events, "complete": events == expected_events,
+             "verifyExitCode": verify.returncode, "verify": verify.stdout.strip()}
+    print(f"audit: {events} events in the log for {calls_through_behavry} calls through Behavry "
+          f"(expected {expected_events}: {'ok' if audit['complete'] else 'MISMATCH'}); "
+          f"verify: {audit['verify'] or verify.stderr.strip()}")
+    print("Envoy's histograms over the whole run (Behavry Envoy: mcp_ingress, behavry_authz is "
+          "the sidecar callout; bare: mcp_bare):")
+    for name, quantiles in timings.items():
+        print(f"  {name:<48} {quantiles}")
+    errors = sum(r["errors"] for t in TARGETS for mode in MODES for r in results[t][mode])
+    limit_hits = sum(r["limit_hit"] for t in TARGETS for mode in MODES for r in results[t][mode])
+
+    OUT.write_text(json.dumps({
+        "benchmark": "tools_call_latency",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "settings": {"profile": PROFILE, "rounds": ROUNDS, "latencyRequests": LATENCY_REQUESTS,
+                     "throughputRequests": THROUGHPUT_REQUESTS,
+                     "throughputConcurrency": THROUGHPUT_CONCURRENCY, "warmup": WARMUP,
+                     "envoyConcurrency": ENVOY_CONCURRENCY, "loadgenThreads": 1,
+                     "request": TOOLS_CALL},
+        "elapsedSecs": round(elapsed, 1),
+        "summary": summary, "versusBareEnvoy": ratios, "budget": verdict, "audit": audit,
+        "envoyTimings": timings,
+        "errors": errors, "limitHits": limit_hits, "runs": results,
+    }, indent=2) + "\n")
+    print(f"wrote {OUT.relative_to(ROOT)} ({elapsed:.0f} s of measuring)")
+    if errors or limit_hits:
+        print(f"FAILED: {errors} failed requests, {limit_hits} runs cut short by the time limit",
+              file=sys.stderr)
+        return 1
+    if not audit["complete"] or verify.returncode != 0:
+        print("FAILED: the audit log does not hold every event, or does not verify", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
