@@ -51,8 +51,11 @@ pub const AUDIT_UNAVAILABLE: i64 = -32082;
 pub const LIMIT_EXCEEDED: i64 = -32083;
 /// The upstream MCP server sent something that is not valid MCP (bad JSON, bad SSE framing).
 pub const UPSTREAM_PROTOCOL_ERROR: i64 = -32084;
-/// The caller is not authenticated to Behavry (no verified agent identity).
+/// The caller is not authenticated to Behavry (no verified agent identity, or a token that is
+/// not an access token).
 pub const UNAUTHENTICATED: i64 = -32085;
+/// The `Mcp-Session-Id` belongs to a session another agent opened.
+pub const SESSION_FORBIDDEN: i64 = -32086;
 
 /// A JSON-RPC request id: a string or a number (JSON-RPC 2.0 §4).
 ///

@@ -24,6 +24,8 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
 /// Default `payload_in_metadata` key of Envoy's `jwt_authn` filter.
 pub const DEFAULT_JWT_METADATA_KEY: &str = "jwt_payload";
+/// Default `header_in_metadata` key of Envoy's `jwt_authn` filter (the token's JOSE header).
+pub const DEFAULT_JWT_HEADER_METADATA_KEY: &str = "jwt_header";
 
 /// The validated filter configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,8 @@ pub struct FilterConfig {
     pub audit: AuditShipping,
     /// Where the verified JWT payload sits in dynamic metadata.
     pub jwt_metadata_key: String,
+    /// Where the verified JWT's JOSE header sits in dynamic metadata (for `typ`).
+    pub jwt_header_metadata_key: String,
     pub failure_mode: FailureMode,
     pub limits: Limits,
     /// Paths under this prefix that no route lists are refused (404) instead of passing
@@ -88,6 +92,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     jwt_metadata_key: Option<String>,
+    #[serde(default)]
+    jwt_header_metadata_key: Option<String>,
     #[serde(default)]
     failure_mode: Option<FailureMode>,
     #[serde(default)]
@@ -305,6 +311,11 @@ impl FilterConfig {
                 "jwtMetadataKey",
                 raw.jwt_metadata_key
                     .unwrap_or_else(|| DEFAULT_JWT_METADATA_KEY.to_string()),
+            )?,
+            jwt_header_metadata_key: non_empty(
+                "jwtHeaderMetadataKey",
+                raw.jwt_header_metadata_key
+                    .unwrap_or_else(|| DEFAULT_JWT_HEADER_METADATA_KEY.to_string()),
             )?,
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
             limits,

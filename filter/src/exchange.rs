@@ -38,6 +38,10 @@ pub struct RequestHead {
     pub traceparent: Option<String>,
     /// The verified `sub` claim from `jwt_authn` metadata; never from a request header.
     pub agent: Option<String>,
+    /// The verified token's `typ` header, from `jwt_authn` metadata.
+    pub token_type: Option<String>,
+    /// The agent that opened the session named by `Mcp-Session-Id`, when it is known.
+    pub session_owner: Option<String>,
 }
 
 /// A reply the filter sends itself instead of forwarding.
@@ -56,6 +60,15 @@ impl LocalReply {
             body,
         }
     }
+}
+
+/// RFC 9068 §4: `typ` is `at+jwt`, or `application/at+jwt`; media type names are
+/// case-insensitive (RFC 2045 §5.1).
+fn is_access_token_type(typ: Option<&str>) -> bool {
+    typ.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t == "at+jwt" || t == "application/at+jwt"
+    })
 }
 
 /// The answer for a request on no MCP route: `None` lets it pass untouched; a path under the
@@ -241,6 +254,38 @@ impl Exchange {
 
     /// Request headers arrived.
     pub fn on_request_head(&mut self, end_of_stream: bool) -> HeadAction {
+        if self.head.agent.is_some() && !is_access_token_type(self.head.token_type.as_deref()) {
+            // RFC 9068 §4: a resource server MUST check that `typ` is `at+jwt` (or
+            // `application/at+jwt`), so an ID token or another JWT signed by the same key cannot
+            // be replayed as an access token (RFC 8725 §3.11, explicit typing).
+            let body = jsonrpc::error_response(
+                None,
+                jsonrpc::UNAUTHENTICATED,
+                "the bearer token is not an access token (typ must be at+jwt)",
+                Some(json!({"traceId": self.ids.trace_id})),
+            );
+            let mut reply = LocalReply::json(401, body);
+            reply.headers.push((
+                "www-authenticate".to_string(),
+                "Bearer error=\"invalid_token\", error_description=\"typ must be at+jwt\""
+                    .to_string(),
+            ));
+            return HeadAction::Reply(reply);
+        }
+        if let (Some(owner), Some(agent)) = (&self.head.session_owner, &self.head.agent)
+            && owner != agent
+        {
+            // A session is bound to the agent that opened it: another agent's token with the
+            // same Mcp-Session-Id is a hijack attempt (MCP security best practices, "Session
+            // Hijacking"), refused before anything reaches the server.
+            let body = jsonrpc::error_response(
+                None,
+                jsonrpc::SESSION_FORBIDDEN,
+                "this MCP session belongs to another agent",
+                Some(json!({"traceId": self.ids.trace_id})),
+            );
+            return HeadAction::Reply(LocalReply::json(403, body));
+        }
         if self.head.agent.is_none() {
             // jwt_authn answers 401 itself; this guards a route where it was left out. MCP
             // authorization (2025-06-18, "Authorization Server Discovery") and RFC 6750 §3 ask
@@ -503,6 +548,17 @@ impl Exchange {
             Some(json!({"traceId": self.ids.trace_id})),
         );
         LocalReply::json(status, body)
+    }
+
+    /// The session to bind to the calling agent when the response opens one: the server's
+    /// `Mcp-Session-Id` on the answer to a request that carried none (the `initialize`
+    /// handshake). Returns `(session id, agent id)`.
+    pub fn session_to_bind(&self, response_session_id: Option<&str>) -> Option<(String, String)> {
+        let session = response_session_id.filter(|s| !s.is_empty())?;
+        if self.head.session_id.is_some() {
+            return None;
+        }
+        Some((session.to_owned(), self.head.agent.clone()?))
     }
 
     /// Response headers arrived.
@@ -815,6 +871,7 @@ mod tests {
             path: "/mcp/everything".into(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             agent: agent.map(str::to_owned),
+            token_type: Some("at+jwt".into()),
             ..RequestHead::default()
         }
     }
@@ -935,6 +992,57 @@ mod tests {
         assert!(events[1].request.arguments.is_none());
         assert!(events[2].request.arguments.is_none());
         assert_eq!(events[2].request.tool.as_deref(), Some("echo"));
+    }
+
+    #[test]
+    fn only_access_tokens_are_accepted() {
+        for (typ, ok) in [
+            (Some("at+jwt"), true),
+            (Some("application/AT+JWT"), true),
+            (Some("JWT"), false),
+            (None, false),
+        ] {
+            let mut h = head(Some("a"));
+            h.token_type = typ.map(str::to_owned);
+            let mut ex = Exchange::start(&config(), h, [0; 24]).unwrap();
+            let action = ex.on_request_head(false);
+            match action {
+                HeadAction::Reply(reply) => {
+                    assert!(!ok, "{typ:?} refused");
+                    assert_eq!(reply.status, 401);
+                    assert!(
+                        reply
+                            .headers
+                            .iter()
+                            .any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token"))
+                    );
+                }
+                _ => assert!(ok, "{typ:?} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn sessions_are_bound_to_the_agent_that_opened_them() {
+        let config = config();
+        let ex = Exchange::start(&config, head(Some("alice")), [0; 24]).unwrap();
+        assert_eq!(
+            ex.session_to_bind(Some("s-1")),
+            Some(("s-1".to_string(), "alice".to_string()))
+        );
+        let mut later = head(Some("alice"));
+        later.session_id = Some("s-1".into());
+        later.session_owner = Some("alice".into());
+        let mut ex = Exchange::start(&config, later.clone(), [0; 24]).unwrap();
+        assert_eq!(ex.session_to_bind(Some("s-1")), None, "already bound");
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        later.agent = Some("mallory".into());
+        let mut ex = Exchange::start(&config, later, [0; 24]).unwrap();
+        let HeadAction::Reply(reply) = ex.on_request_head(false) else {
+            panic!("another agent's token on a bound session must be refused");
+        };
+        assert_eq!(reply.status, 403);
+        assert_eq!(error_of(&reply.body)["code"], jsonrpc::SESSION_FORBIDDEN);
     }
 
     #[test]

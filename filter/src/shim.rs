@@ -297,21 +297,49 @@ fn send_reply(reply: &LocalReply) {
     }
 }
 
-impl BehavryHttp {
-    fn verified_agent(config: &FilterConfig) -> Option<String> {
-        // DESIGN: one verified claim read as plain bytes; identity never comes from a header.
-        let path = vec![
-            "metadata",
-            "filter_metadata",
-            "envoy.filters.http.jwt_authn",
-            config.jwt_metadata_key.as_str(),
-            "sub",
-        ];
-        let bytes = hostcalls::get_property(path).ok().flatten()?;
-        let sub = String::from_utf8(bytes).ok()?;
-        (!sub.is_empty()).then_some(sub)
-    }
+/// Prefix of the shared-data keys that bind an MCP session to the agent that opened it.
+const SESSION_KEY_PREFIX: &str = "behavry.session/";
 
+/// One verified string from `jwt_authn`'s dynamic metadata (`<key>.<field>`), read as plain
+/// bytes (DESIGN: reading the whole map gives Envoy's pair serialization, not JSON). Identity never
+/// comes from a request header.
+fn jwt_metadata(key: &str, field: &str) -> Option<String> {
+    let path = vec![
+        "metadata",
+        "filter_metadata",
+        "envoy.filters.http.jwt_authn",
+        key,
+        field,
+    ];
+    let bytes = hostcalls::get_property(path).ok().flatten()?;
+    let value = String::from_utf8(bytes).ok()?;
+    (!value.is_empty()).then_some(value)
+}
+
+fn session_owner(session_id: &str) -> Option<String> {
+    let key = format!("{SESSION_KEY_PREFIX}{session_id}");
+    let (value, _) = hostcalls::get_shared_data(&key).ok()?;
+    String::from_utf8(value?).ok().filter(|v| !v.is_empty())
+}
+
+fn bind_session(session_id: &str, agent: &str) {
+    let key = format!("{SESSION_KEY_PREFIX}{session_id}");
+    // First binding wins: an existing owner is never replaced.
+    let Ok((existing, cas)) = hostcalls::get_shared_data(&key) else {
+        return;
+    };
+    if existing.is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    if let Err(status) = hostcalls::set_shared_data(&key, Some(agent.as_bytes()), cas) {
+        log(
+            LogLevel::Warn,
+            &format!("session binding not stored: {status:?}"),
+        );
+    }
+}
+
+impl BehavryHttp {
     fn flush_audit(&mut self) {
         let Some(exchange) = &mut self.exchange else {
             return;
@@ -457,15 +485,18 @@ impl HttpContext for BehavryHttp {
             });
             return Action::Pause;
         };
+        let session_id = request_header("mcp-session-id");
         let head = RequestHead {
             method: request_header(":method").unwrap_or_default(),
             path,
-            session_id: request_header("mcp-session-id"),
+            session_owner: session_id.as_deref().and_then(session_owner),
+            session_id,
             protocol_version: request_header("mcp-protocol-version"),
             mcp_method: request_header("mcp-method"),
             mcp_name: request_header("mcp-name"),
             traceparent: request_header("traceparent"),
-            agent: Self::verified_agent(&config),
+            agent: jwt_metadata(&config.jwt_metadata_key, "sub"),
+            token_type: jwt_metadata(&config.jwt_header_metadata_key, "typ"),
         };
         let random = random_bytes(self.context_id);
         let Some(mut exchange) = Exchange::start(&config, head.clone(), random) else {
@@ -528,6 +559,11 @@ impl HttpContext for BehavryHttp {
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0);
         let content_type = response_header("content-type");
+        if let Some((session, agent)) =
+            exchange.session_to_bind(response_header("mcp-session-id").as_deref())
+        {
+            bind_session(&session, &agent);
+        }
         let action = exchange.on_response_head(
             status,
             content_type.as_deref(),

@@ -4,7 +4,8 @@ every forged or misused token is refused, and nothing reaches the upstream.
 RFC 8725 §2.1/§3.1 (algorithm confusion: `none`, HS256 keyed with the RSA public key, algorithms
 outside the allow-list), §3.10 (`jku`/`x5u`/inline `jwk`: keys must come from configuration, never
 from the token), §3.8-3.9 (issuer and audience), §3.11 (explicit typing: `at+jwt`, RFC 9068 §2.1),
-RFC 7519 §4.1.4-4.1.5 (`exp`, `nbf`), and a tampered signature.
+RFC 7519 §4.1.4-4.1.5 (`exp`, `nbf`), and a tampered signature. Envoy's jwt_authn refuses most;
+the behavry filter refuses tokens whose `typ` is not `at+jwt`.
 """
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def attack(stack, case: str) -> str:
         return tokens.sign(key, good_header, {**claims, "aud": "another-gateway"})
     if case == "missing-aud":
         return tokens.sign(key, good_header, {k: v for k, v in claims.items() if k != "aud"})
+    if case == "typ-jwt":
+        # A validly signed JWT that is not an access token (e.g. an ID token): RFC 9068 §4.
+        return tokens.sign(key, {**good_header, "typ": "JWT"}, claims)
+    if case == "typ-missing":
+        return tokens.sign(key, {"alg": "RS256", "kid": kid}, claims)
     if case == "tampered-signature":
         token = tokens.sign(key, good_header, claims)
         head, body, sig = token.split(".")
@@ -97,7 +103,7 @@ CASES = [
     "alg-none-none", "alg-none-None", "alg-none-NONE", "alg-none-nOnE",
     "hs256-with-public-key", "alg-outside-allow-list", "inline-jwk", "jku", "x5u",
     "kid-unknown", "kid-path", "expired", "missing-exp", "nbf-future", "wrong-iss", "wrong-aud",
-    "missing-aud", "tampered-signature",
+    "missing-aud", "tampered-signature", "typ-jwt", "typ-missing",
 ]
 
 
