@@ -5,6 +5,8 @@
 //! a message that names the field, and Envoy then refuses to load the filter.
 
 use behavry_core::limits::Limits;
+
+use crate::resource_metadata::ProtectedResource;
 use serde::Deserialize;
 
 /// Default deadline for an authz-sidecar decision, in milliseconds.
@@ -44,6 +46,8 @@ pub struct FilterConfig {
     /// ungoverned: Envoy's routes and this route table are configured apart, and a path Envoy
     /// routes but the filter does not know must not become a way around it.
     pub guarded_prefix: Option<String>,
+    /// RFC 9728 protected-resource metadata served for each route, when set.
+    pub protected_resource: Option<ProtectedResource>,
 }
 
 /// A path prefix on which MCP traffic to one upstream server arrives.
@@ -100,6 +104,8 @@ struct RawConfig {
     limits: Option<RawLimits>,
     #[serde(default)]
     guarded_prefix: Option<String>,
+    #[serde(default)]
+    protected_resource: Option<ProtectedResource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -320,6 +326,7 @@ impl FilterConfig {
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
             limits,
             guarded_prefix: raw.guarded_prefix,
+            protected_resource: raw.protected_resource,
         })
     }
 

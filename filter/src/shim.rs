@@ -13,6 +13,7 @@ use crate::exchange::{
     BodyAction, ChunkAction, DecisionAction, Exchange, HeadAction, LocalReply, RequestHead,
     ResponseHeadAction, unrouted,
 };
+use crate::resource_metadata;
 use crate::shipping::AuditShipper;
 use crate::{BUILD_ID, VERSION};
 
@@ -498,6 +499,16 @@ impl HttpContext for BehavryHttp {
             agent: jwt_metadata(&config.jwt_metadata_key, "sub"),
             token_type: jwt_metadata(&config.jwt_header_metadata_key, "typ"),
         };
+        if let Some(reply) = resource_metadata::answer(
+            &config,
+            &head.method,
+            &head.path,
+            &request_header(":scheme").unwrap_or_else(|| "http".to_string()),
+            &request_header(":authority").unwrap_or_default(),
+        ) {
+            send_reply(&reply);
+            return Action::Pause;
+        }
         let random = random_bytes(self.context_id);
         let Some(mut exchange) = Exchange::start(&config, head.clone(), random) else {
             if let Some(reply) = unrouted(&config, &head.path) {
