@@ -40,6 +40,10 @@ pub struct RequestHead {
     pub agent: Option<String>,
     /// The verified token's `typ` header, from `jwt_authn` metadata.
     pub token_type: Option<String>,
+    /// The verified token's `iat` claim (seconds since the epoch), from `jwt_authn` metadata.
+    pub issued_at: Option<i64>,
+    /// Envoy's clock when the request arrived, seconds since the epoch.
+    pub now_secs: u64,
     /// The agent that opened the session named by `Mcp-Session-Id`, when it is known.
     pub session_owner: Option<String>,
 }
@@ -61,6 +65,9 @@ impl LocalReply {
         }
     }
 }
+
+/// Clock skew allowed on `iat`, the same as the bootstrap's `jwt_authn` `clock_skew_seconds`.
+pub const ISSUED_AT_SKEW_SECS: u64 = 30;
 
 /// RFC 9068 §4: `typ` is `at+jwt`, or `application/at+jwt`; media type names are
 /// case-insensitive (RFC 2045 §5.1).
@@ -268,6 +275,28 @@ impl Exchange {
             reply.headers.push((
                 "www-authenticate".to_string(),
                 "Bearer error=\"invalid_token\", error_description=\"typ must be at+jwt\""
+                    .to_string(),
+            ));
+            return HeadAction::Reply(reply);
+        }
+        if let Some(iat) = self.head.issued_at
+            && iat
+                > i64::try_from(self.head.now_secs.saturating_add(ISSUED_AT_SKEW_SECS))
+                    .unwrap_or(i64::MAX)
+        {
+            // Envoy's jwt_authn checks `exp` and `nbf` but not `iat`; a token issued in the
+            // future is forged or from a skewed issuer (RFC 7519 §4.1.6, RFC 8725 §3.10 asks to
+            // validate all claims used).
+            let body = jsonrpc::error_response(
+                None,
+                jsonrpc::UNAUTHENTICATED,
+                "the bearer token was issued in the future",
+                Some(json!({"traceId": self.ids.trace_id})),
+            );
+            let mut reply = LocalReply::json(401, body);
+            reply.headers.push((
+                "www-authenticate".to_string(),
+                "Bearer error=\"invalid_token\", error_description=\"iat is in the future\""
                     .to_string(),
             ));
             return HeadAction::Reply(reply);
@@ -1020,6 +1049,18 @@ mod tests {
                 _ => assert!(ok, "{typ:?} accepted"),
             }
         }
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused() {
+        let mut h = head(Some("a"));
+        h.now_secs = 1_000;
+        h.issued_at = Some(1_000 + ISSUED_AT_SKEW_SECS as i64 + 1);
+        let mut ex = Exchange::start(&config(), h.clone(), [0; 24]).unwrap();
+        assert!(matches!(ex.on_request_head(false), HeadAction::Reply(r) if r.status == 401));
+        h.issued_at = Some(1_000 + ISSUED_AT_SKEW_SECS as i64);
+        let mut ex = Exchange::start(&config(), h, [0; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
     }
 
     #[test]

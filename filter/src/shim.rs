@@ -317,6 +317,25 @@ fn jwt_metadata(key: &str, field: &str) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
+/// A numeric claim from `jwt_authn`'s metadata, in whole seconds. Envoy hands a protobuf `Value`
+/// number over as its 8-byte little-endian double; a decimal string is accepted too.
+fn jwt_metadata_seconds(key: &str, field: &str) -> Option<i64> {
+    let path = vec![
+        "metadata",
+        "filter_metadata",
+        "envoy.filters.http.jwt_authn",
+        key,
+        field,
+    ];
+    let bytes = hostcalls::get_property(path).ok().flatten()?;
+    let value = match <[u8; 8]>::try_from(bytes.as_slice()) {
+        Ok(raw) => f64::from_le_bytes(raw),
+        Err(_) => std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?,
+    };
+    // Saturating float-to-int conversion; NaN is no time at all.
+    (!value.is_nan()).then_some(value as i64)
+}
+
 fn session_owner(session_id: &str) -> Option<String> {
     let key = format!("{SESSION_KEY_PREFIX}{session_id}");
     let (value, _) = hostcalls::get_shared_data(&key).ok()?;
@@ -498,6 +517,8 @@ impl HttpContext for BehavryHttp {
             traceparent: request_header("traceparent"),
             agent: jwt_metadata(&config.jwt_metadata_key, "sub"),
             token_type: jwt_metadata(&config.jwt_header_metadata_key, "typ"),
+            issued_at: jwt_metadata_seconds(&config.jwt_metadata_key, "iat"),
+            now_secs: now_ms() / 1000,
         };
         if let Some(reply) = resource_metadata::answer(
             &config,

@@ -77,6 +77,8 @@ def attack(stack, case: str) -> str:
                                               "exp": now - 600})
     if case == "missing-exp":
         return tokens.sign(key, good_header, {k: v for k, v in claims.items() if k != "exp"})
+    if case == "iat-future":
+        return tokens.sign(key, good_header, {**claims, "iat": now + 600})
     if case == "nbf-future":
         return tokens.sign(key, good_header, {**claims, "nbf": now + 600, "exp": now + 900})
     if case == "wrong-iss":
@@ -102,7 +104,7 @@ def attack(stack, case: str) -> str:
 CASES = [
     "alg-none-none", "alg-none-None", "alg-none-NONE", "alg-none-nOnE",
     "hs256-with-public-key", "alg-outside-allow-list", "inline-jwk", "jku", "x5u",
-    "kid-unknown", "kid-path", "expired", "missing-exp", "nbf-future", "wrong-iss", "wrong-aud",
+    "kid-unknown", "kid-path", "expired", "missing-exp", "nbf-future", "iat-future", "wrong-iss", "wrong-aud",
     "missing-aud", "tampered-signature", "typ-jwt", "typ-missing",
 ]
 
