@@ -13,6 +13,22 @@ pub const DECIDE_PATH: &str = "/v1/decide";
 pub const EVENTS_PATH: &str = "/v1/events";
 /// Prefix of the audit-sink's trace lookup endpoint: `GET /v1/traces/{trace_id}`.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// The authz-sidecar's revocation list, polled by the filter: `GET /v1/revocations`.
+pub const REVOCATIONS_PATH: &str = "/v1/revocations";
+
+/// Answer of `GET /v1/revocations`: what the proxy must refuse although the token verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationList {
+    /// Grows with every change, so a poller can tell a new list from the one it holds.
+    pub version: u64,
+    /// Revoked token ids (`jti`), kept until the token would have expired anyway.
+    #[serde(default)]
+    pub token_ids: Vec<String>,
+    /// Agents (`sub`) whose every token is revoked (disabled or deleted agents).
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
 
 /// `POST /v1/decide`: the filter asks whether one governed MCP request may proceed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,6 +22,8 @@ pub const DEFAULT_AUDIT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Largest deadline accepted for a callout, in milliseconds: proxy-wasm passes timeouts as
 /// 32-bit milliseconds, and a longer wait is a misconfiguration, not a policy.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Default period of the revocation-list poll, in milliseconds.
+pub const DEFAULT_REVOCATION_POLL_MS: u64 = 1_000;
 /// Default name of the Envoy shared queue that carries audit events.
 pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
 /// Default `payload_in_metadata` key of Envoy's `jwt_authn` filter.
@@ -48,6 +50,8 @@ pub struct FilterConfig {
     pub guarded_prefix: Option<String>,
     /// RFC 9728 protected-resource metadata served for each route, when set.
     pub protected_resource: Option<ProtectedResource>,
+    /// How often each worker polls the authz-sidecar's revocation list.
+    pub revocation_poll_ms: u64,
 }
 
 /// A path prefix on which MCP traffic to one upstream server arrives.
@@ -106,6 +110,15 @@ struct RawConfig {
     guarded_prefix: Option<String>,
     #[serde(default)]
     protected_resource: Option<ProtectedResource>,
+    #[serde(default)]
+    revocation: Option<RawRevocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRevocation {
+    #[serde(default)]
+    poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +340,11 @@ impl FilterConfig {
             limits,
             guarded_prefix: raw.guarded_prefix,
             protected_resource: raw.protected_resource,
+            revocation_poll_ms: timeout(
+                "revocation.pollIntervalMs",
+                raw.revocation.and_then(|r| r.poll_interval_ms),
+                DEFAULT_REVOCATION_POLL_MS,
+            )?,
         })
     }
 

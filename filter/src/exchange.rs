@@ -44,6 +44,8 @@ pub struct RequestHead {
     pub issued_at: Option<i64>,
     /// Envoy's clock when the request arrived, seconds since the epoch.
     pub now_secs: u64,
+    /// Whether the token's `jti` or its agent is on the revocation list.
+    pub revoked: bool,
     /// The agent that opened the session named by `Mcp-Session-Id`, when it is known.
     pub session_owner: Option<String>,
 }
@@ -276,6 +278,22 @@ impl Exchange {
                 "www-authenticate".to_string(),
                 "Bearer error=\"invalid_token\", error_description=\"typ must be at+jwt\""
                     .to_string(),
+            ));
+            return HeadAction::Reply(reply);
+        }
+        if self.head.revoked {
+            // The token verifies but was revoked (by id, or with its agent): refused like an
+            // invalid token (RFC 6750 §3.1).
+            let body = jsonrpc::error_response(
+                None,
+                jsonrpc::UNAUTHENTICATED,
+                "the bearer token has been revoked",
+                Some(json!({"traceId": self.ids.trace_id})),
+            );
+            let mut reply = LocalReply::json(401, body);
+            reply.headers.push((
+                "www-authenticate".to_string(),
+                "Bearer error=\"invalid_token\", error_description=\"revoked\"".to_string(),
             ));
             return HeadAction::Reply(reply);
         }
@@ -1049,6 +1067,18 @@ mod tests {
                 _ => assert!(ok, "{typ:?} accepted"),
             }
         }
+    }
+
+    #[test]
+    fn revoked_tokens_are_refused() {
+        let mut h = head(Some("a"));
+        h.revoked = true;
+        let mut ex = Exchange::start(&config(), h, [0; 24]).unwrap();
+        let HeadAction::Reply(reply) = ex.on_request_head(false) else {
+            panic!("a revoked token must be refused");
+        };
+        assert_eq!(reply.status, 401);
+        assert!(reply.headers.iter().any(|(_, v)| v.contains("revoked")));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`config`]: the plugin configuration, validated once in the root context;
 //! - [`exchange`]: one HTTP exchange on an MCP route, as a state machine;
 //! - [`shipping`]: audit batches to the audit-sink, retried until acknowledged;
-//! - [`resource_metadata`]: RFC 9728 protected-resource metadata for each route.
+//! - [`resource_metadata`]: RFC 9728 protected-resource metadata for each route;
+//! - [`revocation`]: the revocation list polled from the authz-sidecar.
 //!
 //! The shim (compiled for `wasm32` only) reads what Envoy hands over, feeds those modules and
 //! carries out their answers with `proxy_wasm::hostcalls`, whose errors are handled instead of
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod exchange;
 pub mod resource_metadata;
+pub mod revocation;
 pub mod shipping;
 
 /// Version of the filter, logged at VM start.

@@ -1,9 +1,12 @@
 //! The proxy-wasm side: root context (config, audit shipping timer) and HTTP contexts.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use behavry_core::wire::{DECIDE_PATH, DecisionResponse, EVENTS_PATH};
+use behavry_core::wire::{
+    DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
@@ -14,6 +17,7 @@ use crate::exchange::{
     ResponseHeadAction, unrouted,
 };
 use crate::resource_metadata;
+use crate::revocation::RevocationSet;
 use crate::shipping::AuditShipper;
 use crate::{BUILD_ID, VERSION};
 
@@ -52,6 +56,10 @@ struct BehavryRoot {
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
     shipper: AuditShipper,
+    /// Shared with this worker's HTTP contexts (one thread per VM: no locking needed).
+    revocations: Rc<RefCell<RevocationSet>>,
+    revocation_call: Option<u32>,
+    next_revocation_poll_ms: u64,
 }
 
 impl Context for BehavryRoot {
@@ -78,6 +86,11 @@ impl Context for BehavryRoot {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.revocation_call == Some(token) {
+            self.revocation_call = None;
+            self.revocations_received(headers, body_size);
+            return;
+        }
         if !self.shipper.owns(token) {
             return;
         }
@@ -163,6 +176,7 @@ impl RootContext for BehavryRoot {
 
     fn on_tick(&mut self) {
         self.ship();
+        self.poll_revocations();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -172,6 +186,7 @@ impl RootContext for BehavryRoot {
             context_id,
             config: self.config.clone(),
             queue_id: self.queue_id,
+            revocations: Rc::clone(&self.revocations),
             exchange: None,
             authz_call: None,
         }))
@@ -183,6 +198,61 @@ impl RootContext for BehavryRoot {
 }
 
 impl BehavryRoot {
+    fn poll_revocations(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let now = now_ms();
+        if self.revocation_call.is_some() || now < self.next_revocation_poll_ms {
+            return;
+        }
+        self.next_revocation_poll_ms = now.saturating_add(config.revocation_poll_ms);
+        let authz = &config.authz;
+        match hostcalls::dispatch_http_call(
+            &authz.cluster,
+            vec![
+                (":method", "GET"),
+                (":path", REVOCATIONS_PATH),
+                (":authority", authz.authority.as_str()),
+            ],
+            None,
+            vec![],
+            Duration::from_millis(authz.timeout_ms),
+        ) {
+            Ok(token) => self.revocation_call = Some(token),
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!(
+                    "cannot poll revocations from `{}`: {status:?}",
+                    authz.cluster
+                ),
+            ),
+        }
+    }
+
+    fn revocations_received(&mut self, headers: usize, body_size: usize) {
+        // A failed poll keeps the list already held: revocation never switches itself off.
+        if call_status(headers).as_deref() != Some("200") {
+            return;
+        }
+        match serde_json::from_slice::<RevocationList>(&call_body(body_size)) {
+            Ok(list) => {
+                if let Ok(mut set) = self.revocations.try_borrow_mut()
+                    && set.update(list)
+                {
+                    log(
+                        LogLevel::Info,
+                        &format!("revocation list version {} in force", set.version()),
+                    );
+                }
+            }
+            Err(err) => log(
+                LogLevel::Warn,
+                &format!("unreadable revocation list: {err}"),
+            ),
+        }
+    }
+
     /// Sends the next audit batch when none is in flight.
     fn ship(&mut self) {
         let (Some(config), Some(queue_id)) = (self.config.clone(), self.queue_id) else {
@@ -238,6 +308,7 @@ struct BehavryHttp {
     /// `None` only if the root context was never configured (Envoy refuses the filter then).
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
+    revocations: Rc<RefCell<RevocationSet>>,
     exchange: Option<Exchange>,
     authz_call: Option<u32>,
 }
@@ -519,6 +590,16 @@ impl HttpContext for BehavryHttp {
             token_type: jwt_metadata(&config.jwt_header_metadata_key, "typ"),
             issued_at: jwt_metadata_seconds(&config.jwt_metadata_key, "iat"),
             now_secs: now_ms() / 1000,
+            revoked: false,
+        };
+        let head = RequestHead {
+            revoked: self.revocations.try_borrow().is_ok_and(|set| {
+                set.is_revoked(
+                    jwt_metadata(&config.jwt_metadata_key, "jti").as_deref(),
+                    head.agent.as_deref(),
+                )
+            }),
+            ..head
         };
         if let Some(reply) = resource_metadata::answer(
             &config,
