@@ -2,8 +2,9 @@
 //!
 //! Convention: snake_case TOML keys, unknown keys rejected (`deny_unknown_fields`) so a typo is an
 //! error at start and not a silently ignored setting. Every default is a named constant below.
-//! Relative paths (`key_file`, `policy_dir`) resolve against the folder of the config file, so the
-//! sidecar and `behavry token mint` find the same key whatever their working directory.
+//! Relative paths (`key_file`, `policy_dir`, `registry_file`, `admin_token_file`) resolve against
+//! the folder of the config file, so the sidecar and `behavry token mint` find the same files
+//! whatever their working directory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -25,9 +26,17 @@ pub const DEFAULT_KEY_FILE: &str = "state/authz-signing-key.pem";
 pub const DEFAULT_POLICY_DIR: &str = "policies";
 /// Default `token_ttl_secs`: short-lived tokens, five minutes.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 300;
-/// Upper bound for `token_ttl_secs` and for a ttl asked of the minter: one day. Agent tokens are
-/// meant to be short-lived; a longer one is almost certainly a mistake.
-pub const MAX_TOKEN_TTL_SECS: u64 = 86_400;
+/// Upper bound for `token_ttl_secs` and for a ttl asked of the minter: fifteen minutes. Agent
+/// tokens are bearer tokens (RFC 6750 §5.3: "issue short-lived bearer tokens"); a stolen one must
+/// stop working soon, since revocation is not in place yet.
+pub const MAX_TOKEN_TTL_SECS: u64 = 900;
+/// Default `registry_file`: the SQLite agent registry, used when `database_url` is not set.
+pub const DEFAULT_REGISTRY_FILE: &str = "state/authz-registry.db";
+/// Shortest admin credential accepted: 32 characters (e.g. `openssl rand -base64 32` gives 44),
+/// so the bearer secret cannot be guessed online.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// The scope an agent holds when its enrollment names none.
+pub const DEFAULT_AGENT_SCOPE: &str = "mcp";
 /// Default `decision_timeout_ms`: the wall-clock budget of one Rego evaluation.
 pub const DEFAULT_DECISION_TIMEOUT_MS: u64 = 50;
 /// Longest accepted agent id, server name, tool name, etc. in the config.
@@ -45,6 +54,12 @@ pub const ENV_POLICY_DIR: &str = "BEHAVRY_AUTHZ_POLICY_DIR";
 pub const ENV_ISSUER: &str = "BEHAVRY_AUTHZ_ISSUER";
 /// Environment override of `audience`.
 pub const ENV_AUDIENCE: &str = "BEHAVRY_AUTHZ_AUDIENCE";
+/// Environment variable holding the admin credential itself (wins over `admin_token_file`).
+pub const ENV_ADMIN_TOKEN: &str = "BEHAVRY_AUTHZ_ADMIN_TOKEN";
+/// Environment override of `database_url`.
+pub const ENV_DATABASE_URL: &str = "BEHAVRY_AUTHZ_DATABASE_URL";
+/// Environment override of `public_url`.
+pub const ENV_PUBLIC_URL: &str = "BEHAVRY_AUTHZ_PUBLIC_URL";
 
 /// Where environment overrides come from: the process env in the binary, a map in tests (so tests
 /// never touch the process environment).
@@ -107,6 +122,34 @@ impl ConfigError {
     }
 }
 
+/// One field of an agent enrollment (from the config or the admin API) that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid field `{field}`: {reason}")]
+pub struct InvalidField {
+    /// Dotted path of the field, e.g. `agents[1].roles[0]` or `roles[0]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidField {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<InvalidField> for ConfigError {
+    fn from(err: InvalidField) -> Self {
+        ConfigError::Invalid {
+            field: err.field,
+            reason: err.reason,
+        }
+    }
+}
+
 /// The config file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,9 +175,21 @@ struct ConfigFile {
     /// Budget of one evaluation. Default [`DEFAULT_DECISION_TIMEOUT_MS`].
     #[serde(default = "default_decision_timeout_ms")]
     decision_timeout_ms: u64,
-    /// Enrolled agents. Default: none (every request is denied).
+    /// Agents seeded into the registry at start when absent. Default: none.
     #[serde(default)]
     agents: Vec<AgentEnrollment>,
+    /// File holding the admin API's bearer credential. Default: none (admin API disabled).
+    #[serde(default)]
+    admin_token_file: Option<PathBuf>,
+    /// PostgreSQL registry (`postgres://...`). Default: none (SQLite at `registry_file`).
+    #[serde(default)]
+    database_url: Option<String>,
+    /// SQLite registry file. Default [`DEFAULT_REGISTRY_FILE`].
+    #[serde(default = "default_registry_file")]
+    registry_file: PathBuf,
+    /// Base URL clients reach the sidecar at. Default: `http://<listen>`.
+    #[serde(default)]
+    public_url: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -149,6 +204,12 @@ fn default_audience() -> String {
 fn default_key_file() -> PathBuf {
     PathBuf::from(DEFAULT_KEY_FILE)
 }
+fn default_registry_file() -> PathBuf {
+    PathBuf::from(DEFAULT_REGISTRY_FILE)
+}
+fn default_agent_scopes() -> Vec<String> {
+    vec![DEFAULT_AGENT_SCOPE.to_owned()]
+}
 fn default_policy_dir() -> PathBuf {
     PathBuf::from(DEFAULT_POLICY_DIR)
 }
@@ -159,15 +220,124 @@ fn default_decision_timeout_ms() -> u64 {
     DEFAULT_DECISION_TIMEOUT_MS
 }
 
-/// One enrolled agent (`[[agents]]`).
+/// One agent's enrollment: `[[agents]]` in the config (seeds of the registry), and the body of
+/// `POST /admin/v1/agents` (minus keys). Public keys are held by the registry only.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentEnrollment {
     /// Agent id: the token's `sub` and `client_id`.
     pub id: String,
+    /// Who is responsible for the agent (team, person). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Roles, visible to policy at `data.behavry.agents[id].roles`. Default: none.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// OAuth scopes the agent may be issued (RFC 6749 §3.3). Default: `["mcp"]`.
+    #[serde(default = "default_agent_scopes")]
+    pub scopes: Vec<String>,
     /// What the agent may use, per logical MCP server name (`[agents.servers.<name>]`).
     #[serde(default)]
     pub servers: BTreeMap<String, ServerGrant>,
+}
+
+impl AgentEnrollment {
+    /// An enrollment with only an id: no owner, no roles, scope `mcp`, no servers.
+    pub fn new(id: impl Into<String>) -> Self {
+        AgentEnrollment {
+            id: id.into(),
+            owner: None,
+            roles: Vec::new(),
+            scopes: default_agent_scopes(),
+            servers: BTreeMap::new(),
+        }
+    }
+
+    /// Check every field; `prefix` is prepended to field names in errors (e.g. `agents[1].`).
+    pub fn validate(&self, prefix: &str) -> Result<(), InvalidField> {
+        check_agent_id(&format!("{prefix}id"), &self.id)?;
+        if let Some(owner) = &self.owner {
+            check_name(&format!("{prefix}owner"), owner)?;
+        }
+        for (index, role) in self.roles.iter().enumerate() {
+            check_name(&format!("{prefix}roles[{index}]"), role)?;
+        }
+        if self.scopes.is_empty() {
+            return Err(InvalidField::new(
+                format!("{prefix}scopes"),
+                "must name at least one scope",
+            ));
+        }
+        for (index, scope) in self.scopes.iter().enumerate() {
+            check_scope_token(&format!("{prefix}scopes[{index}]"), scope)?;
+        }
+        for (server, grant) in &self.servers {
+            let server_prefix = format!("{prefix}servers.{server}");
+            check_name(&server_prefix, server)?;
+            for (list_name, list) in [
+                ("tools", &grant.tools),
+                ("resources", &grant.resources),
+                ("prompts", &grant.prompts),
+            ] {
+                for (item_index, item) in list.iter().enumerate() {
+                    check_name(&format!("{server_prefix}.{list_name}[{item_index}]"), item)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the agent registry lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryLocation {
+    /// A SQLite file (created on first start).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for RegistryLocation {
+    // A database URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            RegistryLocation::Postgres(_) => f.write_str("Postgres(<url redacted>)"),
+        }
+    }
+}
+
+/// The admin API's bearer credential. Compared in constant time (see `admin`); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminCredential(String);
+
+impl AdminCredential {
+    /// Wrap a credential; it must be at least [`MIN_ADMIN_TOKEN_LEN`] characters of visible
+    /// ASCII (RFC 6750 §2.1 `b64token` characters are a subset).
+    pub fn new(token: impl Into<String>) -> Result<AdminCredential, String> {
+        let token = token.into();
+        if token.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(format!(
+                "the admin credential must be at least {MIN_ADMIN_TOKEN_LEN} characters, got {}",
+                token.len()
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the admin credential must be visible ASCII without spaces".to_owned());
+        }
+        Ok(AdminCredential(token))
+    }
+
+    /// The secret bytes, for the constant-time comparison only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminCredential(<redacted>)")
+    }
 }
 
 /// What one agent may use on one MCP server.
@@ -202,8 +372,16 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// Wall-clock budget of one evaluation, in milliseconds (at least 1).
     pub decision_timeout_ms: u64,
-    /// Enrolled agents, ids unique.
+    /// Agents seeded into the registry when absent, ids unique. Also what `behavry token mint`
+    /// (offline) accepts.
     pub agents: Vec<AgentEnrollment>,
+    /// The admin API's credential; `None` disables the admin API.
+    pub admin_token: Option<AdminCredential>,
+    /// Where the agent registry lives.
+    pub registry: RegistryLocation,
+    /// Base URL of the sidecar as clients reach it, without a trailing slash. The token endpoint
+    /// is `<public_url>/oauth/token`.
+    pub public_url: String,
 }
 
 impl Config {
@@ -229,7 +407,8 @@ impl Config {
             message: err.to_string(),
         })?;
         apply_env_overrides(&mut file, env);
-        validate(file, base_dir)
+        let admin_token_from_env = env.var(ENV_ADMIN_TOKEN);
+        validate(file, base_dir, admin_token_from_env)
     }
 
     /// The enrollment of `agent_id`, if enrolled.
@@ -254,9 +433,19 @@ fn apply_env_overrides(file: &mut ConfigFile, env: &dyn EnvSource) {
     if let Some(audience) = env.var(ENV_AUDIENCE) {
         file.audience = audience;
     }
+    if let Some(database_url) = env.var(ENV_DATABASE_URL) {
+        file.database_url = Some(database_url);
+    }
+    if let Some(public_url) = env.var(ENV_PUBLIC_URL) {
+        file.public_url = Some(public_url);
+    }
 }
 
-fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError> {
+fn validate(
+    file: ConfigFile,
+    base_dir: &Path,
+    admin_token_from_env: Option<String>,
+) -> Result<Config, ConfigError> {
     let listen: SocketAddr = file.listen.parse().map_err(|err| {
         ConfigError::invalid(
             "listen",
@@ -288,27 +477,55 @@ fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for (index, agent) in file.agents.iter().enumerate() {
-        check_agent_id(&format!("agents[{index}].id"), &agent.id)?;
+        agent.validate(&format!("agents[{index}]."))?;
         if !seen.insert(agent.id.as_str()) {
             return Err(ConfigError::invalid(
                 format!("agents[{index}].id"),
                 format!("agent `{}` is enrolled twice", agent.id),
             ));
         }
-        for (server, grant) in &agent.servers {
-            let prefix = format!("agents[{index}].servers.{server}");
-            check_name(&prefix, server)?;
-            for (list_name, list) in [
-                ("tools", &grant.tools),
-                ("resources", &grant.resources),
-                ("prompts", &grant.prompts),
-            ] {
-                for (item_index, item) in list.iter().enumerate() {
-                    check_name(&format!("{prefix}.{list_name}[{item_index}]"), item)?;
-                }
-            }
-        }
     }
+    let admin_token = match (admin_token_from_env, &file.admin_token_file) {
+        (Some(token), _) => Some(
+            AdminCredential::new(token.trim())
+                .map_err(|reason| ConfigError::invalid(ENV_ADMIN_TOKEN, reason))?,
+        ),
+        (None, Some(path)) => {
+            let path = base_dir.join(path);
+            let text = std::fs::read_to_string(&path).map_err(|err| {
+                ConfigError::invalid(
+                    "admin_token_file",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            Some(
+                AdminCredential::new(text.trim())
+                    .map_err(|reason| ConfigError::invalid("admin_token_file", reason))?,
+            )
+        }
+        (None, None) => None,
+    };
+    let registry = match file.database_url {
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::invalid(
+                    "database_url",
+                    "must be a PostgreSQL URL (postgres://...); for SQLite set `registry_file`",
+                ));
+            }
+            RegistryLocation::Postgres(url)
+        }
+        None => {
+            if file.registry_file.as_os_str().is_empty() {
+                return Err(ConfigError::invalid("registry_file", "must not be empty"));
+            }
+            RegistryLocation::Sqlite(base_dir.join(&file.registry_file))
+        }
+    };
+    let public_url = match file.public_url {
+        Some(url) => check_public_url(&url)?,
+        None => format!("http://{listen}"),
+    };
     Ok(Config {
         listen,
         issuer: file.issuer,
@@ -318,27 +535,55 @@ fn validate(file: ConfigFile, base_dir: &Path) -> Result<Config, ConfigError> {
         policy_dir: base_dir.join(file.policy_dir),
         decision_timeout_ms: file.decision_timeout_ms,
         agents: file.agents,
+        admin_token,
+        registry,
+        public_url,
     })
 }
 
-fn check_non_blank(field: &str, value: &str) -> Result<(), ConfigError> {
+/// `public_url` becomes the token endpoint URL that client assertions name as `aud`
+/// (RFC 7523 §3 item 3) and the RFC 8414 metadata URLs: an absolute http(s) URL without query or
+/// fragment (RFC 8414 §2), kept without a trailing slash.
+fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err(ConfigError::invalid(
+            "public_url",
+            format!("`{url}` must start with https:// or http://"),
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ConfigError::invalid("public_url", "names no host"));
+    }
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::invalid(
+            "public_url",
+            "must not contain a query, a fragment or whitespace",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn check_non_blank(field: &str, value: &str) -> Result<(), InvalidField> {
     if value.trim().is_empty() {
-        return Err(ConfigError::invalid(field, "must not be empty"));
+        return Err(InvalidField::new(field, "must not be empty"));
     }
     Ok(())
 }
 
 /// Names that end up in policy data and reasons: non-empty, bounded, no control characters.
-fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), InvalidField> {
     check_non_blank(field, value)?;
     if value.len() > MAX_NAME_LEN {
-        return Err(ConfigError::invalid(
+        return Err(InvalidField::new(
             field,
             format!("longer than {MAX_NAME_LEN} bytes"),
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(
+        return Err(InvalidField::new(
             field,
             "must not contain control characters",
         ));
@@ -346,16 +591,34 @@ fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Agent ids become the token `sub`, log fields and map keys: keep them to a plain alphabet.
-fn check_agent_id(field: &str, value: &str) -> Result<(), ConfigError> {
+/// Agent ids become the token `sub`, log fields, URL path segments and map keys: keep them to a
+/// plain alphabet.
+pub(crate) fn check_agent_id(field: &str, value: &str) -> Result<(), InvalidField> {
     check_name(field, value)?;
     let plain = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
     if !plain {
-        return Err(ConfigError::invalid(
+        return Err(InvalidField::new(
             field,
             format!("`{value}` may only contain ASCII letters, digits and - _ . : @"),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` (visible ASCII except `"` and
+/// `\`; no spaces, since scopes are space-delimited).
+pub(crate) fn check_scope_token(field: &str, value: &str) -> Result<(), InvalidField> {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && value
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+    if !valid {
+        return Err(InvalidField::new(
+            field,
+            format!("`{value}` is not a scope token (RFC 6749 §3.3)"),
         ));
     }
     Ok(())
@@ -464,7 +727,24 @@ tools = ["echo", "get-sum"]
             ("key_file = \"\"", "`key_file`"),
             ("policy_dir = \"\"", "`policy_dir`"),
             ("token_ttl_secs = 0", "`token_ttl_secs`"),
-            ("token_ttl_secs = 86401", "`token_ttl_secs`"),
+            ("token_ttl_secs = 901", "`token_ttl_secs`"),
+            ("database_url = \"mysql://x\"", "`database_url`"),
+            ("registry_file = \"\"", "`registry_file`"),
+            ("public_url = \"ftp://x\"", "`public_url`"),
+            ("public_url = \"http://x/?a=b\"", "`public_url`"),
+            (
+                "admin_token_file = \"/nonexistent/admin-token\"",
+                "`admin_token_file`",
+            ),
+            ("[[agents]]\nid = \"a\"\nscopes = []", "`agents[0].scopes`"),
+            (
+                "[[agents]]\nid = \"a\"\nscopes = [\"a b\"]",
+                "`agents[0].scopes[0]`",
+            ),
+            (
+                "[[agents]]\nid = \"a\"\nroles = [\"\"]",
+                "`agents[0].roles[0]`",
+            ),
             ("decision_timeout_ms = 0", "`decision_timeout_ms`"),
             ("[[agents]]\nid = \"\"", "`agents[0].id`"),
             ("[[agents]]\nid = \"has space\"", "`agents[0].id`"),
@@ -511,6 +791,74 @@ tools = ["echo", "get-sum"]
         let err =
             Config::from_toml_str("", Path::new("a.toml"), Path::new(""), &overrides).unwrap_err();
         assert!(err.to_string().contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn identity_defaults() {
+        let config = parse("[[agents]]\nid = \"a\"").unwrap();
+        assert_eq!(config.admin_token, None);
+        assert_eq!(
+            config.registry,
+            RegistryLocation::Sqlite(Path::new("/etc/behavry").join(DEFAULT_REGISTRY_FILE))
+        );
+        assert_eq!(config.public_url, "http://127.0.0.1:9911");
+        let agent = config.agent("a").unwrap();
+        assert_eq!(agent.scopes, [DEFAULT_AGENT_SCOPE]);
+        assert_eq!(agent.owner, None);
+        assert!(agent.roles.is_empty());
+    }
+
+    #[test]
+    fn admin_token_comes_from_the_file_or_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = "t".repeat(MIN_ADMIN_TOKEN_LEN);
+        std::fs::write(dir.path().join("admin-token"), format!("{token}\n")).unwrap();
+        let text = "admin_token_file = \"admin-token\"";
+        let from_file =
+            Config::from_toml_str(text, Path::new("a.toml"), dir.path(), &env(&[])).unwrap();
+        assert_eq!(from_file.admin_token.unwrap().expose(), token.as_bytes());
+
+        let other = "e".repeat(MIN_ADMIN_TOKEN_LEN + 5);
+        let from_env = Config::from_toml_str(
+            text,
+            Path::new("a.toml"),
+            dir.path(),
+            &env(&[(ENV_ADMIN_TOKEN, &other)]),
+        )
+        .unwrap();
+        assert_eq!(from_env.admin_token.unwrap().expose(), other.as_bytes());
+
+        std::fs::write(dir.path().join("admin-token"), "short").unwrap();
+        let err = Config::from_toml_str(text, Path::new("a.toml"), dir.path(), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`admin_token_file`") && err.contains("at least"),
+            "{err}"
+        );
+        // The secret is never printed.
+        let config = Config::from_toml_str(
+            "",
+            Path::new("a.toml"),
+            dir.path(),
+            &env(&[(ENV_ADMIN_TOKEN, &other)]),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains(&other));
+    }
+
+    #[test]
+    fn postgres_url_and_public_url_are_taken() {
+        let config = parse(
+            "database_url = \"postgres://u:secret@db/behavry\"\npublic_url = \"https://authz.example/\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.registry,
+            RegistryLocation::Postgres("postgres://u:secret@db/behavry".to_owned())
+        );
+        assert!(!format!("{:?}", config.registry).contains("secret"));
+        assert_eq!(config.public_url, "https://authz.example");
     }
 
     #[test]

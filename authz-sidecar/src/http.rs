@@ -6,6 +6,9 @@
 //! | `GET /healthz` | liveness: 200 `ok` |
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
+//! | `POST /oauth/token` | client credentials + `private_key_jwt` → access token ([`crate::oauth`]) |
+//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata ([`crate::oauth`]) |
+//! | `/admin/v1/agents...` | the agent registry's admin API ([`crate::admin`]) |
 
 use std::sync::Arc;
 
@@ -19,7 +22,10 @@ use axum::{Json, Router};
 use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse};
 use serde::Serialize;
 
-use crate::policy::{PolicyBundle, PolicyError};
+use crate::config::AdminCredential;
+use crate::directory::AgentDirectory;
+use crate::oauth::AuthorizationServer;
+use crate::policy::PolicyError;
 use crate::signing_key::JwkSet;
 
 /// Path of the JWK Set (RFC 8414 §3 / OpenID Connect discovery use the same well-known prefix).
@@ -33,10 +39,14 @@ pub const MAX_DECIDE_BODY_BYTES: usize = 1024 * 1024;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The loaded policy bundle, cloned per evaluation.
-    pub bundle: Arc<PolicyBundle>,
+    /// The registry and its in-memory snapshot (enabled agents, policy bundle).
+    pub directory: Arc<AgentDirectory>,
     /// The public signing key, served as is.
     pub jwks: Arc<JwkSet>,
+    /// The token endpoint's settings, signing key and replay cache.
+    pub authorization_server: Arc<AuthorizationServer>,
+    /// The admin API's credential; `None` disables the admin API.
+    pub admin_credential: Option<Arc<AdminCredential>>,
 }
 
 /// Errors a request can end in.
@@ -91,6 +101,8 @@ pub fn app(state: AppState) -> Router {
         .route(JWKS_PATH, get(jwks))
         .route(DECIDE_PATH, post(decide))
         .layer(DefaultBodyLimit::max(MAX_DECIDE_BODY_BYTES))
+        .merge(crate::oauth::routes())
+        .merge(crate::admin::routes(state.clone()))
         .with_state(state)
 }
 
@@ -114,7 +126,9 @@ async fn decide(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DecisionResponse>, AppError> {
     let request: DecisionRequest = serde_json::from_slice(&body?)?;
-    let response = state.bundle.decide(&request)?;
+    // The snapshot in memory, never the database: disabled and deleted agents are absent from
+    // its policy data, so their decisions deny.
+    let response = state.directory.snapshot().bundle.decide(&request)?;
     // Debug level: every decision is already recorded by the audit-sink through the filter.
     tracing::debug!(
         trace_id = %request.trace_id,
@@ -129,7 +143,9 @@ async fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
     use std::time::Duration;
 
     use axum::body::Body;
@@ -137,29 +153,51 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::config::Config;
+    use crate::policy::PolicySource;
     use crate::policy::tests::{demo_agents, shipped_policy_dir};
+    use crate::registry::tests::sqlite_registry;
     use crate::signing_key::tests::test_key;
 
-    fn state() -> AppState {
-        let bundle = PolicyBundle::load(
-            &shipped_policy_dir(),
-            &demo_agents(),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+    /// The admin credential of [`test_app`].
+    pub(crate) const ADMIN_TOKEN: &str = "test-admin-credential-0123456789abcdef";
+
+    /// A sidecar over a SQLite registry in `dir`, seeded with the demo agent; the admin API is
+    /// enabled with [`ADMIN_TOKEN`] when `admin` is true.
+    pub(crate) async fn test_state(dir: &Path, admin: bool) -> AppState {
+        let config =
+            Config::from_toml_str("", &dir.join("authz.toml"), dir, &HashMap::new()).unwrap();
+        let registry = sqlite_registry(dir).await;
+        registry.seed(&demo_agents()).await.unwrap();
+        let policy = PolicySource::load(&shipped_policy_dir(), Duration::from_secs(1)).unwrap();
+        let directory = AgentDirectory::open(registry, policy).await.unwrap();
         AppState {
-            bundle: Arc::new(bundle),
+            directory: Arc::new(directory),
             jwks: Arc::new(test_key().jwks()),
+            authorization_server: Arc::new(AuthorizationServer::new(&config, test_key())),
+            admin_credential: admin.then(|| Arc::new(AdminCredential::new(ADMIN_TOKEN).unwrap())),
         }
     }
 
-    async fn send(request: Request<Body>) -> (StatusCode, serde_json::Value) {
-        let response = app(state()).oneshot(request).await.unwrap();
+    /// Send one request; answers status, headers and the body as JSON (`Null` when not JSON).
+    pub(crate) async fn call(
+        state: &AppState,
+        request: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = app(state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    async fn send(request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let (status, _, json) = call(&state, request).await;
         (status, json)
     }
 
@@ -182,7 +220,8 @@ mod tests {
 
     #[tokio::test]
     async fn health_is_ok() {
-        let response = app(state())
+        let dir = tempfile::tempdir().unwrap();
+        let response = app(test_state(dir.path(), false).await)
             .oneshot(Request::get(HEALTH_PATH).body(Body::empty()).unwrap())
             .await
             .unwrap();

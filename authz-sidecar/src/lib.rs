@@ -1,20 +1,31 @@
 //! behavry-authz: the authz-sidecar that runs next to Envoy.
 //!
 //! It answers three questions for the rest of Behavry:
-//! - *who is this agent?* — it mints short-lived RS256 access tokens for enrolled agents
-//!   ([`token::mint_token`], also used offline by `behavry token mint`) and serves the public key
-//!   as a JWK Set that Envoy's `jwt_authn` verifies them with;
+//! - *who is this agent?* — it keeps the agent registry (SQLite or PostgreSQL: owner, roles,
+//!   grants, public keys, enabled or not), issues short-lived RS256 access tokens at
+//!   `POST /oauth/token` to agents that authenticate with a `private_key_jwt` client assertion
+//!   (RFC 7523), and serves its public key as a JWK Set that Envoy's `jwt_authn` verifies tokens
+//!   with. `behavry token mint` mints offline for the config's agents ([`token::mint_token`]);
 //! - *may this call proceed?* — `POST /v1/decide` evaluates the Rego bundle (regorus) against a
-//!   [`behavry_core::wire::DecisionRequest`] from the filter;
+//!   [`behavry_core::wire::DecisionRequest`] from the filter, with the enabled agents' grants;
 //! - *which policy decided?* — every decision carries the bundle digest.
 //!
 //! Layout: [`config`] (TOML + env, validated at load), [`signing_key`] (RSA key file, JWKS),
-//! [`token`] (JWT minting), [`policy`] (bundle loading, decisions, Rego tests), [`http`] (routes and
-//! the error → HTTP mapping). The binary `behavry-authz-sidecar` is a thin shell over [`run`].
+//! [`token`] (JWT minting), [`policy`] (bundle loading, decisions, Rego tests), [`registry`]
+//! (the database), [`directory`] (the in-memory snapshot decisions read), [`client_key`] and
+//! [`assertion`] (client public keys, assertion checks), [`oauth`] (token endpoint, RFC 8414
+//! metadata), [`admin`] (admin API), [`http`] (routes and the error → HTTP mapping). The binary
+//! `behavry-authz-sidecar` is a thin shell over [`run`].
 
+pub mod admin;
+pub mod assertion;
+pub mod client_key;
 pub mod config;
+pub mod directory;
 pub mod http;
+pub mod oauth;
 pub mod policy;
+pub mod registry;
 pub mod signing_key;
 pub mod token;
 
@@ -23,9 +34,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{Config, ConfigError, EnvSource, ProcessEnv};
+pub use client_key::{ClientKey, KeyFormatError, parse_public_key};
+pub use config::{AgentEnrollment, Config, ConfigError, EnvSource, ProcessEnv, ServerGrant};
+pub use directory::{AgentDirectory, DirectoryError};
 pub use http::{AppState, app};
-pub use policy::{PolicyBundle, PolicyError};
+pub use oauth::AuthorizationServer;
+pub use policy::{PolicyBundle, PolicyError, PolicySource};
+pub use registry::{AgentRecord, AgentRegistry, RegistryError};
 pub use signing_key::{JwkSet, KeyError, KeyOrigin, SigningKey};
 pub use token::{TokenError, mint_token};
 
@@ -41,6 +56,12 @@ pub enum StartError {
     /// The policy bundle is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The agent registry could not be opened, migrated or seeded.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The first snapshot of the registry could not be built.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -54,19 +75,28 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// Load the policy bundle and the signing key (generated on first start) named by `config`.
-pub fn prepare(config: &Config) -> Result<AppState, StartError> {
-    // The bundle first: a config that cannot run must not leave a new key file behind.
-    let bundle = PolicyBundle::load(
+/// Load the policy bundle, open the agent registry (seeding the config's agents when absent) and
+/// the signing key (generated on first start) named by `config`.
+pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
+    // The bundle first, checked with the config's agents: a config that cannot run must not
+    // leave a new key file or database behind.
+    let policy = PolicySource::load(
         &config.policy_dir,
-        &config.agents,
         Duration::from_millis(config.decision_timeout_ms),
     )?;
+    policy.bundle(&config.agents)?;
+    let registry = AgentRegistry::open(&config.registry).await?;
+    let seeded = registry.seed(&config.agents).await?;
+    let directory = AgentDirectory::open(registry, policy).await?;
+    let snapshot = directory.snapshot();
     tracing::info!(
         policy_dir = %config.policy_dir.display(),
-        digest = bundle.digest(),
-        agents = config.agents.len(),
-        "loaded policy bundle"
+        registry = ?config.registry,
+        digest = snapshot.bundle.digest(),
+        seeded,
+        enabled_agents = snapshot.enabled_agents(),
+        admin_api = config.admin_token.is_some(),
+        "loaded policy bundle and agent registry"
     );
     let (key, origin) = SigningKey::load_or_generate(&config.key_file)?;
     match origin {
@@ -77,9 +107,17 @@ pub fn prepare(config: &Config) -> Result<AppState, StartError> {
             path = %config.key_file.display(), kid = key.kid(), "loaded signing key"
         ),
     }
+    let jwks = Arc::new(key.jwks());
+    let authorization_server = AuthorizationServer::new(config, key);
+    tracing::info!(
+        token_endpoint = authorization_server.token_endpoint(),
+        "token endpoint ready"
+    );
     Ok(AppState {
-        bundle: Arc::new(bundle),
-        jwks: Arc::new(key.jwks()),
+        directory: Arc::new(directory),
+        jwks,
+        authorization_server: Arc::new(authorization_server),
+        admin_credential: config.admin_token.clone().map(Arc::new),
     })
 }
 
@@ -89,7 +127,7 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = prepare(config)?;
+    let state = prepare(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -124,20 +162,43 @@ mod tests {
         Config::from_toml_str(&text, &dir.join("authz.toml"), dir, &HashMap::new()).unwrap()
     }
 
-    #[test]
-    fn prepare_generates_the_key_once_and_serves_it() {
+    #[tokio::test]
+    async fn prepare_generates_the_key_once_and_serves_it() {
         let dir = tempfile::tempdir().unwrap();
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         let config = config_in(dir.path(), &policies);
-        let first = prepare(&config).unwrap();
+        let first = prepare(&config).await.unwrap();
         assert!(dir.path().join("state/key.pem").is_file());
-        let second = prepare(&config).unwrap();
+        assert!(dir.path().join(config::DEFAULT_REGISTRY_FILE).is_file());
+        assert!(first.directory.snapshot().agent("demo-agent").is_some());
+        first.directory.registry().close().await;
+        let second = prepare(&config).await.unwrap();
         assert_eq!(first.jwks, second.jwks);
-        assert_eq!(first.bundle.digest(), second.bundle.digest());
+        assert_eq!(
+            first.directory.snapshot().bundle.digest(),
+            second.directory.snapshot().bundle.digest()
+        );
     }
 
-    #[test]
-    fn bad_bundle_refuses_to_start_without_side_effects() {
+    #[tokio::test]
+    async fn a_seed_disabled_in_the_registry_stays_disabled_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let config = config_in(dir.path(), &policies);
+        let first = prepare(&config).await.unwrap();
+        first
+            .directory
+            .registry()
+            .set_enabled("demo-agent", false)
+            .await
+            .unwrap();
+        first.directory.registry().close().await;
+        let second = prepare(&config).await.unwrap();
+        assert!(second.directory.snapshot().agent("demo-agent").is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_bundle_refuses_to_start_without_side_effects() {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
@@ -146,9 +207,12 @@ mod tests {
             "package behavry.authz\ndecision if {\n",
         )
         .unwrap();
-        let err = prepare(&config_in(dir.path(), &policies)).unwrap_err();
+        let err = prepare(&config_in(dir.path(), &policies))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StartError::Policy(_)), "{err}");
         assert!(err.to_string().contains("broken.rego"), "{err}");
         assert!(!dir.path().join("state/key.pem").exists());
+        assert!(!dir.path().join(config::DEFAULT_REGISTRY_FILE).exists());
     }
 }

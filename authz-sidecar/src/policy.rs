@@ -2,8 +2,9 @@
 //! warmed engine is cloned for each evaluation (cheap: policies and data are shared).
 //!
 //! The bundle is every `.rego` file under the policy folder except `*_test.rego` (tests are not
-//! served), plus an optional top-level `data.json` merged into `data`. The enrolled agents of the
-//! config are put at `data.behavry.agents`. The entry point is [`DECISION_RULE`], which must yield
+//! served), plus an optional top-level `data.json` merged into `data`. The enabled agents of the
+//! registry are put at `data.behavry.agents`. The files are read once ([`PolicySource`]); the
+//! engine is rebuilt with new agent data whenever the registry changes. The entry point is [`DECISION_RULE`], which must yield
 //! `{"allow": bool, "reasons": [string], "ruleIds": [string]}`.
 
 use std::collections::BTreeMap;
@@ -98,7 +99,51 @@ struct BundleFile {
 /// What an agent may use, as policy sees it at `data.behavry.agents[<id>]`.
 #[derive(Debug, Serialize)]
 struct AgentPolicyData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+    roles: &'a [String],
+    scopes: &'a [String],
     servers: &'a BTreeMap<String, ServerGrant>,
+}
+
+/// The bundle's files, read and checked once at start; [`PolicySource::bundle`] builds a
+/// [`PolicyBundle`] for a given set of agents.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    files: Vec<BundleFile>,
+    decision_timeout: Duration,
+}
+
+impl PolicySource {
+    /// Read the bundle in `policy_dir`.
+    pub fn load(
+        policy_dir: &Path,
+        decision_timeout: Duration,
+    ) -> Result<PolicySource, PolicyError> {
+        Ok(PolicySource {
+            files: read_bundle_files(policy_dir, false)?,
+            decision_timeout,
+        })
+    }
+
+    /// The bundle with these agents' grants, checked: [`DECISION_RULE`] must evaluate.
+    pub fn bundle(&self, agents: &[AgentEnrollment]) -> Result<PolicyBundle, PolicyError> {
+        let agent_data = agent_data_json(agents)?;
+        let digest = bundle_digest(&self.files, &agent_data);
+        let mut engine = engine_with(&self.files, &agent_data)?;
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: self.decision_timeout,
+            check_interval: TIMER_CHECK_INTERVAL,
+        });
+        // Evaluate once now: this makes regorus analyse the modules (the clones share that work)
+        // and refuses a bundle without a usable decision rule at start instead of per request.
+        engine.set_input(Value::new_object());
+        let probe = engine
+            .eval_rule(DECISION_RULE.to_owned())
+            .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        parse_decision(probe).map_err(|err| PolicyError::Compile(err.to_string()))?;
+        Ok(PolicyBundle { engine, digest })
+    }
 }
 
 /// The loaded, checked policy bundle.
@@ -116,22 +161,7 @@ impl PolicyBundle {
         agents: &[AgentEnrollment],
         decision_timeout: Duration,
     ) -> Result<PolicyBundle, PolicyError> {
-        let files = read_bundle_files(policy_dir, false)?;
-        let agent_data = agent_data_json(agents)?;
-        let digest = bundle_digest(&files, &agent_data);
-        let mut engine = engine_with(&files, &agent_data)?;
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: decision_timeout,
-            check_interval: TIMER_CHECK_INTERVAL,
-        });
-        // Evaluate once now: this makes regorus analyse the modules (the clones share that work)
-        // and refuses a bundle without a usable decision rule at start instead of per request.
-        engine.set_input(Value::new_object());
-        let probe = engine
-            .eval_rule(DECISION_RULE.to_owned())
-            .map_err(|err| PolicyError::Compile(err.to_string()))?;
-        parse_decision(probe).map_err(|err| PolicyError::Compile(err.to_string()))?;
-        Ok(PolicyBundle { engine, digest })
+        PolicySource::load(policy_dir, decision_timeout)?.bundle(agents)
     }
 
     /// `sha256:<hex>` over the bundle files and the agent data.
@@ -295,6 +325,9 @@ fn agent_data_json(agents: &[AgentEnrollment]) -> Result<Vec<u8>, PolicyError> {
             (
                 agent.id.as_str(),
                 AgentPolicyData {
+                    owner: agent.owner.as_deref(),
+                    roles: &agent.roles,
+                    scopes: &agent.scopes,
                     servers: &agent.servers,
                 },
             )
@@ -407,7 +440,6 @@ pub(crate) mod tests {
 
     pub(crate) fn demo_agents() -> Vec<AgentEnrollment> {
         vec![AgentEnrollment {
-            id: "demo-agent".to_owned(),
             servers: BTreeMap::from([(
                 "everything".to_owned(),
                 ServerGrant {
@@ -416,6 +448,7 @@ pub(crate) mod tests {
                     prompts: vec![],
                 },
             )]),
+            ..AgentEnrollment::new("demo-agent")
         }]
     }
 

@@ -1,7 +1,8 @@
 //! Minting agent access tokens: RS256 JWTs in the RFC 9068 access-token profile.
 //!
-//! Pure apart from the clock and the random token id, and usable without the server running: the
-//! `behavry token mint` command calls [`mint_token`] with the sidecar's config and key. Envoy's
+//! Pure apart from the clock and the random token id. The token endpoint (`POST /oauth/token`)
+//! issues them with [`sign_access_token`]; the `behavry token mint` command calls [`mint_token`]
+//! offline with the sidecar's config and key (agents of the config only). Envoy's
 //! `jwt_authn` verifies these tokens against `/.well-known/jwks.json` and checks `iss`, `aud`,
 //! `exp` and `nbf`.
 
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, MAX_TOKEN_TTL_SECS};
 use crate::signing_key::{KeyError, SigningKey};
 
-/// The `scope` every agent token carries: access to MCP through the gateway.
-pub const TOKEN_SCOPE: &str = "mcp";
+/// The `scope` of tokens minted offline by [`mint_token`]: access to MCP through the gateway.
+pub const TOKEN_SCOPE: &str = crate::config::DEFAULT_AGENT_SCOPE;
 /// JOSE `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Bytes of randomness in a `jti` (RFC 7519 §4.1.7 asks for a negligible collision chance).
@@ -72,25 +73,89 @@ pub struct AccessTokenClaims {
     pub jti: String,
     /// The OAuth client: the agent id as well (RFC 9068 §2.2, RFC 8693 §4.3).
     pub client_id: String,
-    /// Space-separated scopes (RFC 9068 §2.2.3): [`TOKEN_SCOPE`].
+    /// Space-separated scopes (RFC 9068 §2.2.3).
     pub scope: String,
 }
 
-/// Mint a token for `agent_id` with lifetime `ttl_secs` (default: the config's `token_ttl_secs`).
+/// What one access token is issued for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessTokenSpec<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `aud`: the protected resource (the gateway).
+    pub audience: &'a str,
+    /// `sub` and `client_id`: the agent.
+    pub agent_id: &'a str,
+    /// `scope`, space-separated.
+    pub scope: &'a str,
+    /// Lifetime, `1..=MAX_TOKEN_TTL_SECS`.
+    pub ttl_secs: u64,
+    /// `iat` and `nbf`, seconds since the epoch.
+    pub issued_at: u64,
+}
+
+/// Sign the RFC 9068 access token described by `spec`; answers the compact JWS and its claims.
+pub fn sign_access_token(
+    key: &SigningKey,
+    spec: &AccessTokenSpec<'_>,
+) -> Result<(String, AccessTokenClaims), TokenError> {
+    // RFC 6750 §5.3: bearer tokens are short-lived; the config and the minter cap the lifetime.
+    if spec.ttl_secs == 0 || spec.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(TokenError::InvalidTtl(spec.ttl_secs));
+    }
+    // RFC 9068 §2.1: `typ` is `at+jwt`, so an access token cannot pass for another kind of JWT.
+    let header = TokenHeader {
+        alg: "RS256".to_owned(),
+        typ: ACCESS_TOKEN_TYP.to_owned(),
+        kid: key.kid().to_owned(),
+    };
+    // RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti are required; scope per §2.2.3.
+    let claims = AccessTokenClaims {
+        iss: spec.issuer.to_owned(),
+        sub: spec.agent_id.to_owned(),
+        aud: spec.audience.to_owned(),
+        exp: spec.issued_at.saturating_add(spec.ttl_secs),
+        iat: spec.issued_at,
+        nbf: spec.issued_at,
+        jti: random_jti(),
+        client_id: spec.agent_id.to_owned(),
+        scope: spec.scope.to_owned(),
+    };
+    // RFC 7515 §7.1 (compact serialization): the signature covers
+    // BASE64URL(header) || '.' || BASE64URL(payload).
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
+    );
+    let signature = key.sign_rs256(signing_input.as_bytes())?;
+    Ok((
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)),
+        claims,
+    ))
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> Result<u64, TokenError> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| TokenError::Clock)?
+        .as_secs())
+}
+
+/// Mint a token for `agent_id` with lifetime `ttl_secs` (default: the config's `token_ttl_secs`),
+/// offline (`behavry token mint`).
 ///
-/// Refuses agents that are not enrolled in `config`, so a token never names an identity that
-/// policy does not know.
+/// Refuses agents that are not in the config's `[[agents]]`, so a token never names an identity
+/// that policy does not know. It cannot see the registry: an agent disabled there still gets a
+/// token here, but every decision for it denies (it is absent from policy data).
 pub fn mint_token(
     config: &Config,
     key: &SigningKey,
     agent_id: &str,
     ttl_secs: Option<u64>,
 ) -> Result<String, TokenError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| TokenError::Clock)?
-        .as_secs();
-    mint_token_at(config, key, agent_id, ttl_secs, now)
+    mint_token_at(config, key, agent_id, ttl_secs, unix_now()?)
 }
 
 /// [`mint_token`] with an explicit issue time (seconds since the epoch).
@@ -104,38 +169,15 @@ pub fn mint_token_at(
     if config.agent(agent_id).is_none() {
         return Err(TokenError::UnknownAgent(agent_id.to_owned()));
     }
-    let ttl = ttl_secs.unwrap_or(config.token_ttl_secs);
-    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
-        return Err(TokenError::InvalidTtl(ttl));
-    }
-    let header = TokenHeader {
-        alg: "RS256".to_owned(),
-        typ: ACCESS_TOKEN_TYP.to_owned(),
-        kid: key.kid().to_owned(),
+    let spec = AccessTokenSpec {
+        issuer: &config.issuer,
+        audience: &config.audience,
+        agent_id,
+        scope: TOKEN_SCOPE,
+        ttl_secs: ttl_secs.unwrap_or(config.token_ttl_secs),
+        issued_at,
     };
-    let claims = AccessTokenClaims {
-        iss: config.issuer.clone(),
-        sub: agent_id.to_owned(),
-        aud: config.audience.clone(),
-        exp: issued_at.saturating_add(ttl),
-        iat: issued_at,
-        nbf: issued_at,
-        jti: random_jti(),
-        client_id: agent_id.to_owned(),
-        scope: TOKEN_SCOPE.to_owned(),
-    };
-    // RFC 7515 §7.1 (compact serialization): the signature covers
-    // BASE64URL(header) || '.' || BASE64URL(payload).
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
-    );
-    let signature = key.sign_rs256(signing_input.as_bytes())?;
-    Ok(format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature)
-    ))
+    sign_access_token(key, &spec).map(|(token, _)| token)
 }
 
 fn random_jti() -> String {
@@ -218,12 +260,9 @@ mod tests {
         let err = decode::<AccessTokenClaims>(&token, &decoding_key, &validation).unwrap_err();
         assert_eq!(*err.kind(), jsonwebtoken::errors::ErrorKind::InvalidIssuer);
 
-        // Issued two hours ago with a one hour lifetime: expired.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let old = mint_token_at(&config(), &key, "demo-agent", Some(3600), now - 7200).unwrap();
+        // Issued an hour ago with a fifteen minute lifetime: expired.
+        let now = unix_now().unwrap();
+        let old = mint_token_at(&config(), &key, "demo-agent", Some(900), now - 3600).unwrap();
         let (decoding_key, validation) = verifier(&key, "iss-test", "aud-test");
         let err = decode::<AccessTokenClaims>(&old, &decoding_key, &validation).unwrap_err();
         assert_eq!(

@@ -1,13 +1,14 @@
 //! `behavry`: the operator's command for a Behavry deployment.
 //!
 //! Thin: every subcommand parses its arguments here and calls into the owning crate
-//! (`behavry-authz` for tokens, `behavry-audit` for the log).
+//! (`behavry-authz` for tokens and the agent registry's admin API, `behavry-audit` for the log).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod audit;
 mod token;
 
@@ -15,15 +16,24 @@ mod token;
 #[command(
     name = "behavry",
     version,
-    about = "Governance for MCP traffic: tokens, audit, traces"
+    about = "Governance for MCP traffic: agents, tokens, audit, traces"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The agent registry, through the authz-sidecar's admin API.
+    Agent {
+        #[command(flatten)]
+        connection: agent::AdminConnection,
+        #[command(subcommand)]
+        command: agent::AgentCommand,
+    },
     /// Agent access tokens.
     Token {
         #[command(subcommand)]
@@ -65,6 +75,10 @@ enum AuditCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent {
+            connection,
+            command,
+        } => agent::run(&connection, command),
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -148,6 +149,7 @@ audience = "{audience}"
 key_file = "state/authz-signing-key.pem"
 token_ttl_secs = 300
 policy_dir = "{policies}"
+admin_token_file = "admin-token"
 
 [[agents]]
 id = "{agent}"
@@ -189,6 +191,9 @@ class Stack:
         self.ports.update(ports or {})
         self.authz_config = self.dir / "authz.toml"
         self.audit_db = self.dir / "audit.db"
+        # The admin API's credential (docs/identity.md); tests pass it to `behavry agent ...`.
+        self.admin_token = secrets.token_urlsafe(32)
+        (self.dir / "admin-token").write_text(self.admin_token + "\n")
         self.authz_config.write_text(AUTHZ_CONFIG.format(
             port=self.ports["authz"], issuer=ISSUER, audience=AUDIENCE,
             policies=ROOT / "policies", agent=AGENT))
@@ -272,15 +277,35 @@ class Stack:
     def direct_url(self, server: str = "everything") -> str:
         return f"http://127.0.0.1:{self.ports[server]}/mcp"
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
-                              check=check, timeout=60)
+                              check=check, timeout=60,
+                              env={**os.environ, **env} if env else None)
 
     def mint(self, agent: str = AGENT, ttl: int | None = None) -> str:
         args = ["token", "mint", "--agent", agent, "--config", str(self.authz_config)]
         if ttl is not None:
             args += ["--ttl", str(ttl)]
         return self.cli(*args).stdout.strip()
+
+    def authz_url(self) -> str:
+        """Base URL of the authz-sidecar (token endpoint, metadata, admin API)."""
+        return f"http://127.0.0.1:{self.ports['authz']}"
+
+    def agent_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`behavry agent ...` against this stack's admin API."""
+        return self.cli("agent", "--url", self.authz_url(), *args, check=check,
+                        env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": self.admin_token})
+
+    def admin(self, method: str, path: str, body: dict | None = None,
+              token: str | None = None) -> tuple[int, dict, bytes]:
+        """One admin API request with this stack's admin credential (or `token`)."""
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        return http(method, f"{self.authz_url()}{path}", data, headers)
 
     def signing_key_path(self) -> Path:
         return self.dir / "state" / "authz-signing-key.pem"

@@ -1,0 +1,611 @@
+//! The admin API: enroll, list, inspect, disable, enable and delete agents, and manage their
+//! public keys. `behavry agent ...` is its client.
+//!
+//! It has its own credential, separate from agent tokens: a bearer token (RFC 6750 §2.1) from
+//! `admin_token_file` or `BEHAVRY_AUTHZ_ADMIN_TOKEN`. Without one configured, every admin route
+//! answers 404 `admin_disabled`. Every change is written to the registry and then the in-memory
+//! snapshot is rebuilt, so the next decision and the next token request see it.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /admin/v1/agents` | enroll (body: [`EnrollRequest`]) → 201 agent |
+//! | `GET /admin/v1/agents` | `{"agents": [...]}` |
+//! | `GET /admin/v1/agents/{id}` | one agent |
+//! | `POST /admin/v1/agents/{id}/disable`, `.../enable` | the agent after the change |
+//! | `DELETE /admin/v1/agents/{id}` | 204 |
+//! | `POST /admin/v1/agents/{id}/keys` | add a public JWK → 201 agent |
+//! | `DELETE /admin/v1/agents/{id}/keys/{kid}` | remove a key → the agent |
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::client_key::{ClientKey, KeyFormatError};
+use crate::config::{AdminCredential, AgentEnrollment, InvalidField, ServerGrant};
+use crate::directory::DirectoryError;
+use crate::http::{AppState, ErrorBody};
+use crate::registry::{AgentRecord, RegistryError};
+
+/// Prefix of every admin route.
+pub const ADMIN_AGENTS_PATH: &str = "/admin/v1/agents";
+/// Largest accepted admin request body.
+pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+/// RFC 6750 §3 `realm` of the admin credential challenge.
+const ADMIN_REALM: &str = "behavry-admin";
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No admin credential is configured.
+    #[error(
+        "the admin API is disabled: configure `admin_token_file` or BEHAVRY_AUTHZ_ADMIN_TOKEN on the authz-sidecar"
+    )]
+    Disabled,
+    /// No `Authorization: Bearer` credential was sent.
+    #[error("admin credential required: send Authorization: Bearer <admin token>")]
+    MissingCredential,
+    /// The credential does not match.
+    #[error("the admin credential is not valid")]
+    WrongCredential,
+    /// The body could not be read.
+    #[error("cannot read request body: {0}")]
+    Body(#[from] BytesRejection),
+    /// The body is not valid JSON of the expected shape.
+    #[error("invalid request body: {0}")]
+    BadJson(#[from] serde_json::Error),
+    /// A field of the enrollment is not allowed.
+    #[error(transparent)]
+    Field(#[from] InvalidField),
+    /// A public key is not acceptable.
+    #[error("invalid public key: {0}")]
+    Key(#[from] KeyFormatError),
+    /// The registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The change was stored but the snapshot could not be rebuilt (the previous one stays).
+    #[error("the change was stored but could not be applied: {0}")]
+    Apply(#[from] DirectoryError),
+}
+
+impl IntoResponse for AdminError {
+    // The one mapping from admin errors to HTTP statuses.
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AdminError::Disabled => (StatusCode::NOT_FOUND, "admin_disabled"),
+            AdminError::MissingCredential => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::WrongCredential => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            AdminError::Body(rejection) => (rejection.status(), "unreadable_body"),
+            AdminError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            AdminError::Field(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
+            AdminError::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            AdminError::Registry(RegistryError::NotFound(_)) => {
+                (StatusCode::NOT_FOUND, "agent_not_found")
+            }
+            AdminError::Registry(RegistryError::KeyNotFound { .. }) => {
+                (StatusCode::NOT_FOUND, "key_not_found")
+            }
+            AdminError::Registry(RegistryError::AlreadyEnrolled(_)) => {
+                (StatusCode::CONFLICT, "agent_exists")
+            }
+            AdminError::Registry(RegistryError::KeyExists { .. }) => {
+                (StatusCode::CONFLICT, "key_exists")
+            }
+            AdminError::Registry(_) | AdminError::Apply(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "registry_error")
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "admin request failed");
+        } else {
+            tracing::warn!(error = %self, "admin request refused");
+        }
+        let body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        // RFC 6750 §3: a 401 carries a Bearer challenge; §3.1: `invalid_token` when a credential
+        // was sent and is wrong, no error code when none was sent.
+        let challenge = match &self {
+            AdminError::MissingCredential => Some(format!("Bearer realm=\"{ADMIN_REALM}\"")),
+            AdminError::WrongCredential => Some(format!(
+                "Bearer realm=\"{ADMIN_REALM}\", error=\"invalid_token\""
+            )),
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// Body of `POST /admin/v1/agents`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnrollRequest {
+    /// Agent id.
+    pub id: String,
+    /// Owner. Default: none.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Roles. Default: none.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes. Default: `["mcp"]`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Grants per MCP server. Default: none.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerGrant>,
+    /// Public JWKs. Default: none (add them later).
+    #[serde(default)]
+    pub keys: Vec<serde_json::Value>,
+    /// Enabled at once. Default: true.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Body of `GET /admin/v1/agents`.
+#[derive(Debug, Serialize)]
+pub struct AgentList {
+    /// Every agent, by id.
+    pub agents: Vec<AgentRecord>,
+}
+
+/// The admin routes, behind the credential check.
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route(ADMIN_AGENTS_PATH, post(enroll).get(list))
+        .route(
+            &format!("{ADMIN_AGENTS_PATH}/{{id}}"),
+            get(show).delete(remove),
+        )
+        .route(
+            &format!("{ADMIN_AGENTS_PATH}/{{id}}/disable"),
+            post(disable),
+        )
+        .route(&format!("{ADMIN_AGENTS_PATH}/{{id}}/enable"), post(enable))
+        .route(&format!("{ADMIN_AGENTS_PATH}/{{id}}/keys"), post(add_key))
+        .route(
+            &format!("{ADMIN_AGENTS_PATH}/{{id}}/keys/{{kid}}"),
+            delete(remove_key),
+        )
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
+}
+
+/// The credential check in front of every admin route.
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match check_credential(state.admin_credential.as_deref(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+fn check_credential(
+    expected: Option<&AdminCredential>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), AdminError> {
+    let Some(expected) = expected else {
+        return Err(AdminError::Disabled);
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            // RFC 9110 §11.1: the auth scheme is case-insensitive.
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or(AdminError::MissingCredential)?;
+    // Constant time: compare fixed-length digests with `subtle`, so neither the content nor the
+    // length of the secret leaks through timing.
+    let presented_digest = Sha256::digest(presented.as_bytes());
+    let expected_digest = Sha256::digest(expected.expose());
+    if bool::from(presented_digest.ct_eq(&expected_digest)) {
+        Ok(())
+    } else {
+        Err(AdminError::WrongCredential)
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, AdminError> {
+    Ok(serde_json::from_slice(&body?)?)
+}
+
+/// Rebuild the snapshot after a change, so it applies to the next request.
+async fn apply(state: &AppState) -> Result<(), AdminError> {
+    state.directory.refresh().await?;
+    Ok(())
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AgentRecord>), AdminError> {
+    let request: EnrollRequest = parse_body(body)?;
+    let enrollment = AgentEnrollment {
+        owner: request.owner,
+        roles: request.roles,
+        scopes: request
+            .scopes
+            .unwrap_or_else(|| AgentEnrollment::new("").scopes),
+        servers: request.servers,
+        ..AgentEnrollment::new(request.id)
+    };
+    enrollment.validate("")?;
+    let keys = request
+        .keys
+        .into_iter()
+        .map(ClientKey::from_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let record = state
+        .directory
+        .registry()
+        .enroll(&enrollment, &keys, request.enabled)
+        .await?;
+    apply(&state).await?;
+    tracing::info!(agent = %record.enrollment.id, keys = record.keys.len(), enabled = record.enabled, "enrolled agent");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<AgentList>, AdminError> {
+    let agents = state.directory.registry().list().await?;
+    Ok(Json(AgentList { agents }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentRecord>, AdminError> {
+    state
+        .directory
+        .registry()
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or(AdminError::Registry(RegistryError::NotFound(id)))
+}
+
+async fn set_enabled(
+    state: &AppState,
+    id: &str,
+    enabled: bool,
+) -> Result<Json<AgentRecord>, AdminError> {
+    let record = state.directory.registry().set_enabled(id, enabled).await?;
+    apply(state).await?;
+    tracing::info!(agent = %id, enabled, "changed agent state");
+    Ok(Json(record))
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentRecord>, AdminError> {
+    set_enabled(&state, &id, false).await
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentRecord>, AdminError> {
+    set_enabled(&state, &id, true).await
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    state.directory.registry().delete(&id).await?;
+    apply(&state).await?;
+    tracing::info!(agent = %id, "deleted agent");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AgentRecord>), AdminError> {
+    let jwk: serde_json::Value = parse_body(body)?;
+    let key = ClientKey::from_value(jwk)?;
+    let record = state.directory.registry().add_key(&id, &key).await?;
+    apply(&state).await?;
+    tracing::info!(agent = %id, kid = key.kid(), "added public key");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn remove_key(
+    State(state): State<AppState>,
+    Path((id, kid)): Path<(String, String)>,
+) -> Result<Json<AgentRecord>, AdminError> {
+    let record = state.directory.registry().remove_key(&id, &kid).await?;
+    apply(&state).await?;
+    tracing::info!(agent = %id, kid = %kid, "removed public key");
+    Ok(Json(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+
+    use super::*;
+    use crate::client_key::tests::TestClientKey;
+    use crate::http::tests::{ADMIN_TOKEN, call, test_state};
+
+    fn admin_request(method: &str, path: &str, body: Option<serde_json::Value>) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap()
+    }
+
+    async fn decide(state: &AppState, agent: &str) -> bool {
+        let body = serde_json::json!({
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "agent": {"id": agent},
+            "request": {"server": "everything", "method": "tools/call", "tool": "echo"},
+        });
+        let request = Request::post("/v1/decide")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        call(state, request).await.2["allow"].as_bool().unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_a_credential_configured_the_admin_api_is_404() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let (status, _, json) = call(&state, admin_request("GET", ADMIN_AGENTS_PATH, None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "admin_disabled");
+    }
+
+    #[tokio::test]
+    async fn missing_or_wrong_credentials_get_401_with_a_bearer_challenge() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let cases = [
+            (None, "Bearer realm=\"behavry-admin\""),
+            (
+                Some("Basic YTpi".to_owned()),
+                "Bearer realm=\"behavry-admin\"",
+            ),
+            (
+                Some(format!("Bearer {ADMIN_TOKEN}x")),
+                "Bearer realm=\"behavry-admin\", error=\"invalid_token\"",
+            ),
+            (
+                Some("Bearer short".to_owned()),
+                "Bearer realm=\"behavry-admin\", error=\"invalid_token\"",
+            ),
+        ];
+        for (authorization, challenge) in cases {
+            let mut builder = Request::post(ADMIN_AGENTS_PATH);
+            if let Some(value) = &authorization {
+                builder = builder.header(header::AUTHORIZATION, value);
+            }
+            let body = serde_json::json!({"id": "sneaky"}).to_string();
+            let (status, headers, json) =
+                call(&state, builder.body(Body::from(body)).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+            assert_eq!(
+                headers[header::WWW_AUTHENTICATE],
+                challenge,
+                "{authorization:?}"
+            );
+            assert!(json["message"].is_string());
+        }
+        assert!(
+            state
+                .directory
+                .registry()
+                .get("sneaky")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The scheme is case-insensitive.
+        let request = Request::get(ADMIN_AGENTS_PATH)
+            .header(header::AUTHORIZATION, format!("bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&state, request).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn enroll_list_disable_enable_keys_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let key = TestClientKey::ec();
+        let body = serde_json::json!({
+            "id": "agent-x", "owner": "team-x", "roles": ["reader"],
+            "servers": {"everything": {"tools": ["echo"]}},
+            "keys": [key.public_jwk("k1")],
+        });
+        let (status, _, json) = call(
+            &state,
+            admin_request("POST", ADMIN_AGENTS_PATH, Some(body.clone())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        assert_eq!(json["id"], "agent-x");
+        assert_eq!(json["owner"], "team-x");
+        assert_eq!(json["scopes"], serde_json::json!(["mcp"]));
+        assert_eq!(json["enabled"], true);
+        assert_eq!(json["keys"][0]["kid"], "k1");
+        assert_eq!(json["keys"][0]["alg"], "ES256");
+        assert!(json["createdAt"].as_i64().unwrap() > 0);
+        // The snapshot follows at once: decisions allow the new agent's grant.
+        assert!(decide(&state, "agent-x").await);
+
+        let (status, _, json) =
+            call(&state, admin_request("POST", ADMIN_AGENTS_PATH, Some(body))).await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (StatusCode::CONFLICT, Some("agent_exists"))
+        );
+
+        let (status, _, json) = call(&state, admin_request("GET", ADMIN_AGENTS_PATH, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let ids: Vec<_> = json["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["agent-x", "demo-agent"]);
+
+        let path = format!("{ADMIN_AGENTS_PATH}/agent-x");
+        let (status, _, json) = call(
+            &state,
+            admin_request("POST", &format!("{path}/disable"), None),
+        )
+        .await;
+        assert_eq!(
+            (status, &json["enabled"]),
+            (StatusCode::OK, &serde_json::json!(false))
+        );
+        assert!(!decide(&state, "agent-x").await);
+        let (status, _, json) = call(
+            &state,
+            admin_request("POST", &format!("{path}/enable"), None),
+        )
+        .await;
+        assert_eq!(
+            (status, &json["enabled"]),
+            (StatusCode::OK, &serde_json::json!(true))
+        );
+        assert!(decide(&state, "agent-x").await);
+
+        let second = TestClientKey::rsa().public_jwk("k2");
+        let (status, _, json) = call(
+            &state,
+            admin_request("POST", &format!("{path}/keys"), Some(second.clone())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        assert_eq!(json["keys"].as_array().unwrap().len(), 2);
+        let (status, _, json) = call(
+            &state,
+            admin_request("POST", &format!("{path}/keys"), Some(second)),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (StatusCode::CONFLICT, Some("key_exists"))
+        );
+        let (status, _, json) = call(
+            &state,
+            admin_request("DELETE", &format!("{path}/keys/k1"), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["keys"][0]["kid"], "k2");
+        let (status, _, json) = call(
+            &state,
+            admin_request("DELETE", &format!("{path}/keys/k1"), None),
+        )
+        .await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("key_not_found"))
+        );
+
+        let (status, _, _) = call(&state, admin_request("DELETE", &path, None)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(!decide(&state, "agent-x").await);
+        let (status, _, json) = call(&state, admin_request("GET", &path, None)).await;
+        assert_eq!(
+            (status, json["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("agent_not_found"))
+        );
+        let (status, _, _) = call(
+            &state,
+            admin_request("POST", &format!("{path}/disable"), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn bad_enrollments_are_400_with_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let mut private = TestClientKey::ec().public_jwk("k");
+        private["d"] = "AAAA".into();
+        let cases = [
+            (
+                serde_json::json!({"id": "has space"}),
+                "invalid_field",
+                "id",
+            ),
+            (
+                serde_json::json!({"id": "a", "roles": [""]}),
+                "invalid_field",
+                "roles[0]",
+            ),
+            (
+                serde_json::json!({"id": "a", "scopes": ["a b"]}),
+                "invalid_field",
+                "scopes[0]",
+            ),
+            (
+                serde_json::json!({"id": "a", "servers": {"s": {"tool": ["x"]}}}),
+                "invalid_request",
+                "tool",
+            ),
+            (
+                serde_json::json!({"id": "a", "extra": 1}),
+                "invalid_request",
+                "extra",
+            ),
+            (
+                serde_json::json!({"id": "a", "keys": [private]}),
+                "invalid_key",
+                "private key",
+            ),
+            (
+                serde_json::json!({"id": "a", "keys": [{"kty": "oct", "k": "AAAA"}]}),
+                "invalid_key",
+                "private key",
+            ),
+        ];
+        for (body, code, needle) in cases {
+            let (status, _, json) = call(
+                &state,
+                admin_request("POST", ADMIN_AGENTS_PATH, Some(body.clone())),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(json["error"], code, "{body}");
+            assert!(
+                json["message"].as_str().unwrap().contains(needle),
+                "{body}: {json}"
+            );
+        }
+        assert!(state.directory.registry().get("a").await.unwrap().is_none());
+    }
+}

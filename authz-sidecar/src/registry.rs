@@ -1,0 +1,679 @@
+//! The persistent agent registry: who the agents are, what they may use, which public keys they
+//! authenticate with, and whether they are enabled.
+//!
+//! SQLite by default (one file, created at first start), PostgreSQL when `database_url` names
+//! one. Both run the same embedded migrations (`migrations/`, portable SQL) and the same queries
+//! (`$n` placeholders work on both). Decisions never read the database: [`crate::directory`]
+//! keeps an in-memory snapshot, rebuilt after every change made through the admin API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::client_key::{ClientJwk, ClientKey};
+use crate::config::{AgentEnrollment, RegistryLocation, ServerGrant};
+
+/// How long a SQLite writer waits for another connection's lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the pool: admin changes are rare and decisions never touch the database.
+const POOL_CONNECTIONS: u32 = 4;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The database could not be opened.
+    #[error("cannot open the agent registry {location}: {source}")]
+    Open {
+        /// File path, or `PostgreSQL` (the URL may hold a password).
+        location: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the folder of the agent registry {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The schema could not be migrated.
+    #[error("cannot migrate the agent registry: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("agent registry query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored row does not decode (written by something else).
+    #[error("agent registry row for `{agent}` is corrupt: {reason}")]
+    Corrupt {
+        /// The agent.
+        agent: String,
+        /// What did not decode.
+        reason: String,
+    },
+    /// No agent with this id.
+    #[error("agent `{0}` is not enrolled")]
+    NotFound(String),
+    /// An agent with this id already exists.
+    #[error("agent `{0}` is already enrolled")]
+    AlreadyEnrolled(String),
+    /// The agent already has a key with this kid.
+    #[error("agent `{agent}` already has a key with kid `{kid}`")]
+    KeyExists {
+        /// The agent.
+        agent: String,
+        /// The kid.
+        kid: String,
+    },
+    /// The agent has no key with this kid.
+    #[error("agent `{agent}` has no key with kid `{kid}`")]
+    KeyNotFound {
+        /// The agent.
+        agent: String,
+        /// The kid.
+        kid: String,
+    },
+}
+
+/// One agent as stored: its enrollment, public keys, state and times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRecord {
+    /// Id, owner, roles, scopes, servers.
+    #[serde(flatten)]
+    pub enrollment: AgentEnrollment,
+    /// Registered public keys (normalized JWKs, `kid` unique).
+    pub keys: Vec<ClientJwk>,
+    /// Disabled agents get no tokens and every decision for them denies.
+    pub enabled: bool,
+    /// Enrollment time, seconds since the epoch.
+    pub created_at: i64,
+    /// Last change, seconds since the epoch.
+    pub updated_at: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AgentRow {
+    id: String,
+    owner: Option<String>,
+    roles: String,
+    scopes: String,
+    servers: String,
+    enabled: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    agent_id: String,
+    jwk: String,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$pool` bound to the concrete pool: the queries are the same text on both
+/// databases, only the driver types differ.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+const AGENT_COLUMNS: &str = "id, owner, roles, scopes, servers, enabled, created_at, updated_at";
+
+/// The registry, over a connection pool.
+#[derive(Debug, Clone)]
+pub struct AgentRegistry {
+    pool: Pool,
+}
+
+impl AgentRegistry {
+    /// Open (creating a SQLite file if needed) and migrate the registry at `location`.
+    pub async fn open(location: &RegistryLocation) -> Result<AgentRegistry, RegistryError> {
+        let pool = match location {
+            RegistryLocation::Sqlite(path) => Pool::Sqlite(open_sqlite(path).await?),
+            RegistryLocation::Postgres(url) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(POOL_CONNECTIONS)
+                    .connect(url)
+                    .await
+                    .map_err(|source| RegistryError::Open {
+                        location: "PostgreSQL".to_owned(),
+                        source,
+                    })?,
+            ),
+        };
+        let registry = AgentRegistry { pool };
+        on_pool!(registry, pool => sqlx::migrate!("./migrations").run(pool).await?);
+        Ok(registry)
+    }
+
+    /// Enroll each of `seeds` that is not in the registry yet; existing agents are left as they
+    /// are (the registry, changed through the admin API, wins over the config). Answers how many
+    /// were added.
+    pub async fn seed(&self, seeds: &[AgentEnrollment]) -> Result<usize, RegistryError> {
+        let now = unix_now();
+        let mut added = 0;
+        for seed in seeds {
+            let row = encode_enrollment(seed)?;
+            let result = on_pool!(self, pool => sqlx::query(
+                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&seed.id)
+            .bind(&seed.owner)
+            .bind(&row.roles)
+            .bind(&row.scopes)
+            .bind(&row.servers)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            if result > 0 {
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Enroll a new agent with its keys (kids must be unique).
+    pub async fn enroll(
+        &self,
+        enrollment: &AgentEnrollment,
+        keys: &[ClientKey],
+        enabled: bool,
+    ) -> Result<AgentRecord, RegistryError> {
+        let row = encode_enrollment(enrollment)?;
+        let now = unix_now();
+        let id = enrollment.id.as_str();
+        let encoded_keys = keys
+            .iter()
+            .map(|key| encode_key(id, key))
+            .collect::<Result<Vec<_>, _>>()?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(id)
+            .bind(&enrollment.owner)
+            .bind(&row.roles)
+            .bind(&row.scopes)
+            .bind(&row.servers)
+            .bind(i64::from(enabled))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| unique_violation(err, || RegistryError::AlreadyEnrolled(id.to_owned())))?;
+            for (kid, jwk) in &encoded_keys {
+                sqlx::query(
+                    "INSERT INTO authz_agent_keys (agent_id, kid, jwk, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(kid)
+                .bind(jwk)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|err| unique_violation(err, || RegistryError::KeyExists {
+                    agent: id.to_owned(),
+                    kid: kid.clone(),
+                }))?;
+            }
+            tx.commit().await?;
+        });
+        self.get(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
+    }
+
+    /// Every agent, by id.
+    pub async fn list(&self) -> Result<Vec<AgentRecord>, RegistryError> {
+        let query = format!("SELECT {AGENT_COLUMNS} FROM authz_agents ORDER BY id");
+        let rows: Vec<AgentRow> =
+            on_pool!(self, pool => sqlx::query_as(&query).fetch_all(pool).await?);
+        let keys: Vec<KeyRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT agent_id, jwk FROM authz_agent_keys ORDER BY agent_id, created_at, kid",
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut keys_by_agent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in keys {
+            keys_by_agent.entry(key.agent_id).or_default().push(key.jwk);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let keys = keys_by_agent.remove(&row.id).unwrap_or_default();
+                decode_record(row, keys)
+            })
+            .collect()
+    }
+
+    /// One agent, if enrolled.
+    pub async fn get(&self, id: &str) -> Result<Option<AgentRecord>, RegistryError> {
+        let query = format!("SELECT {AGENT_COLUMNS} FROM authz_agents WHERE id = $1");
+        let row: Option<AgentRow> =
+            on_pool!(self, pool => sqlx::query_as(&query).bind(id).fetch_optional(pool).await?);
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let keys: Vec<KeyRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT agent_id, jwk FROM authz_agent_keys WHERE agent_id = $1 ORDER BY created_at, kid",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?);
+        decode_record(row, keys.into_iter().map(|key| key.jwk).collect()).map(Some)
+    }
+
+    /// Enable or disable an agent.
+    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<AgentRecord, RegistryError> {
+        let changed = on_pool!(self, pool => sqlx::query(
+            "UPDATE authz_agents SET enabled = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(i64::from(enabled))
+        .bind(unix_now())
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if changed == 0 {
+            return Err(RegistryError::NotFound(id.to_owned()));
+        }
+        self.get(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
+    }
+
+    /// Delete an agent and its keys.
+    pub async fn delete(&self, id: &str) -> Result<(), RegistryError> {
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM authz_agent_keys WHERE agent_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM authz_agents WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            deleted
+        });
+        if deleted == 0 {
+            return Err(RegistryError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Register another public key for an agent.
+    pub async fn add_key(&self, id: &str, key: &ClientKey) -> Result<AgentRecord, RegistryError> {
+        let (kid, jwk) = encode_key(id, key)?;
+        let now = unix_now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let touched = sqlx::query("UPDATE authz_agents SET updated_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if touched == 0 {
+                return Err(RegistryError::NotFound(id.to_owned()));
+            }
+            sqlx::query(
+                "INSERT INTO authz_agent_keys (agent_id, kid, jwk, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(&kid)
+            .bind(&jwk)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| unique_violation(err, || RegistryError::KeyExists {
+                agent: id.to_owned(),
+                kid: kid.clone(),
+            }))?;
+            tx.commit().await?;
+        });
+        self.get(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
+    }
+
+    /// Remove one of an agent's public keys.
+    pub async fn remove_key(&self, id: &str, kid: &str) -> Result<AgentRecord, RegistryError> {
+        let removed = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM authz_agent_keys WHERE agent_id = $1 AND kid = $2",
+        )
+        .bind(id)
+        .bind(kid)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if removed == 0 {
+            return match self.get(id).await? {
+                Some(_) => Err(RegistryError::KeyNotFound {
+                    agent: id.to_owned(),
+                    kid: kid.to_owned(),
+                }),
+                None => Err(RegistryError::NotFound(id.to_owned())),
+            };
+        }
+        on_pool!(self, pool => sqlx::query("UPDATE authz_agents SET updated_at = $1 WHERE id = $2")
+            .bind(unix_now())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        self.get(id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+async fn open_sqlite(path: &Path) -> Result<SqlitePool, RegistryError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| RegistryError::CreateDir {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    SqlitePoolOptions::new()
+        .max_connections(POOL_CONNECTIONS)
+        .connect_with(options)
+        .await
+        .map_err(|source| RegistryError::Open {
+            location: path.display().to_string(),
+            source,
+        })
+}
+
+/// A unique-constraint violation becomes `conflict()`; anything else stays a query error.
+fn unique_violation(err: sqlx::Error, conflict: impl FnOnce() -> RegistryError) -> RegistryError {
+    let is_unique = err
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation());
+    if is_unique {
+        conflict()
+    } else {
+        RegistryError::Query(err)
+    }
+}
+
+struct EncodedEnrollment {
+    roles: String,
+    scopes: String,
+    servers: String,
+}
+
+fn encode_enrollment(enrollment: &AgentEnrollment) -> Result<EncodedEnrollment, RegistryError> {
+    let corrupt = |err: serde_json::Error| RegistryError::Corrupt {
+        agent: enrollment.id.clone(),
+        reason: err.to_string(),
+    };
+    Ok(EncodedEnrollment {
+        roles: serde_json::to_string(&enrollment.roles).map_err(corrupt)?,
+        scopes: serde_json::to_string(&enrollment.scopes).map_err(corrupt)?,
+        servers: serde_json::to_string(&enrollment.servers).map_err(corrupt)?,
+    })
+}
+
+fn encode_key(agent: &str, key: &ClientKey) -> Result<(String, String), RegistryError> {
+    let jwk = serde_json::to_string(key.jwk()).map_err(|err| RegistryError::Corrupt {
+        agent: agent.to_owned(),
+        reason: err.to_string(),
+    })?;
+    Ok((key.kid().to_owned(), jwk))
+}
+
+fn decode_record(row: AgentRow, keys: Vec<String>) -> Result<AgentRecord, RegistryError> {
+    let agent = row.id.clone();
+    let corrupt = |what: &str, err: serde_json::Error| RegistryError::Corrupt {
+        agent: agent.clone(),
+        reason: format!("{what}: {err}"),
+    };
+    let roles: Vec<String> = serde_json::from_str(&row.roles).map_err(|e| corrupt("roles", e))?;
+    let scopes: Vec<String> =
+        serde_json::from_str(&row.scopes).map_err(|e| corrupt("scopes", e))?;
+    let servers: BTreeMap<String, ServerGrant> =
+        serde_json::from_str(&row.servers).map_err(|e| corrupt("servers", e))?;
+    let keys = keys
+        .iter()
+        .map(|jwk| serde_json::from_str(jwk).map_err(|e| corrupt("key", e)))
+        .collect::<Result<Vec<ClientJwk>, _>>()?;
+    Ok(AgentRecord {
+        enrollment: AgentEnrollment {
+            id: row.id,
+            owner: row.owner,
+            roles,
+            scopes,
+            servers,
+        },
+        keys,
+        enabled: row.enabled != 0,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use rsa::rand_core::{OsRng, RngCore};
+
+    use super::*;
+    use crate::client_key::tests::TestClientKey;
+
+    /// The PostgreSQL every development and CI machine has (DESIGN.md, test layers).
+    const TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    /// A registry in a fresh schema of the test PostgreSQL, dropped by [`PostgresSchema::drop_now`].
+    struct PostgresSchema {
+        admin: PgPool,
+        name: String,
+    }
+
+    impl PostgresSchema {
+        async fn create() -> (PostgresSchema, AgentRegistry) {
+            let base = std::env::var("BEHAVRY_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| TEST_POSTGRES_URL.to_owned());
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&base)
+                .await
+                .unwrap();
+            let name = format!("behavry_authz_test_{:016x}", OsRng.next_u64());
+            sqlx::query(&format!("CREATE SCHEMA {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            // libpq `options`: every connection of the registry's pool uses the test schema.
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
+            let registry = AgentRegistry::open(&RegistryLocation::Postgres(url))
+                .await
+                .unwrap();
+            (PostgresSchema { admin, name }, registry)
+        }
+
+        async fn drop_now(self, registry: AgentRegistry) {
+            registry.close().await;
+            sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+                .execute(&self.admin)
+                .await
+                .unwrap();
+        }
+    }
+
+    pub(crate) async fn sqlite_registry(dir: &Path) -> AgentRegistry {
+        AgentRegistry::open(&RegistryLocation::Sqlite(dir.join("state/registry.db")))
+            .await
+            .unwrap()
+    }
+
+    fn enrollment(id: &str) -> AgentEnrollment {
+        AgentEnrollment {
+            owner: Some("team-a".to_owned()),
+            roles: vec!["reader".to_owned()],
+            servers: BTreeMap::from([(
+                "everything".to_owned(),
+                ServerGrant {
+                    tools: vec!["echo".to_owned()],
+                    ..ServerGrant::default()
+                },
+            )]),
+            ..AgentEnrollment::new(id)
+        }
+    }
+
+    fn key(kid: &str) -> ClientKey {
+        ClientKey::from_value(TestClientKey::ec().public_jwk(kid)).unwrap()
+    }
+
+    /// The same behaviour on both backends.
+    async fn exercise(registry: &AgentRegistry) {
+        let record = registry
+            .enroll(&enrollment("agent-a"), &[key("k1")], true)
+            .await
+            .unwrap();
+        assert_eq!(record.enrollment, enrollment("agent-a"));
+        assert_eq!(record.keys.len(), 1);
+        assert_eq!(record.keys[0].kid.as_deref(), Some("k1"));
+        assert!(record.enabled);
+        assert!(record.created_at > 0);
+
+        assert!(matches!(
+            registry.enroll(&enrollment("agent-a"), &[], true).await,
+            Err(RegistryError::AlreadyEnrolled(id)) if id == "agent-a"
+        ));
+        // Two keys with the same kid in one enrollment: refused, nothing written.
+        assert!(matches!(
+            registry
+                .enroll(&enrollment("agent-b"), &[key("same"), key("same")], true)
+                .await,
+            Err(RegistryError::KeyExists { .. })
+        ));
+        assert_eq!(registry.get("agent-b").await.unwrap(), None);
+
+        // Seeds are added only when absent.
+        let mut changed_seed = enrollment("agent-a");
+        changed_seed.roles = vec!["admin".to_owned()];
+        let added = registry
+            .seed(&[changed_seed, AgentEnrollment::new("agent-c")])
+            .await
+            .unwrap();
+        assert_eq!(added, 1);
+        assert_eq!(
+            registry
+                .get("agent-a")
+                .await
+                .unwrap()
+                .unwrap()
+                .enrollment
+                .roles,
+            ["reader"]
+        );
+
+        let record = registry.set_enabled("agent-a", false).await.unwrap();
+        assert!(!record.enabled);
+        assert!(registry.set_enabled("agent-a", true).await.unwrap().enabled);
+        assert!(matches!(
+            registry.set_enabled("nobody", false).await,
+            Err(RegistryError::NotFound(_))
+        ));
+
+        let record = registry.add_key("agent-a", &key("k2")).await.unwrap();
+        let kids: Vec<_> = record.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, ["k1", "k2"]);
+        assert!(matches!(
+            registry.add_key("agent-a", &key("k2")).await,
+            Err(RegistryError::KeyExists { .. })
+        ));
+        assert!(matches!(
+            registry.add_key("nobody", &key("k3")).await,
+            Err(RegistryError::NotFound(_))
+        ));
+        // The same kid on another agent is fine: kids are unique per agent.
+        registry.add_key("agent-c", &key("k1")).await.unwrap();
+
+        let record = registry.remove_key("agent-a", "k1").await.unwrap();
+        assert_eq!(record.keys.len(), 1);
+        assert!(matches!(
+            registry.remove_key("agent-a", "k1").await,
+            Err(RegistryError::KeyNotFound { .. })
+        ));
+
+        let ids: Vec<_> = registry
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.enrollment.id)
+            .collect();
+        assert_eq!(ids, ["agent-a", "agent-c"]);
+
+        registry.delete("agent-a").await.unwrap();
+        assert_eq!(registry.get("agent-a").await.unwrap(), None);
+        assert!(matches!(
+            registry.delete("agent-a").await,
+            Err(RegistryError::NotFound(_))
+        ));
+        // Re-enrolling a deleted id starts clean (its old keys are gone).
+        let record = registry
+            .enroll(&enrollment("agent-a"), &[], true)
+            .await
+            .unwrap();
+        assert!(record.keys.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sqlite_registry_behaves_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = sqlite_registry(dir.path()).await;
+        exercise(&registry).await;
+        registry.close().await;
+        // Reopening the file (migrations already applied) finds the same agents.
+        let reopened = sqlite_registry(dir.path()).await;
+        assert_eq!(reopened.list().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn postgres_registry_behaves_the_same() {
+        let (schema, registry) = PostgresSchema::create().await;
+        exercise(&registry).await;
+        schema.drop_now(registry).await;
+    }
+}
