@@ -261,63 +261,47 @@ impl Exchange {
         std::mem::take(&mut self.audit)
     }
 
+    /// A 401 for a token that verified but must not be used (RFC 6750 §3.1 `invalid_token`).
+    fn invalid_token(&self, message: &str, description: &str) -> HeadAction {
+        let body = jsonrpc::error_response(
+            None,
+            jsonrpc::UNAUTHENTICATED,
+            message,
+            Some(json!({"traceId": self.ids.trace_id})),
+        );
+        let mut reply = LocalReply::json(401, body);
+        reply.headers.push((
+            "www-authenticate".to_string(),
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+        ));
+        HeadAction::Reply(reply)
+    }
+
     /// Request headers arrived.
     pub fn on_request_head(&mut self, end_of_stream: bool) -> HeadAction {
         if self.head.agent.is_some() && !is_access_token_type(self.head.token_type.as_deref()) {
             // RFC 9068 §4: a resource server MUST check that `typ` is `at+jwt` (or
             // `application/at+jwt`), so an ID token or another JWT signed by the same key cannot
             // be replayed as an access token (RFC 8725 §3.11, explicit typing).
-            let body = jsonrpc::error_response(
-                None,
-                jsonrpc::UNAUTHENTICATED,
+            return self.invalid_token(
                 "the bearer token is not an access token (typ must be at+jwt)",
-                Some(json!({"traceId": self.ids.trace_id})),
+                "typ must be at+jwt",
             );
-            let mut reply = LocalReply::json(401, body);
-            reply.headers.push((
-                "www-authenticate".to_string(),
-                "Bearer error=\"invalid_token\", error_description=\"typ must be at+jwt\""
-                    .to_string(),
-            ));
-            return HeadAction::Reply(reply);
         }
         if self.head.revoked {
-            // The token verifies but was revoked (by id, or with its agent): refused like an
-            // invalid token (RFC 6750 §3.1).
-            let body = jsonrpc::error_response(
-                None,
-                jsonrpc::UNAUTHENTICATED,
-                "the bearer token has been revoked",
-                Some(json!({"traceId": self.ids.trace_id})),
-            );
-            let mut reply = LocalReply::json(401, body);
-            reply.headers.push((
-                "www-authenticate".to_string(),
-                "Bearer error=\"invalid_token\", error_description=\"revoked\"".to_string(),
-            ));
-            return HeadAction::Reply(reply);
+            // The token verifies but was revoked (by id, or with its agent).
+            return self.invalid_token("the bearer token has been revoked", "revoked");
         }
-        if let Some(iat) = self.head.issued_at
-            && iat
-                > i64::try_from(self.head.now_secs.saturating_add(ISSUED_AT_SKEW_SECS))
-                    .unwrap_or(i64::MAX)
-        {
+        let latest_iat = i64::try_from(self.head.now_secs.saturating_add(ISSUED_AT_SKEW_SECS))
+            .unwrap_or(i64::MAX);
+        if self.head.issued_at.is_some_and(|iat| iat > latest_iat) {
             // Envoy's jwt_authn checks `exp` and `nbf` but not `iat`; a token issued in the
-            // future is forged or from a skewed issuer (RFC 7519 §4.1.6, RFC 8725 §3.10 asks to
-            // validate all claims used).
-            let body = jsonrpc::error_response(
-                None,
-                jsonrpc::UNAUTHENTICATED,
+            // future is forged or from a skewed issuer (RFC 7519 §4.1.6; RFC 8725 §3.10 asks to
+            // validate every claim used).
+            return self.invalid_token(
                 "the bearer token was issued in the future",
-                Some(json!({"traceId": self.ids.trace_id})),
+                "iat is in the future",
             );
-            let mut reply = LocalReply::json(401, body);
-            reply.headers.push((
-                "www-authenticate".to_string(),
-                "Bearer error=\"invalid_token\", error_description=\"iat is in the future\""
-                    .to_string(),
-            ));
-            return HeadAction::Reply(reply);
         }
         if let (Some(owner), Some(agent)) = (&self.head.session_owner, &self.head.agent)
             && owner != agent

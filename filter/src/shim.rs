@@ -372,10 +372,7 @@ fn send_reply(reply: &LocalReply) {
 /// Prefix of the shared-data keys that bind an MCP session to the agent that opened it.
 const SESSION_KEY_PREFIX: &str = "behavry.session/";
 
-/// One verified string from `jwt_authn`'s dynamic metadata (`<key>.<field>`), read as plain
-/// bytes (DESIGN: reading the whole map gives Envoy's pair serialization, not JSON). Identity never
-/// comes from a request header.
-fn jwt_metadata(key: &str, field: &str) -> Option<String> {
+fn jwt_metadata_bytes(key: &str, field: &str) -> Option<Vec<u8>> {
     let path = vec![
         "metadata",
         "filter_metadata",
@@ -383,22 +380,21 @@ fn jwt_metadata(key: &str, field: &str) -> Option<String> {
         key,
         field,
     ];
-    let bytes = hostcalls::get_property(path).ok().flatten()?;
-    let value = String::from_utf8(bytes).ok()?;
+    hostcalls::get_property(path).ok().flatten()
+}
+
+/// One verified string from `jwt_authn`'s dynamic metadata (`<key>.<field>`), read as plain
+/// bytes (DESIGN: reading the whole map gives Envoy's pair serialization, not JSON). Identity never
+/// comes from a request header.
+fn jwt_metadata(key: &str, field: &str) -> Option<String> {
+    let value = String::from_utf8(jwt_metadata_bytes(key, field)?).ok()?;
     (!value.is_empty()).then_some(value)
 }
 
 /// A numeric claim from `jwt_authn`'s metadata, in whole seconds. Envoy hands a protobuf `Value`
 /// number over as its 8-byte little-endian double; a decimal string is accepted too.
 fn jwt_metadata_seconds(key: &str, field: &str) -> Option<i64> {
-    let path = vec![
-        "metadata",
-        "filter_metadata",
-        "envoy.filters.http.jwt_authn",
-        key,
-        field,
-    ];
-    let bytes = hostcalls::get_property(path).ok().flatten()?;
+    let bytes = jwt_metadata_bytes(key, field)?;
     let value = match <[u8; 8]>::try_from(bytes.as_slice()) {
         Ok(raw) => f64::from_le_bytes(raw),
         Err(_) => std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?,
