@@ -15,6 +15,11 @@
 //! | `DELETE /admin/v1/agents/{id}` | 204 |
 //! | `POST /admin/v1/agents/{id}/keys` | add a public JWK → 201 agent |
 //! | `DELETE /admin/v1/agents/{id}/keys/{kid}` | remove a key → the agent |
+//! | `POST /admin/v1/revocations` | revoke a token or an agent ([`RevocationRequest`]) → 201 entries |
+//! | `GET /admin/v1/revocations` | every revocation in force, with reasons and expiries |
+//!
+//! Disabling, enabling and deleting an agent also change the revocation list
+//! ([`crate::revocation`]); the filter picks the change up at its next poll.
 
 use std::collections::BTreeMap;
 
@@ -34,10 +39,13 @@ use crate::client_key::{ClientKey, KeyFormatError};
 use crate::config::{AdminCredential, AgentEnrollment, InvalidField, ServerGrant};
 use crate::directory::DirectoryError;
 use crate::http::{AppState, ErrorBody};
-use crate::registry::{AgentRecord, RegistryError};
+use crate::registry::{AgentRecord, RegistryError, RevocationEntries, unix_now};
+use crate::revocation::{InvalidRevocation, RevocationRequest};
 
 /// Prefix of every admin route.
 pub const ADMIN_AGENTS_PATH: &str = "/admin/v1/agents";
+/// The revocation admin route.
+pub const ADMIN_REVOCATIONS_PATH: &str = "/admin/v1/revocations";
 /// Largest accepted admin request body.
 pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 /// RFC 6750 §3 `realm` of the admin credential challenge.
@@ -66,6 +74,9 @@ pub enum AdminError {
     /// A field of the enrollment is not allowed.
     #[error(transparent)]
     Field(#[from] InvalidField),
+    /// A revocation request is not acceptable.
+    #[error(transparent)]
+    Revocation(#[from] InvalidRevocation),
     /// A public key is not acceptable.
     #[error("invalid public key: {0}")]
     Key(#[from] KeyFormatError),
@@ -88,6 +99,7 @@ impl IntoResponse for AdminError {
             AdminError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AdminError::Field(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
             AdminError::Key(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            AdminError::Revocation(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
             AdminError::Registry(RegistryError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "agent_not_found")
             }
@@ -187,6 +199,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             &format!("{ADMIN_AGENTS_PATH}/{{id}}/keys/{{kid}}"),
             delete(remove_key),
         )
+        .route(ADMIN_REVOCATIONS_PATH, post(revoke).get(revocations))
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
@@ -232,9 +245,15 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_slice(&body?)?)
 }
 
-/// Rebuild the snapshot after a change, so it applies to the next request.
+/// Rebuild the snapshots after a change, so it applies to the next request and the filter's
+/// next revocation poll.
 async fn apply(state: &AppState) -> Result<(), AdminError> {
     state.directory.refresh().await?;
+    state
+        .revocations
+        .reload()
+        .await
+        .map_err(|err| AdminError::Apply(err.into()))?;
     Ok(())
 }
 
@@ -342,6 +361,28 @@ async fn remove_key(
     apply(&state).await?;
     tracing::info!(agent = %id, kid = %kid, "removed public key");
     Ok(Json(record))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<RevocationEntries>), AdminError> {
+    let request: RevocationRequest = parse_body(body)?;
+    let revocation = request.validate(unix_now())?;
+    state.revocations.revoke(&revocation).await?;
+    tracing::info!(
+        ?revocation,
+        version = state.revocations.list().version,
+        "revoked"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(state.revocations.entries().await?),
+    ))
+}
+
+async fn revocations(State(state): State<AppState>) -> Result<Json<RevocationEntries>, AdminError> {
+    Ok(Json(state.revocations.entries().await?))
 }
 
 #[cfg(test)]
@@ -607,5 +648,156 @@ mod tests {
             );
         }
         assert!(state.directory.registry().get("a").await.unwrap().is_none());
+    }
+
+    async fn polled(state: &AppState) -> serde_json::Value {
+        let request = Request::get("/v1/revocations").body(Body::empty()).unwrap();
+        let (status, headers, json) = call(state, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        json
+    }
+
+    #[tokio::test]
+    async fn revocations_need_the_admin_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let body = serde_json::json!({"tokenId": "stolen"}).to_string();
+        for authorization in [None, Some(format!("Bearer {ADMIN_TOKEN}x"))] {
+            let mut builder = Request::post(ADMIN_REVOCATIONS_PATH);
+            if let Some(value) = &authorization {
+                builder = builder.header(header::AUTHORIZATION, value);
+            }
+            let (status, headers, _) =
+                call(&state, builder.body(Body::from(body.clone())).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+            assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+            let (status, _, _) = call(
+                &state,
+                Request::get(ADMIN_REVOCATIONS_PATH)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // Nothing was revoked, and the poll endpoint itself needs no credential.
+        let list = polled(&state).await;
+        assert_eq!(list["version"], 1);
+        assert_eq!(list["tokenIds"], serde_json::json!([]));
+        let disabled = test_state(tempfile::tempdir().unwrap().path(), false).await;
+        let (status, _, json) = call(
+            &disabled,
+            admin_request("GET", ADMIN_REVOCATIONS_PATH, None),
+        )
+        .await;
+        assert_eq!(
+            (status, &json["error"]),
+            (StatusCode::NOT_FOUND, &serde_json::json!("admin_disabled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn revoked_tokens_and_agent_changes_reach_the_polled_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let start = polled(&state).await["version"].as_u64().unwrap();
+        let expires_at = unix_now() + 300;
+        let (status, _, json) = call(
+            &state,
+            admin_request(
+                "POST",
+                ADMIN_REVOCATIONS_PATH,
+                Some(serde_json::json!({"tokenId": "jti-1", "expiresAt": expires_at})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        assert_eq!(json["tokens"][0]["tokenId"], "jti-1");
+        assert_eq!(json["tokens"][0]["expiresAt"], expires_at);
+        let list = polled(&state).await;
+        assert_eq!(list["tokenIds"], serde_json::json!(["jti-1"]));
+        let after_revoke = list["version"].as_u64().unwrap();
+        assert!(after_revoke > start);
+
+        let path = format!("{ADMIN_AGENTS_PATH}/demo-agent");
+        call(
+            &state,
+            admin_request("POST", &format!("{path}/disable"), None),
+        )
+        .await;
+        let list = polled(&state).await;
+        assert_eq!(list["agents"], serde_json::json!(["demo-agent"]));
+        let after_disable = list["version"].as_u64().unwrap();
+        assert!(after_disable > after_revoke);
+        let (_, _, json) = call(&state, admin_request("GET", ADMIN_REVOCATIONS_PATH, None)).await;
+        assert_eq!(json["agents"][0]["reason"], "disabled");
+
+        call(
+            &state,
+            admin_request("POST", &format!("{path}/enable"), None),
+        )
+        .await;
+        let list = polled(&state).await;
+        assert_eq!(list["agents"], serde_json::json!([]));
+        assert!(list["version"].as_u64().unwrap() > after_disable);
+
+        call(&state, admin_request("DELETE", &path, None)).await;
+        let (_, _, json) = call(&state, admin_request("GET", ADMIN_REVOCATIONS_PATH, None)).await;
+        assert_eq!(json["agents"][0]["agent"], "demo-agent");
+        assert_eq!(json["agents"][0]["reason"], "deleted");
+        assert_eq!(
+            polled(&state).await["agents"],
+            serde_json::json!(["demo-agent"])
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_revocations_are_400_with_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let now = unix_now();
+        let cases = [
+            (serde_json::json!({}), "invalid_field", "tokenId"),
+            (
+                serde_json::json!({"tokenId": "a", "agent": "b"}),
+                "invalid_field",
+                "exactly one",
+            ),
+            (
+                serde_json::json!({"tokenId": ""}),
+                "invalid_field",
+                "tokenId",
+            ),
+            (
+                serde_json::json!({"tokenId": "a", "expiresAt": now - 3600}),
+                "invalid_field",
+                "expiresAt",
+            ),
+            (
+                serde_json::json!({"agent": "a", "expiresAt": now + 86_400}),
+                "invalid_field",
+                "expiresAt",
+            ),
+            (
+                serde_json::json!({"tokenId": "a", "reason": "x"}),
+                "invalid_request",
+                "reason",
+            ),
+        ];
+        for (body, code, needle) in cases {
+            let (status, _, json) = call(
+                &state,
+                admin_request("POST", ADMIN_REVOCATIONS_PATH, Some(body.clone())),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(json["error"], code, "{body}");
+            assert!(
+                json["message"].as_str().unwrap().contains(needle),
+                "{body}: {json}"
+            );
+        }
+        assert_eq!(polled(&state).await["version"], 1);
     }
 }

@@ -6,9 +6,10 @@
 //! | `GET /healthz` | liveness: 200 `ok` |
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
+//! | `GET /v1/revocations` | the [`behavry_core::wire::RevocationList`] the filter enforces ([`crate::revocation`]) |
 //! | `POST /oauth/token` | client credentials + `private_key_jwt` → access token ([`crate::oauth`]) |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata ([`crate::oauth`]) |
-//! | `/admin/v1/agents...` | the agent registry's admin API ([`crate::admin`]) |
+//! | `/admin/v1/agents...`, `/admin/v1/revocations` | the admin API ([`crate::admin`]) |
 
 use std::sync::Arc;
 
@@ -19,13 +20,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse};
+use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH};
 use serde::Serialize;
 
 use crate::config::AdminCredential;
 use crate::directory::AgentDirectory;
 use crate::oauth::AuthorizationServer;
 use crate::policy::PolicyError;
+use crate::revocation::RevocationStore;
 use crate::signing_key::JwkSet;
 
 /// Path of the JWK Set (RFC 8414 §3 / OpenID Connect discovery use the same well-known prefix).
@@ -41,6 +43,8 @@ pub const MAX_DECIDE_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     /// The registry and its in-memory snapshot (enabled agents, policy bundle).
     pub directory: Arc<AgentDirectory>,
+    /// The revocation list the filter polls, and its store.
+    pub revocations: Arc<RevocationStore>,
     /// The public signing key, served as is.
     pub jwks: Arc<JwkSet>,
     /// The token endpoint's settings, signing key and replay cache.
@@ -100,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route(HEALTH_PATH, get(health))
         .route(JWKS_PATH, get(jwks))
         .route(DECIDE_PATH, post(decide))
+        .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
         .layer(DefaultBodyLimit::max(MAX_DECIDE_BODY_BYTES))
         .merge(crate::oauth::routes())
         .merge(crate::admin::routes(state.clone()))
@@ -170,9 +175,11 @@ pub(crate) mod tests {
         let registry = sqlite_registry(dir).await;
         registry.seed(&demo_agents()).await.unwrap();
         let policy = PolicySource::load(&shipped_policy_dir(), Duration::from_secs(1)).unwrap();
+        let revocations = RevocationStore::open(registry.clone()).await.unwrap();
         let directory = AgentDirectory::open(registry, policy).await.unwrap();
         AppState {
             directory: Arc::new(directory),
+            revocations: Arc::new(revocations),
             jwks: Arc::new(test_key().jwks()),
             authorization_server: Arc::new(AuthorizationServer::new(&config, test_key())),
             admin_credential: admin.then(|| Arc::new(AdminCredential::new(ADMIN_TOKEN).unwrap())),

@@ -14,7 +14,8 @@
 //! [`token`] (JWT minting), [`policy`] (bundle loading, decisions, Rego tests), [`registry`]
 //! (the database), [`directory`] (the in-memory snapshot decisions read), [`client_key`] and
 //! [`assertion`] (client public keys, assertion checks), [`oauth`] (token endpoint, RFC 8414
-//! metadata), [`admin`] (admin API), [`http`] (routes and the error → HTTP mapping). The binary
+//! metadata), [`revocation`] (the list of revoked tokens and agents the filter polls at
+//! `GET /v1/revocations`), [`admin`] (admin API), [`http`] (routes and the error → HTTP mapping). The binary
 //! `behavry-authz-sidecar` is a thin shell over [`run`].
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod oauth;
 pub mod policy;
 pub mod registry;
+pub mod revocation;
 pub mod signing_key;
 pub mod token;
 
@@ -41,6 +43,7 @@ pub use http::{AppState, app};
 pub use oauth::AuthorizationServer;
 pub use policy::{PolicyBundle, PolicyError, PolicySource};
 pub use registry::{AgentRecord, AgentRegistry, RegistryError};
+pub use revocation::RevocationStore;
 pub use signing_key::{JwkSet, KeyError, KeyOrigin, SigningKey};
 pub use token::{TokenError, mint_token};
 
@@ -87,6 +90,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
     policy.bundle(&config.agents)?;
     let registry = AgentRegistry::open(&config.registry).await?;
     let seeded = registry.seed(&config.agents).await?;
+    let revocations = RevocationStore::open(registry.clone()).await?;
     let directory = AgentDirectory::open(registry, policy).await?;
     let snapshot = directory.snapshot();
     tracing::info!(
@@ -96,6 +100,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         seeded,
         enabled_agents = snapshot.enabled_agents(),
         admin_api = config.admin_token.is_some(),
+        revocation_version = revocations.list().version,
         "loaded policy bundle and agent registry"
     );
     let (key, origin) = SigningKey::load_or_generate(&config.key_file)?;
@@ -115,6 +120,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
     );
     Ok(AppState {
         directory: Arc::new(directory),
+        revocations: Arc::new(revocations),
         jwks,
         authorization_server: Arc::new(authorization_server),
         admin_credential: config.admin_token.clone().map(Arc::new),
@@ -139,10 +145,13 @@ pub async fn run(
         source,
     })?;
     tracing::info!("authz-sidecar listening on {addr}");
-    axum::serve(listener, app(state))
+    let sweeper = tokio::spawn(revocation::sweep_periodically(state.revocations.clone()));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(StartError::Serve)?;
+        .map_err(StartError::Serve);
+    sweeper.abort();
+    served?;
     tracing::info!("authz-sidecar stopped");
     Ok(())
 }

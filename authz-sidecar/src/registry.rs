@@ -15,7 +15,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::client_key::{ClientJwk, ClientKey};
-use crate::config::{AgentEnrollment, RegistryLocation, ServerGrant};
+use crate::config::{AgentEnrollment, MAX_TOKEN_TTL_SECS, RegistryLocation, ServerGrant};
 
 /// How long a SQLite writer waits for another connection's lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +96,66 @@ pub struct AgentRecord {
     pub updated_at: i64,
 }
 
+/// A revoked access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedToken {
+    /// Its `jti`.
+    pub token_id: String,
+    /// Its `exp`: kept on the list until then (plus the verifier's clock-skew allowance).
+    pub expires_at: i64,
+    /// When it was revoked.
+    pub revoked_at: i64,
+}
+
+/// Why every token of an agent is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentRevocationReason {
+    /// The agent is disabled (for as long as it stays disabled).
+    Disabled,
+    /// The agent was deleted; its tokens may still verify until the tombstone expires.
+    Deleted,
+    /// Revoked through the admin API.
+    Revoked,
+}
+
+impl AgentRevocationReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            AgentRevocationReason::Disabled => "disabled",
+            AgentRevocationReason::Deleted => "deleted",
+            AgentRevocationReason::Revoked => "revoked",
+        }
+    }
+}
+
+/// An agent whose every token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedAgent {
+    /// The agent id (token `sub`).
+    pub agent: String,
+    /// Why.
+    pub reason: AgentRevocationReason,
+    /// Until when; `None` while the agent stays disabled.
+    pub expires_at: Option<i64>,
+    /// When it was revoked (for a disabled agent: its last change).
+    pub revoked_at: i64,
+}
+
+/// Every revocation in force, with the list version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationEntries {
+    /// Raised with every change; never below 1.
+    pub version: u64,
+    /// Revoked tokens, by id.
+    pub tokens: Vec<RevokedToken>,
+    /// Revoked agents, by id.
+    pub agents: Vec<RevokedAgent>,
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct AgentRow {
     id: String,
@@ -128,6 +188,34 @@ macro_rules! on_pool {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
         }
+    };
+}
+
+/// Raise the revocation list's version; used inside the transaction of every change to it.
+macro_rules! bump_revocation_version {
+    ($tx:expr) => {
+        sqlx::query("UPDATE authz_revocation_version SET version = version + 1 WHERE id = 1")
+            .execute($tx)
+            .await
+    };
+}
+
+/// Insert or replace an agent-level revocation, keeping the later expiry.
+macro_rules! upsert_agent_revocation {
+    ($tx:expr, $agent:expr, $reason:expr, $expires_at:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO authz_revoked_agents (agent_id, reason, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id) DO UPDATE SET \
+             reason = excluded.reason, revoked_at = excluded.revoked_at, expires_at = CASE \
+             WHEN excluded.expires_at > authz_revoked_agents.expires_at THEN excluded.expires_at \
+             ELSE authz_revoked_agents.expires_at END",
+        )
+        .bind($agent)
+        .bind($reason.as_str())
+        .bind($expires_at)
+        .bind($now)
+        .execute($tx)
+        .await
     };
 }
 
@@ -233,6 +321,10 @@ impl AgentRegistry {
                     kid: kid.clone(),
                 }))?;
             }
+            if !enabled {
+                // A disabled agent is on the revocation list from the start.
+                bump_revocation_version!(&mut *tx)?;
+            }
             tx.commit().await?;
         });
         self.get(id)
@@ -279,17 +371,32 @@ impl AgentRegistry {
         decode_record(row, keys.into_iter().map(|key| key.jwk).collect()).map(Some)
     }
 
-    /// Enable or disable an agent.
+    /// Enable or disable an agent. A disabled agent is on the revocation list; enabling it also
+    /// lifts any agent-level revocation or deletion tombstone of its id (docs/identity.md).
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<AgentRecord, RegistryError> {
-        let changed = on_pool!(self, pool => sqlx::query(
-            "UPDATE authz_agents SET enabled = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(i64::from(enabled))
-        .bind(unix_now())
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected());
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE authz_agents SET enabled = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(i64::from(enabled))
+            .bind(unix_now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                if enabled {
+                    sqlx::query("DELETE FROM authz_revoked_agents WHERE agent_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                bump_revocation_version!(&mut *tx)?;
+            }
+            tx.commit().await?;
+            changed
+        });
         if changed == 0 {
             return Err(RegistryError::NotFound(id.to_owned()));
         }
@@ -298,8 +405,12 @@ impl AgentRegistry {
             .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
     }
 
-    /// Delete an agent and its keys.
+    /// Delete an agent and its keys, leaving a tombstone on the revocation list until the last
+    /// token it could hold has expired (now + [`MAX_TOKEN_TTL_SECS`]): a deleted agent's tokens
+    /// still verify at Envoy until then.
     pub async fn delete(&self, id: &str) -> Result<(), RegistryError> {
+        let max_token_lifetime_secs = i64::try_from(MAX_TOKEN_TTL_SECS).unwrap_or(i64::MAX);
+        let now = unix_now();
         let deleted = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM authz_agent_keys WHERE agent_id = $1")
@@ -311,6 +422,16 @@ impl AgentRegistry {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if deleted > 0 {
+                upsert_agent_revocation!(
+                    &mut *tx,
+                    id,
+                    AgentRevocationReason::Deleted,
+                    now.saturating_add(max_token_lifetime_secs),
+                    now
+                )?;
+                bump_revocation_version!(&mut *tx)?;
+            }
             tx.commit().await?;
             deleted
         });
@@ -318,6 +439,133 @@ impl AgentRegistry {
             return Err(RegistryError::NotFound(id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Revoke the access token `token_id` (its `jti`) until `expires_at` (its `exp`). Revoking
+    /// it again keeps the later expiry.
+    pub async fn revoke_token(&self, token_id: &str, expires_at: i64) -> Result<(), RegistryError> {
+        let now = unix_now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // `CASE` rather than MAX()/GREATEST(): the one spelling both databases accept.
+            sqlx::query(
+                "INSERT INTO authz_revoked_tokens (token_id, expires_at, revoked_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token_id) DO UPDATE SET expires_at = CASE \
+                 WHEN excluded.expires_at > authz_revoked_tokens.expires_at THEN excluded.expires_at \
+                 ELSE authz_revoked_tokens.expires_at END",
+            )
+            .bind(token_id)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            bump_revocation_version!(&mut *tx)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Revoke every token of agent `agent` until `expires_at`, enrolled or not.
+    pub async fn revoke_agent(&self, agent: &str, expires_at: i64) -> Result<(), RegistryError> {
+        let now = unix_now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            upsert_agent_revocation!(&mut *tx, agent, AgentRevocationReason::Revoked, expires_at, now)?;
+            bump_revocation_version!(&mut *tx)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The revocations in force at `cutoff` (entries with `expires_at > cutoff`), with the
+    /// version they are at least as new as.
+    pub async fn revocations(&self, cutoff: i64) -> Result<RevocationEntries, RegistryError> {
+        // The version is read before the entries: a change committed in between makes the
+        // entries newer than the version, never older, so a poller that skips an equal version
+        // never misses a change (it gets it again with the next version).
+        let version: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM authz_revocation_version WHERE id = 1",
+        )
+        .fetch_one(pool)
+        .await?);
+        let tokens: Vec<RevokedToken> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT token_id, expires_at, revoked_at FROM authz_revoked_tokens \
+             WHERE expires_at > $1 ORDER BY token_id",
+        )
+        .bind(cutoff)
+        .fetch_all(pool)
+        .await?);
+        let stored: Vec<(String, String, i64, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT agent_id, reason, expires_at, revoked_at FROM authz_revoked_agents \
+             WHERE expires_at > $1",
+        )
+        .bind(cutoff)
+        .fetch_all(pool)
+        .await?);
+        let disabled: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT id, updated_at FROM authz_agents WHERE enabled = 0",
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut agents = Vec::with_capacity(stored.len() + disabled.len());
+        for (agent, reason, expires_at, revoked_at) in stored {
+            let reason = match reason.as_str() {
+                "revoked" => AgentRevocationReason::Revoked,
+                "deleted" => AgentRevocationReason::Deleted,
+                other => {
+                    return Err(RegistryError::Corrupt {
+                        agent,
+                        reason: format!("unknown revocation reason `{other}`"),
+                    });
+                }
+            };
+            agents.push(RevokedAgent {
+                agent,
+                reason,
+                expires_at: Some(expires_at),
+                revoked_at,
+            });
+        }
+        agents.extend(
+            disabled
+                .into_iter()
+                .map(|(agent, updated_at)| RevokedAgent {
+                    agent,
+                    reason: AgentRevocationReason::Disabled,
+                    expires_at: None,
+                    revoked_at: updated_at,
+                }),
+        );
+        agents.sort_by(|a, b| a.agent.cmp(&b.agent));
+        Ok(RevocationEntries {
+            version: u64::try_from(version).unwrap_or(0),
+            tokens,
+            agents,
+        })
+    }
+
+    /// Delete the revocations that ended at `cutoff` (`expires_at <= cutoff`); answers how many.
+    /// The version is raised only when something was deleted.
+    pub async fn purge_revocations(&self, cutoff: i64) -> Result<u64, RegistryError> {
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let tokens = sqlx::query("DELETE FROM authz_revoked_tokens WHERE expires_at <= $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let agents = sqlx::query("DELETE FROM authz_revoked_agents WHERE expires_at <= $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let purged = tokens + agents;
+            if purged > 0 {
+                bump_revocation_version!(&mut *tx)?;
+            }
+            tx.commit().await?;
+            purged
+        }))
     }
 
     /// Register another public key for an agent.
@@ -482,7 +730,8 @@ fn decode_record(row: AgentRow, keys: Vec<String>) -> Result<AgentRecord, Regist
     })
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -647,6 +896,27 @@ pub(crate) mod tests {
 
         registry.delete("agent-a").await.unwrap();
         assert_eq!(registry.get("agent-a").await.unwrap(), None);
+        // The deleted agent stays on the revocation list (a tombstone) while its tokens verify.
+        let revoked = registry.revocations(unix_now()).await.unwrap();
+        assert!(
+            revoked
+                .agents
+                .iter()
+                .any(|a| a.agent == "agent-a" && a.reason == AgentRevocationReason::Deleted)
+        );
+        assert!(revoked.version > 1);
+        // Token revocations: the later expiry wins, and purging raises the version.
+        let now = unix_now();
+        registry.revoke_token("jti-1", now + 60).await.unwrap();
+        registry.revoke_token("jti-1", now + 30).await.unwrap();
+        registry.revoke_agent("agent-z", now - 10).await.unwrap();
+        let revoked = registry.revocations(now).await.unwrap();
+        assert_eq!(revoked.tokens.len(), 1);
+        assert_eq!(revoked.tokens[0].expires_at, now + 60);
+        assert!(!revoked.agents.iter().any(|a| a.agent == "agent-z"));
+        assert_eq!(registry.purge_revocations(now).await.unwrap(), 1);
+        assert!(registry.revocations(now).await.unwrap().version > revoked.version);
+        assert_eq!(registry.purge_revocations(now).await.unwrap(), 0);
         assert!(matches!(
             registry.delete("agent-a").await,
             Err(RegistryError::NotFound(_))

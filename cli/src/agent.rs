@@ -1,5 +1,5 @@
-//! `behavry agent ...`: manage the authz-sidecar's agent registry through its admin API
-//! (`/admin/v1/agents`, see docs/identity.md).
+//! `behavry agent ...`: manage the authz-sidecar's agent registry and revocation list through
+//! its admin API (`/admin/v1/agents`, `/admin/v1/revocations`, see docs/identity.md).
 //!
 //! The admin credential comes from `--admin-token`, `--admin-token-file` or
 //! `BEHAVRY_AUTHZ_ADMIN_TOKEN` (the variable the sidecar reads too). Public keys are read here
@@ -117,6 +117,26 @@ pub enum AgentCommand {
         #[arg(long)]
         kid: String,
     },
+    /// Revoke one access token: the proxy refuses it although it still verifies.
+    RevokeToken {
+        /// The token's `jti` claim.
+        #[arg(long)]
+        jti: String,
+        /// The token's `exp` claim, seconds since the epoch (default: the longest token lifetime
+        /// from now); the revocation is dropped after it.
+        #[arg(long, value_name = "UNIX")]
+        expires_at: Option<i64>,
+    },
+    /// Revoke every token of an agent until they expire (to cut it off for good, disable it).
+    RevokeAgent {
+        /// Agent id.
+        id: String,
+        /// Until when, seconds since the epoch (default: the longest token lifetime from now).
+        #[arg(long, value_name = "UNIX")]
+        expires_at: Option<i64>,
+    },
+    /// List the revocations in force (tokens, and disabled, deleted or revoked agents).
+    Revocations,
 }
 
 /// Run one `behavry agent` subcommand.
@@ -139,6 +159,7 @@ pub fn run(connection: &AdminConnection, command: AgentCommand) -> anyhow::Resul
 }
 
 const AGENTS: &str = "/admin/v1/agents";
+const REVOCATIONS: &str = "/admin/v1/revocations";
 
 /// The admin API call for `command`.
 fn request_for(command: AgentCommand) -> anyhow::Result<(reqwest::Method, String, Option<Value>)> {
@@ -200,7 +221,28 @@ fn request_for(command: AgentCommand) -> anyhow::Result<(reqwest::Method, String
             format!("{}/keys/{}", agent_path(&id), encode_segment(&kid)),
             None,
         ),
+        AgentCommand::RevokeToken { jti, expires_at } => (
+            Method::POST,
+            REVOCATIONS.to_owned(),
+            Some(revocation_body("tokenId", jti, expires_at)),
+        ),
+        AgentCommand::RevokeAgent { id, expires_at } => (
+            Method::POST,
+            REVOCATIONS.to_owned(),
+            Some(revocation_body("agent", id, expires_at)),
+        ),
+        AgentCommand::Revocations => (Method::GET, REVOCATIONS.to_owned(), None),
     })
+}
+
+/// Body of `POST /admin/v1/revocations`; without `expiresAt` the sidecar's default applies.
+fn revocation_body(target: &str, id: String, expires_at: Option<i64>) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert(target.to_owned(), Value::from(id));
+    if let Some(expires_at) = expires_at {
+        body.insert("expiresAt".to_owned(), Value::from(expires_at));
+    }
+    Value::Object(body)
 }
 
 /// `SERVER:NAME` flags grouped into per-server grants (split at the first `:`, so resource URIs
@@ -336,6 +378,9 @@ fn summarize(method: &reqwest::Method, path: &str, answer: Option<&Value>) -> St
             "done".to_owned()
         };
     };
+    if path == REVOCATIONS {
+        return describe_revocations(answer);
+    }
     if let Some(agents) = field(answer, "agents").as_array() {
         if agents.is_empty() {
             return "no agents enrolled".to_owned();
@@ -356,6 +401,32 @@ fn summarize(method: &reqwest::Method, path: &str, answer: Option<&Value>) -> St
             .join("\n");
     }
     describe(answer)
+}
+
+/// One line per revocation in force: `token <jti> until <exp>`, `agent <id> <reason> [until ..]`.
+fn describe_revocations(answer: &Value) -> String {
+    let mut lines = vec![format!(
+        "revocation list version {}",
+        field(answer, "version").as_u64().unwrap_or(0)
+    )];
+    for token in field(answer, "tokens").as_array().into_iter().flatten() {
+        lines.push(format!(
+            "token\t{}\tuntil {}",
+            field(token, "tokenId").as_str().unwrap_or("?"),
+            field(token, "expiresAt").as_i64().unwrap_or(0),
+        ));
+    }
+    for agent in field(answer, "agents").as_array().into_iter().flatten() {
+        let until = field(agent, "expiresAt")
+            .as_i64()
+            .map_or_else(|| "until enabled".to_owned(), |t| format!("until {t}"));
+        lines.push(format!(
+            "agent\t{}\t{}\t{until}",
+            field(agent, "agent").as_str().unwrap_or("?"),
+            field(agent, "reason").as_str().unwrap_or("?"),
+        ));
+    }
+    lines.join("\n")
 }
 
 /// A member of a JSON object, `null` when absent (never panics).
@@ -479,5 +550,41 @@ mod tests {
         })
         .unwrap();
         assert_eq!(path, "/admin/v1/agents/a%40b/keys/k%2F1");
+    }
+
+    #[test]
+    fn revocations_are_sent_to_the_revocation_route() {
+        let (method, path, body) = request_for(AgentCommand::RevokeToken {
+            jti: "abc".to_owned(),
+            expires_at: Some(1_700_000_000),
+        })
+        .unwrap();
+        assert_eq!(
+            (method, path.as_str()),
+            (reqwest::Method::POST, REVOCATIONS)
+        );
+        assert_eq!(
+            body,
+            Some(serde_json::json!({"tokenId": "abc", "expiresAt": 1_700_000_000}))
+        );
+        let (_, _, body) = request_for(AgentCommand::RevokeAgent {
+            id: "mallory".to_owned(),
+            expires_at: None,
+        })
+        .unwrap();
+        assert_eq!(body, Some(serde_json::json!({"agent": "mallory"})));
+        let summary = summarize(
+            &reqwest::Method::GET,
+            REVOCATIONS,
+            Some(&serde_json::json!({
+                "version": 7,
+                "tokens": [{"tokenId": "abc", "expiresAt": 5, "revokedAt": 1}],
+                "agents": [{"agent": "old", "reason": "disabled", "expiresAt": null, "revokedAt": 1}],
+            })),
+        );
+        assert_eq!(
+            summary,
+            "revocation list version 7\ntoken\tabc\tuntil 5\nagent\told\tdisabled\tuntil enabled"
+        );
     }
 }

@@ -27,7 +27,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The agent registry, through the authz-sidecar's admin API.
+    /// The agent registry and the revocation list, through the authz-sidecar's admin API.
     Agent {
         #[command(flatten)]
         connection: agent::AdminConnection,

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from mcp import MCPError
 
-from harness import ISSUER, http
+from harness import ISSUER, http, wait_until
 from mcp_client import connect
 from tokens import b64url, decode_part
 
@@ -125,16 +125,17 @@ def test_enrolled_agent_gets_a_token_calls_a_tool_and_is_cut_off_when_disabled(s
         assert decision["allow"] is False
         assert decision["ruleIds"] == ["behavry.agent.not_enrolled"]
 
-        # The token issued before still verifies at Envoy, but every decision now denies.
-        async def denied_after_disable():
-            async with connect(stack.url("everything"), token) as client:
-                with pytest.raises(MCPError) as denied:
-                    await client.call_tool("echo", {"message": "too late"})
-                return denied.value
+        # The token issued before still verifies at Envoy, but the disabled agent is on the
+        # revocation list the filter polls (test_revocation.py): the proxy refuses it with 401.
+        def refused():
+            status, headers, _ = http("POST", stack.url("everything"), json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                 "params": {"name": "echo", "arguments": {"message": "too late"}}}).encode(),
+                {"authorization": f"Bearer {token}", "content-type": "application/json",
+                 "accept": "application/json, text/event-stream"})
+            return status == 401 and headers.get("www-authenticate", "").startswith("Bearer")
 
-        denied = anyio.run(denied_after_disable)
-        assert denied.code == POLICY_DENIED
-        assert "not enrolled" in denied.data["reason"]
+        wait_until("the proxy to refuse the disabled agent's token", refused, timeout=10.0)
     finally:
         stack.agent_cli("delete", agent, check=False)
 
