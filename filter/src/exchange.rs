@@ -247,15 +247,6 @@ impl Exchange {
         })
     }
 
-    pub fn trace_ids(&self) -> &TraceIds {
-        &self.ids
-    }
-
-    /// Logical server name of the route.
-    pub fn server(&self) -> &str {
-        &self.server
-    }
-
     /// Audit events produced so far, handed over once.
     pub fn take_audit_events(&mut self) -> Vec<AuditEvent> {
         std::mem::take(&mut self.audit)
