@@ -330,6 +330,7 @@ pub(crate) mod tests {
             kind,
             time_ms: 1_760_000_000_000 + u64::from(trace),
             agent: Some("agent-a".to_owned()),
+            delegation: Vec::new(),
             request: RequestFacts {
                 server: "files".to_owned(),
                 method: "tools/call".to_owned(),

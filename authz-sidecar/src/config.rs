@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::UpstreamConfig;
+
 /// Config file used when neither `--config` nor `BEHAVRY_AUTHZ_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "authz.toml";
 /// Default `listen`: loopback only; the sidecar sits next to Envoy.
@@ -133,7 +135,7 @@ pub struct InvalidField {
 }
 
 impl InvalidField {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         InvalidField {
             field: field.into(),
             reason: reason.into(),
@@ -190,6 +192,9 @@ struct ConfigFile {
     /// Base URL clients reach the sidecar at. Default: `http://<listen>`.
     #[serde(default)]
     public_url: Option<String>,
+    /// Upstream MCP servers with their own credential. Default: none.
+    #[serde(default)]
+    upstreams: Vec<UpstreamConfig>,
 }
 
 fn default_listen() -> String {
@@ -382,6 +387,9 @@ pub struct Config {
     /// Base URL of the sidecar as clients reach it, without a trailing slash. The token endpoint
     /// is `<public_url>/oauth/token`.
     pub public_url: String,
+    /// Upstream MCP servers with their own credential (token exchange or secret), names and
+    /// resources unique.
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 impl Config {
@@ -409,6 +417,11 @@ impl Config {
         apply_env_overrides(&mut file, env);
         let admin_token_from_env = env.var(ENV_ADMIN_TOKEN);
         validate(file, base_dir, admin_token_from_env)
+    }
+
+    /// The upstream named `name`, if configured.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|upstream| upstream.name == name)
     }
 
     /// The enrollment of `agent_id`, if enrolled.
@@ -526,6 +539,7 @@ fn validate(
         Some(url) => check_public_url(&url)?,
         None => format!("http://{listen}"),
     };
+    crate::upstream::validate_upstreams(&file.upstreams)?;
     Ok(Config {
         listen,
         issuer: file.issuer,
@@ -538,6 +552,7 @@ fn validate(
         admin_token,
         registry,
         public_url,
+        upstreams: file.upstreams,
     })
 }
 

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod revocation;
 pub mod signing_key;
 pub mod token;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -290,6 +290,8 @@ pub async fn token(
         issuer: &server.issuer,
         audience: &server.audience,
         agent_id: &verified.client_id,
+        client_id: &verified.client_id,
+        actor: None,
         scope: &scope,
         ttl_secs: server.token_ttl_secs,
         issued_at: now,

@@ -83,6 +83,9 @@ struct PolicyDecision {
     reasons: Vec<String>,
     #[serde(default)]
     rule_ids: Vec<String>,
+    /// A denial for want of this scope (step-up, RFC 6750 §3.1 `insufficient_scope`).
+    #[serde(default)]
+    required_scope: Option<String>,
 }
 
 /// One file of the bundle, as hashed into the digest.
@@ -184,6 +187,7 @@ impl PolicyBundle {
             reasons: decision.reasons,
             rule_ids: decision.rule_ids,
             bundle_digest: self.digest.clone(),
+            required_scope: decision.required_scope.filter(|_| !decision.allow),
         })
     }
 }
@@ -459,6 +463,7 @@ pub(crate) mod tests {
             trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
             agent: AgentIdentity {
                 id: agent.to_owned(),
+                ..AgentIdentity::default()
             },
             request: RequestFacts {
                 server: "everything".to_owned(),

@@ -71,10 +71,44 @@ pub struct AccessTokenClaims {
     pub nbf: u64,
     /// Unique token id, base64url of 16 random bytes.
     pub jti: String,
-    /// The OAuth client: the agent id as well (RFC 9068 §2.2, RFC 8693 §4.3).
+    /// The OAuth client that asked for the token (RFC 9068 §2.2, RFC 8693 §4.3): the agent
+    /// itself, or the actor of a delegation.
     pub client_id: String,
     /// Space-separated scopes (RFC 9068 §2.2.3).
     pub scope: String,
+    /// The acting party of a delegated token (RFC 8693 §4.1), the current actor outermost,
+    /// earlier actors nested inside. Absent on a token the agent holds for itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// RFC 8693 §4.1 `act`: who acts for the token's subject. A nested `act` names the actor
+/// before this one; only `sub` of the outermost actor is the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting agent's id.
+    pub sub: String,
+    /// The prior actor in the chain, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The chain's agent ids, current actor first.
+    pub fn chain(&self) -> Vec<&str> {
+        let mut chain = vec![self.sub.as_str()];
+        let mut next = self.act.as_deref();
+        while let Some(actor) = next {
+            chain.push(actor.sub.as_str());
+            next = actor.act.as_deref();
+        }
+        chain
+    }
+
+    /// Number of actors in the chain (1 for an actor with no prior actor).
+    pub fn depth(&self) -> usize {
+        self.chain().len()
+    }
 }
 
 /// What one access token is issued for.
@@ -84,8 +118,12 @@ pub struct AccessTokenSpec<'a> {
     pub issuer: &'a str,
     /// `aud`: the protected resource (the gateway).
     pub audience: &'a str,
-    /// `sub` and `client_id`: the agent.
+    /// `sub`: the agent.
     pub agent_id: &'a str,
+    /// `client_id`: who asked for the token (the agent, or the actor of a delegation).
+    pub client_id: &'a str,
+    /// `act`: the delegation chain, if the token is delegated (RFC 8693 §4.1).
+    pub actor: Option<&'a Actor>,
     /// `scope`, space-separated.
     pub scope: &'a str,
     /// Lifetime, `1..=MAX_TOKEN_TTL_SECS`.
@@ -118,8 +156,9 @@ pub fn sign_access_token(
         iat: spec.issued_at,
         nbf: spec.issued_at,
         jti: random_jti(),
-        client_id: spec.agent_id.to_owned(),
+        client_id: spec.client_id.to_owned(),
         scope: spec.scope.to_owned(),
+        act: spec.actor.cloned(),
     };
     // RFC 7515 §7.1 (compact serialization): the signature covers
     // BASE64URL(header) || '.' || BASE64URL(payload).
@@ -173,6 +212,8 @@ pub fn mint_token_at(
         issuer: &config.issuer,
         audience: &config.audience,
         agent_id,
+        client_id: agent_id,
+        actor: None,
         scope: TOKEN_SCOPE,
         ttl_secs: ttl_secs.unwrap_or(config.token_ttl_secs),
         issued_at,

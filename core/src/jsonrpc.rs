@@ -56,6 +56,12 @@ pub const UPSTREAM_PROTOCOL_ERROR: i64 = -32084;
 pub const UNAUTHENTICATED: i64 = -32085;
 /// The `Mcp-Session-Id` belongs to a session another agent opened.
 pub const SESSION_FORBIDDEN: i64 = -32086;
+/// No upstream credential could be obtained for the call (token exchange or secret store
+/// failed, or the server has none configured); the request is not forwarded.
+pub const CREDENTIAL_UNAVAILABLE: i64 = -32087;
+/// The token lacks a scope the call needs (RFC 6750 §3.1 `insufficient_scope`): step up by
+/// asking for a token with the scope named in the error's data.
+pub const INSUFFICIENT_SCOPE: i64 = -32088;
 
 /// A JSON-RPC request id: a string or a number (JSON-RPC 2.0 §4).
 ///

@@ -43,11 +43,74 @@ pub struct DecisionRequest {
 }
 
 /// The verified identity of the calling agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentIdentity {
-    /// The token's `sub` claim: the agent id.
+    /// The token's `sub` claim: the agent id (for a delegated token, the party acted for).
     pub id: String,
+    /// Who acts for `id` (RFC 8693 §4.1 `act`), current actor first, then the actors before
+    /// it. Empty when the agent acts for itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegation: Vec<String>,
+    /// The token's scopes (RFC 9068 §2.2.3 `scope`, split on spaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// Path of the authz-sidecar's upstream credential endpoint, called by the filter only (it
+/// authenticates with the proxy credential as a bearer token).
+pub const CREDENTIALS_PATH: &str = "/v1/credentials";
+
+/// `POST /v1/credentials`: the filter asks for the credential that replaces the agent's
+/// `Authorization` header on the way to one upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialRequest {
+    /// Logical name of the upstream MCP server (the filter route's `server`).
+    pub server: String,
+    /// The verified agent (and its delegation chain) the request is made for.
+    pub agent: AgentIdentity,
+    /// The agent token's `exp` (seconds since the epoch): an exchanged token never outlives it.
+    pub subject_expires_at: u64,
+}
+
+/// What kind of upstream credential a [`CredentialResponse`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CredentialKind {
+    /// An access token minted for the upstream by token exchange (RFC 8693).
+    Exchanged,
+    /// A static key read from the secret store.
+    Secret,
+}
+
+/// Answer of `POST /v1/credentials`. `value` is a secret: never logged, never audited.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialResponse {
+    /// How the credential was obtained.
+    pub kind: CredentialKind,
+    /// Lowercase name of the request header to set (`authorization`, `x-api-key`...).
+    pub header: String,
+    /// The full header value (`Bearer <token>`, or the key with its configured prefix).
+    pub value: String,
+    /// Seconds the filter may reuse it for (per agent, delegation chain and server).
+    pub expires_in_secs: u64,
+    /// Where it came from, safe to audit: the exchanged token's `jti`, or the secret reference.
+    pub reference: String,
+}
+
+impl std::fmt::Debug for CredentialResponse {
+    // The value is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialResponse")
+            .field("kind", &self.kind)
+            .field("header", &self.header)
+            .field("value", &"[REDACTED]")
+            .field("expires_in_secs", &self.expires_in_secs)
+            .field("reference", &self.reference)
+            .finish()
+    }
 }
 
 /// Facts about one MCP request that policy decides on.
@@ -96,6 +159,11 @@ pub struct DecisionResponse {
     /// `sha256:<hex>` digest of the policy bundle that decided.
     #[serde(default)]
     pub bundle_digest: String,
+    /// On a denial for want of a scope: the scope the agent must step up to (RFC 6750 §3.1
+    /// `insufficient_scope`). The filter answers HTTP 403 with a `WWW-Authenticate` challenge
+    /// naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
 }
 
 /// The three stages of a Decision Trace.
@@ -139,6 +207,10 @@ pub struct AuditEvent {
     /// Agent id (token `sub`), when authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Who acts for the agent (RFC 8693 §4.1 `act`), current actor first; empty when the agent
+    /// acts for itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegation: Vec<String>,
     /// What was asked.
     pub request: RequestFacts,
     /// Stage-specific details (decision: allow, reasons, bundle digest; outcome: status, error).

@@ -446,6 +446,7 @@ impl Exchange {
             trace_id: self.ids.trace_id.clone(),
             agent: AgentIdentity {
                 id: self.head.agent.clone().unwrap_or_default(),
+                ..AgentIdentity::default()
             },
             request: self.facts.clone(),
         };
@@ -858,6 +859,7 @@ impl Exchange {
             kind,
             time_ms: now_ms,
             agent: self.head.agent.clone(),
+            delegation: Vec::new(),
             request: if kind == AuditKind::Intent {
                 self.facts.clone()
             } else {
@@ -924,6 +926,7 @@ mod tests {
             reasons: vec![],
             rule_ids: vec!["r.allow".into()],
             bundle_digest: "sha256:ab".into(),
+            required_scope: None,
         }
     }
 
@@ -1141,6 +1144,7 @@ mod tests {
             reasons: vec!["not granted".into()],
             rule_ids: vec!["r.deny".into()],
             bundle_digest: "sha256:ab".into(),
+            required_scope: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
             panic!("must deny");
