@@ -20,6 +20,9 @@ DEFAULTS = {
     "MAX_BODY_BYTES": "1048576",
     "MAX_SSE_EVENT_BYTES": "1048576",
     "WASM_PATH": "target/wasm32-wasip1/release-wasm/behavry_filter.wasm",
+    # Bearer token the filter shows the authz-sidecar for upstream credentials; a development
+    # value only: real deployments (and the e2e harness) pass their own.
+    "PROXY_TOKEN": "dev-proxy-token-change-me",
 }
 
 

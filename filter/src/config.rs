@@ -30,6 +30,14 @@ pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
 pub const DEFAULT_JWT_METADATA_KEY: &str = "jwt_payload";
 /// Default `header_in_metadata` key of Envoy's `jwt_authn` filter (the token's JOSE header).
 pub const DEFAULT_JWT_HEADER_METADATA_KEY: &str = "jwt_header";
+/// Default `forward_payload_header` of Envoy's `jwt_authn` filter: the verified payload,
+/// base64url, from which the filter reads `act`, `scope` and `exp`.
+pub const DEFAULT_JWT_PAYLOAD_HEADER: &str = "x-behavry-jwt-payload";
+/// Default authority of calls to the credentials endpoint.
+pub const DEFAULT_CREDENTIALS_AUTHORITY: &str = "behavry-authz";
+/// Default deadline for an upstream credential from the authz-sidecar, in milliseconds (a token
+/// exchange or a secret store read sits behind it).
+pub const DEFAULT_CREDENTIALS_TIMEOUT_MS: u64 = 1_000;
 
 /// The validated filter configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +50,11 @@ pub struct FilterConfig {
     pub jwt_metadata_key: String,
     /// Where the verified JWT's JOSE header sits in dynamic metadata (for `typ`).
     pub jwt_header_metadata_key: String,
+    /// Request header (lowercase) where `jwt_authn` forwards the verified payload; always removed
+    /// before forwarding.
+    pub jwt_payload_header: String,
+    /// Where upstream credentials come from, for routes with `upstreamCredential`.
+    pub credentials: Option<CredentialSource>,
     pub failure_mode: FailureMode,
     pub limits: Limits,
     /// Paths under this prefix that no route lists are refused (404) instead of passing
@@ -62,6 +75,27 @@ pub struct McpRoute {
     pub path_prefix: String,
     /// Logical server name used in policy and audit.
     pub server: String,
+    /// Replace the agent's credential with one issued for this upstream (from the authz-sidecar's
+    /// credentials endpoint) on every forwarded request. Default: false.
+    #[serde(default)]
+    pub upstream_credential: bool,
+}
+
+/// The authz-sidecar endpoint that hands out upstream credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialSource {
+    pub target: ClusterTarget,
+    /// Bearer token the filter authenticates with. A secret: never printed.
+    pub proxy_token: String,
+}
+
+impl std::fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialSource")
+            .field("target", &self.target)
+            .field("proxy_token", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// An Envoy cluster the filter calls with `dispatch_http_call`.
@@ -92,7 +126,8 @@ pub enum FailureMode {
     Open,
 }
 
-#[derive(Debug, Deserialize)]
+// No `Debug`: it holds the proxy token.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
     routes: Vec<McpRoute>,
@@ -102,6 +137,10 @@ struct RawConfig {
     jwt_metadata_key: Option<String>,
     #[serde(default)]
     jwt_header_metadata_key: Option<String>,
+    #[serde(default)]
+    jwt_payload_header: Option<String>,
+    #[serde(default)]
+    credentials: Option<RawCredentials>,
     #[serde(default)]
     failure_mode: Option<FailureMode>,
     #[serde(default)]
@@ -129,6 +168,17 @@ struct RawCluster {
     authority: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCredentials {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    proxy_token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,9 +289,16 @@ impl FilterConfig {
             {
                 return Err(field(prefix_field, "is listed twice"));
             }
+            if route.upstream_credential && raw.credentials.is_none() {
+                return Err(field(
+                    format!("routes[{i}].upstreamCredential"),
+                    "needs a `credentials` section",
+                ));
+            }
             routes.push(McpRoute {
                 path_prefix: route.path_prefix,
                 server,
+                upstream_credential: route.upstream_credential,
             });
         }
         // Longest prefix first, so the most specific route wins.
@@ -298,6 +355,48 @@ impl FilterConfig {
                 DEFAULT_AUDIT_MAX_BATCH_BYTES,
             )?,
         };
+        let credentials = match raw.credentials {
+            None => None,
+            Some(c) => Some(CredentialSource {
+                target: ClusterTarget {
+                    cluster: non_empty("credentials.cluster", c.cluster)?,
+                    authority: non_empty(
+                        "credentials.authority",
+                        c.authority
+                            .unwrap_or_else(|| DEFAULT_CREDENTIALS_AUTHORITY.to_string()),
+                    )?,
+                    timeout_ms: timeout(
+                        "credentials.timeoutMs",
+                        c.timeout_ms,
+                        DEFAULT_CREDENTIALS_TIMEOUT_MS,
+                    )?,
+                },
+                // RFC 6750 §2.1: a b64token is visible ASCII; anything else could split the
+                // Authorization header. The value itself is never echoed.
+                proxy_token: if !c.proxy_token.is_empty()
+                    && c.proxy_token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    c.proxy_token
+                } else {
+                    return Err(field(
+                        "credentials.proxyToken",
+                        "must be non-empty visible ASCII",
+                    ));
+                },
+            }),
+        };
+        let jwt_payload_header = non_empty(
+            "jwtPayloadHeader",
+            raw.jwt_payload_header
+                .unwrap_or_else(|| DEFAULT_JWT_PAYLOAD_HEADER.to_string()),
+        )?;
+        // RFC 9110 §5.1 token characters, lowercase as Envoy keys its header map.
+        if !jwt_payload_header
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        {
+            return Err(field("jwtPayloadHeader", "must be a lowercase header name"));
+        }
         let defaults = Limits::default();
         let limits = match raw.limits {
             None => defaults,
@@ -336,6 +435,8 @@ impl FilterConfig {
                 raw.jwt_header_metadata_key
                     .unwrap_or_else(|| DEFAULT_JWT_HEADER_METADATA_KEY.to_string()),
             )?,
+            jwt_payload_header,
+            credentials,
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
             limits,
             guarded_prefix: raw.guarded_prefix,
@@ -387,6 +488,29 @@ mod tests {
         assert_eq!(config.jwt_metadata_key, DEFAULT_JWT_METADATA_KEY);
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn credentials_section_is_read_and_its_token_never_printed() {
+        let json = r#"{
+            "routes": [{"pathPrefix": "/m", "server": "s", "upstreamCredential": true},
+                       {"pathPrefix": "/n", "server": "n"}],
+            "authz": {"cluster": "a"}, "audit": {"cluster": "b"},
+            "credentials": {"cluster": "authz", "proxyToken": "s3cr3t-proxy-token"}
+        }"#;
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        let credentials = config.credentials.as_ref().unwrap();
+        assert_eq!(credentials.target.cluster, "authz");
+        assert_eq!(credentials.target.authority, DEFAULT_CREDENTIALS_AUTHORITY);
+        assert_eq!(
+            credentials.target.timeout_ms,
+            DEFAULT_CREDENTIALS_TIMEOUT_MS
+        );
+        assert_eq!(credentials.proxy_token, "s3cr3t-proxy-token");
+        assert!(config.route_for("/m").unwrap().upstream_credential);
+        assert!(!config.route_for("/n").unwrap().upstream_credential);
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        assert_eq!(config.jwt_payload_header, DEFAULT_JWT_PAYLOAD_HEADER);
     }
 
     #[test]
@@ -463,6 +587,26 @@ mod tests {
             (
                 r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "surprise": 1}"#,
                 "surprise",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s", "upstreamCredential": true}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}}"#,
+                "`routes[0].upstreamCredential` needs a `credentials` section",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "credentials": {"cluster": "a", "proxyToken": "has space"}}"#,
+                "`credentials.proxyToken`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "credentials": {"cluster": "a", "proxyToken": ""}}"#,
+                "`credentials.proxyToken`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "credentials": {"cluster": "a"}}"#,
+                "proxyToken",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b"}, "jwtPayloadHeader": "X-Payload"}"#,
+                "`jwtPayloadHeader`",
             ),
         ];
         for (json, needle) in cases {

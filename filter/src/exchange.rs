@@ -12,6 +12,11 @@
 //!   go out unchanged and the incomplete tail waits in memory for the next chunk, so a problem can
 //!   always be answered with a well-formed error event.
 //! - Governed calls produce audit events: intent, decision, outcome.
+//! - The verified token's delegation chain and scopes (from the forwarded payload, see
+//!   [`claims`](crate::claims)) go into every decision request and audit event.
+//! - On routes with `upstreamCredential`, every request that is forwarded first gets the
+//!   upstream credential in place of the agent's (see [`credentials`](crate::credentials)).
+//! - A denial that names a `required_scope` is an RFC 6750 §3.1 `insufficient_scope` challenge.
 
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
 use behavry_core::jsonrpc::{self, Message, RequestId};
@@ -24,7 +29,12 @@ use behavry_core::wire::{
 };
 use serde_json::{Value, json};
 
+use crate::claims::{self, TokenClaims};
 use crate::config::{FailureMode, FilterConfig};
+use crate::credentials::{
+    self, CredentialCache, CredentialFailure, CredentialKey, UpstreamCredential,
+};
+use crate::resource_metadata;
 
 /// Request headers the filter looks at, read once by the shim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +58,12 @@ pub struct RequestHead {
     pub revoked: bool,
     /// The agent that opened the session named by `Mcp-Session-Id`, when it is known.
     pub session_owner: Option<String>,
+    /// The verified token payload `jwt_authn` forwarded (base64url JSON); trusted only when its
+    /// `sub` equals [`agent`](Self::agent).
+    pub jwt_payload: Option<String>,
+    /// `:scheme` and `:authority`, for the URL of the route's RFC 9728 metadata document.
+    pub scheme: Option<String>,
+    pub authority: Option<String>,
 }
 
 /// A reply the filter sends itself instead of forwarding.
@@ -100,6 +116,8 @@ pub fn unrouted(config: &FilterConfig, path: &str) -> Option<LocalReply> {
 pub enum HeadAction {
     /// Not governed here (or nothing to read): let it through now.
     Continue,
+    /// Let it through once it carries the upstream credential ([`Exchange::credential_step`]).
+    NeedCredential,
     /// Hold the headers until the body has been read and decided.
     WaitForBody,
     Reply(LocalReply),
@@ -112,6 +130,8 @@ pub enum BodyAction {
     Buffer,
     /// Forward the request as it is.
     Forward,
+    /// Forward it once it carries the upstream credential ([`Exchange::credential_step`]).
+    NeedCredential,
     /// Ask the authz-sidecar with this JSON body, and pause until it answers.
     AskAuthz(Vec<u8>),
     Reply(LocalReply),
@@ -121,6 +141,19 @@ pub enum BodyAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionAction {
     Resume,
+    /// Resume once the request carries the upstream credential ([`Exchange::credential_step`]).
+    NeedCredential,
+    Reply(LocalReply),
+}
+
+/// How the request gets its upstream credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialStep {
+    /// Remove `authorization`, set `header: value`, and let the request go.
+    Use(UpstreamCredential),
+    /// Ask the authz-sidecar (`POST /v1/credentials`) with this body; keep the request paused.
+    Fetch(Vec<u8>),
+    /// No credential: answer the agent instead (fail closed, whatever `failureMode` says).
     Reply(LocalReply),
 }
 
@@ -173,6 +206,26 @@ impl TraceIds {
     }
 }
 
+/// RFC 6749 §3.3: `scope = scope-token *( SP scope-token )`, `scope-token = 1*( %x21 / %x23-5B
+/// / %x5D-7E )`; such a list can be put in a quoted-string (RFC 6750 §3) as it is. Anything
+/// else is not echoed.
+fn is_scope_list(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.split(' ').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        })
+}
+
+/// Whether `value` can stand in an RFC 9110 §5.6.4 quoted-string without escaping.
+fn is_quotable(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
@@ -207,7 +260,12 @@ enum ResponseMode {
 #[derive(Debug)]
 pub struct Exchange {
     server: String,
+    route_prefix: String,
+    upstream_credential: bool,
     head: RequestHead,
+    claims: TokenClaims,
+    /// `{kind, reference}` of the upstream credential used, for the outcome event.
+    credential_audit: Option<Value>,
     ids: TraceIds,
     facts: RequestFacts,
     pending: Option<PendingCall>,
@@ -234,7 +292,11 @@ impl Exchange {
         };
         Some(Exchange {
             server: route.server.clone(),
+            route_prefix: route.path_prefix.clone(),
+            upstream_credential: route.upstream_credential,
             head,
+            claims: TokenClaims::default(),
+            credential_audit: None,
             ids,
             facts,
             pending: None,
@@ -294,6 +356,23 @@ impl Exchange {
                 "iat is in the future",
             );
         }
+        if let Some(agent) = &self.head.agent {
+            // Delegation chain and scopes come from the payload jwt_authn verified and forwarded;
+            // a route where it is missing would decide without them, so it is refused.
+            let decoded = match self.head.jwt_payload.as_deref() {
+                Some(payload) => claims::decode(payload, agent).map_err(|e| e.to_string()),
+                None => Err("the verified token payload was not forwarded".to_string()),
+            };
+            match decoded {
+                Ok(claims) => self.claims = claims,
+                Err(why) => {
+                    return self.invalid_token(
+                        &format!("the bearer token cannot be used: {why}"),
+                        "unusable token claims",
+                    );
+                }
+            }
+        }
         if let (Some(owner), Some(agent)) = (&self.head.session_owner, &self.head.agent)
             && owner != agent
         {
@@ -333,7 +412,13 @@ impl Exchange {
             // GET opens the server→client SSE stream, DELETE ends a session (MCP Streamable
             // HTTP); OPTIONS and HEAD carry nothing to govern. None of them may carry a body:
             // a body that is not a POST would reach the server without being read.
-            "GET" | "DELETE" | "OPTIONS" | "HEAD" | "POST" if end_of_stream => HeadAction::Continue,
+            "GET" | "DELETE" | "OPTIONS" | "HEAD" | "POST" if end_of_stream => {
+                if self.upstream_credential {
+                    HeadAction::NeedCredential
+                } else {
+                    HeadAction::Continue
+                }
+            }
             "GET" | "DELETE" | "OPTIONS" | "HEAD" => HeadAction::Reply(self.protocol_error(
                 400,
                 jsonrpc::INVALID_REQUEST,
@@ -411,7 +496,7 @@ impl Exchange {
         // A client's answer to a server→client request (sampling, elicitation, roots) has no
         // method: it is forwarded as it is.
         let Some(call) = call else {
-            return BodyAction::Forward;
+            return self.forward_body();
         };
         let id = message.id().cloned();
         // MCP 2026-07-28 (Streamable HTTP, "Standard Request Headers"): requests of that revision
@@ -439,15 +524,12 @@ impl Exchange {
             self.pending = Some(PendingCall { id, governed });
         }
         if !governed {
-            return BodyAction::Forward;
+            return self.forward_body();
         }
         self.record(AuditKind::Intent, now_ms, json!({}));
         let request = DecisionRequest {
             trace_id: self.ids.trace_id.clone(),
-            agent: AgentIdentity {
-                id: self.head.agent.clone().unwrap_or_default(),
-                ..AgentIdentity::default()
-            },
+            agent: self.agent_identity(),
             request: self.facts.clone(),
         };
         match serde_json::to_vec(&request) {
@@ -458,9 +540,112 @@ impl Exchange {
                 now_ms,
             ) {
                 DecisionAction::Resume => BodyAction::Forward,
+                DecisionAction::NeedCredential => BodyAction::NeedCredential,
                 DecisionAction::Reply(reply) => BodyAction::Reply(reply),
             },
         }
+    }
+
+    fn forward_body(&self) -> BodyAction {
+        if self.upstream_credential {
+            BodyAction::NeedCredential
+        } else {
+            BodyAction::Forward
+        }
+    }
+
+    fn resume(&self) -> DecisionAction {
+        if self.upstream_credential {
+            DecisionAction::NeedCredential
+        } else {
+            DecisionAction::Resume
+        }
+    }
+
+    /// The verified agent with its delegation chain and scopes.
+    fn agent_identity(&self) -> AgentIdentity {
+        AgentIdentity {
+            id: self.head.agent.clone().unwrap_or_default(),
+            delegation: self.claims.delegation.clone(),
+            scopes: self.claims.scopes.clone(),
+        }
+    }
+
+    /// Whom the upstream credential is for.
+    pub fn credential_key(&self) -> CredentialKey {
+        CredentialKey {
+            server: self.server.clone(),
+            agent: self.head.agent.clone().unwrap_or_default(),
+            delegation: self.claims.delegation.clone(),
+        }
+    }
+
+    /// Called where the request would be forwarded on a route with `upstreamCredential` (after
+    /// a `NeedCredential` action): a fresh cached credential is used, otherwise one is fetched.
+    pub fn credential_step(&mut self, cache: &CredentialCache, now_ms: u64) -> CredentialStep {
+        if let Some(credential) = cache.get(&self.credential_key(), now_ms) {
+            self.credential_audit = Some(credential.audit_detail());
+            return CredentialStep::Use(credential.clone());
+        }
+        let Some(expires_at) = self.claims.expires_at else {
+            // The credential must not outlive the agent's token (RFC 8693 §2.1 subject token);
+            // without `exp` there is no bound to give.
+            return CredentialStep::Reply(self.credential_failure(
+                CredentialFailure::Unavailable("the agent token has no exp claim".to_string()),
+                now_ms,
+            ));
+        };
+        match credentials::request_body(&self.server, &self.agent_identity(), expires_at) {
+            Ok(body) => CredentialStep::Fetch(body),
+            Err(failure) => CredentialStep::Reply(self.credential_failure(failure, now_ms)),
+        }
+    }
+
+    /// The authz-sidecar's answer to a [`CredentialStep::Fetch`]: `status` is `None` when the
+    /// call failed. A credential is kept in `cache` for this worker's later requests.
+    pub fn on_credential_answer(
+        &mut self,
+        cache: &mut CredentialCache,
+        status: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> CredentialStep {
+        let expires_at = self.claims.expires_at.unwrap_or(0);
+        match credentials::interpret(status, body, now_ms, expires_at) {
+            Ok(credential) => {
+                cache.insert(self.credential_key(), credential.clone(), now_ms);
+                self.credential_audit = Some(credential.audit_detail());
+                CredentialStep::Use(credential)
+            }
+            Err(failure) => CredentialStep::Reply(self.credential_failure(failure, now_ms)),
+        }
+    }
+
+    /// The answer when no credential could be had: always fail closed, since the upstream
+    /// would refuse the call without its credential anyway.
+    pub fn credential_failure(&mut self, failure: CredentialFailure, now_ms: u64) -> LocalReply {
+        let (status, code) = match &failure {
+            CredentialFailure::Unavailable(_) => (503, jsonrpc::CREDENTIAL_UNAVAILABLE),
+            CredentialFailure::Forbidden(_) => (403, jsonrpc::POLICY_DENIED),
+        };
+        let message = failure.to_string();
+        let id = self.pending.as_ref().map(|p| p.id.clone());
+        let body = jsonrpc::error_response(
+            id.as_ref(),
+            code,
+            &message,
+            Some(json!({"traceId": self.ids.trace_id})),
+        );
+        self.response_status = status;
+        self.response_bytes = body.len();
+        self.record_outcome(
+            now_ms,
+            json!({
+                "status": status, "local": true, "errorCode": code,
+                "credentialError": message, "responseBytes": body.len(),
+            }),
+        );
+        LocalReply::json(status, body)
     }
 
     fn record_facts(&mut self, call: &McpCall) {
@@ -481,18 +666,26 @@ impl Exchange {
     ) -> DecisionAction {
         match decision {
             Ok(decision) => {
-                self.record(
-                    AuditKind::Decision,
-                    now_ms,
-                    json!({
-                        "allow": decision.allow,
-                        "reasons": decision.reasons,
-                        "ruleIds": decision.rule_ids,
-                        "bundleDigest": decision.bundle_digest,
-                    }),
-                );
+                let mut detail = json!({
+                    "allow": decision.allow,
+                    "reasons": decision.reasons,
+                    "ruleIds": decision.rule_ids,
+                    "bundleDigest": decision.bundle_digest,
+                });
+                if let (Some(scope), Some(map)) = (&decision.required_scope, detail.as_object_mut())
+                {
+                    map.insert("requiredScope".to_string(), json!(scope));
+                }
+                self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
-                    return DecisionAction::Resume;
+                    return self.resume();
+                }
+                if let Some(scope) = decision
+                    .required_scope
+                    .as_deref()
+                    .filter(|s| is_scope_list(s))
+                {
+                    return DecisionAction::Reply(self.insufficient_scope(config, scope, now_ms));
                 }
                 let reason = if decision.reasons.is_empty() {
                     "denied by policy".to_string()
@@ -523,7 +716,7 @@ impl Exchange {
                     }),
                 );
                 if fail_open {
-                    return DecisionAction::Resume;
+                    return self.resume();
                 }
                 let data = json!({"traceId": self.ids.trace_id, "reason": why});
                 DecisionAction::Reply(self.rpc_error_reply(
@@ -534,6 +727,49 @@ impl Exchange {
                 ))
             }
         }
+    }
+
+    /// RFC 6750 §3.1 `insufficient_scope` (MCP authorization, "Scope Challenge Handling"): HTTP
+    /// 403 with a `WWW-Authenticate` challenge naming the scope to step up to and, as for a 401
+    /// (RFC 9728 §5.1), where the route's protected-resource metadata is.
+    fn insufficient_scope(
+        &mut self,
+        config: &FilterConfig,
+        scope: &str,
+        now_ms: u64,
+    ) -> LocalReply {
+        let mut challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+        if let Some(url) = resource_metadata::document_url(
+            config,
+            &self.route_prefix,
+            self.head.scheme.as_deref().unwrap_or("http"),
+            self.head.authority.as_deref().unwrap_or_default(),
+        )
+        .filter(|url| is_quotable(url))
+        {
+            challenge.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
+        let id = self.pending.as_ref().map(|p| p.id.clone());
+        let body = jsonrpc::error_response(
+            id.as_ref(),
+            jsonrpc::INSUFFICIENT_SCOPE,
+            &format!("insufficient scope: this call needs `{scope}`"),
+            Some(json!({"traceId": self.ids.trace_id, "requiredScope": scope})),
+        );
+        self.response_status = 403;
+        self.response_bytes = body.len();
+        self.record_outcome(
+            now_ms,
+            json!({
+                "status": 403, "local": true, "errorCode": jsonrpc::INSUFFICIENT_SCOPE,
+                "responseBytes": body.len(),
+            }),
+        );
+        let mut reply = LocalReply::json(403, body);
+        reply
+            .headers
+            .push(("www-authenticate".to_string(), challenge));
+        reply
     }
 
     /// A JSON-RPC error answer for the pending call, sent with HTTP 200: at the HTTP level the
@@ -841,6 +1077,10 @@ impl Exchange {
         if let Some(map) = detail.as_object_mut() {
             map.entry("responseBytes")
                 .or_insert(json!(self.response_bytes));
+            // Kind and reference only: the credential itself never reaches the audit log.
+            if let Some(credential) = &self.credential_audit {
+                map.insert("upstreamCredential".to_string(), credential.clone());
+            }
         }
         self.outcome_recorded = true;
         self.record(AuditKind::Outcome, now_ms, detail);
@@ -859,7 +1099,7 @@ impl Exchange {
             kind,
             time_ms: now_ms,
             agent: self.head.agent.clone(),
-            delegation: Vec::new(),
+            delegation: self.claims.delegation.clone(),
             request: if kind == AuditKind::Intent {
                 self.facts.clone()
             } else {
@@ -889,6 +1129,14 @@ mod tests {
         FilterConfig::from_json(CONFIG.as_bytes()).unwrap()
     }
 
+    /// What jwt_authn forwards for a verified token with this payload.
+    fn forwarded(payload: &Value) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string())
+    }
+
+    const EXP: u64 = 2_000_000_000;
+
     fn head(agent: Option<&str>) -> RequestHead {
         RequestHead {
             method: "POST".into(),
@@ -896,6 +1144,7 @@ mod tests {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             agent: agent.map(str::to_owned),
             token_type: Some("at+jwt".into()),
+            jwt_payload: agent.map(|a| forwarded(&json!({"sub": a, "exp": EXP}))),
             ..RequestHead::default()
         }
     }
@@ -972,6 +1221,7 @@ mod tests {
                 HeadAction::Reply(reply) => reply.status,
                 HeadAction::Continue => 0,
                 HeadAction::WaitForBody => 1,
+                HeadAction::NeedCredential => 2,
             }
         };
         assert_eq!(status("PUT", false), 405);
@@ -1086,6 +1336,7 @@ mod tests {
         assert_eq!(ex.session_to_bind(Some("s-1")), None, "already bound");
         assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
         later.agent = Some("mallory".into());
+        later.jwt_payload = Some(forwarded(&json!({"sub": "mallory", "exp": EXP})));
         let mut ex = Exchange::start(&config, later, [0; 24]).unwrap();
         let HeadAction::Reply(reply) = ex.on_request_head(false) else {
             panic!("another agent's token on a bound session must be refused");
@@ -1339,6 +1590,363 @@ mod tests {
             panic!("must replace");
         };
         assert_eq!(error_of(&body)["code"], jsonrpc::UPSTREAM_PROTOCOL_ERROR);
+    }
+
+    const CREDENTIAL_CONFIG: &str = r#"{
+        "routes": [{"pathPrefix": "/mcp/everything", "server": "everything", "upstreamCredential": true}],
+        "authz": {"cluster": "authz"},
+        "audit": {"cluster": "audit"},
+        "credentials": {"cluster": "authz", "proxyToken": "proxy-secret"},
+        "protectedResource": {"authorizationServers": ["https://auth.example"]}
+    }"#;
+
+    fn credential_config() -> FilterConfig {
+        FilterConfig::from_json(CREDENTIAL_CONFIG.as_bytes()).unwrap()
+    }
+
+    fn delegated_head() -> RequestHead {
+        let mut h = head(Some("alice"));
+        h.jwt_payload = Some(forwarded(&json!({
+            "sub": "alice", "exp": EXP, "scope": "mcp tools:read",
+            "act": {"sub": "agent-b", "act": {"sub": "agent-c"}}
+        })));
+        h
+    }
+
+    /// A governed call on `config`'s route, sent to the sidecar.
+    fn asked_on(config: &FilterConfig, head: RequestHead) -> Exchange {
+        let mut ex = Exchange::start(config, head, [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let action = ex.on_request_body(config, CALL.len(), Some(CALL), 1);
+        assert!(matches!(action, BodyAction::AskAuthz(_)), "{action:?}");
+        ex
+    }
+
+    const UPSTREAM_SECRET: &str = "Bearer upstream-secret-token";
+
+    fn credential_answer() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "kind": "exchanged", "header": "authorization", "value": UPSTREAM_SECRET,
+            "expiresInSecs": 300, "reference": "jti-up-1"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn delegation_and_scopes_reach_the_decision_and_every_audit_event() {
+        let config = config();
+        let mut ex = Exchange::start(&config, delegated_head(), [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        else {
+            panic!("a tools/call must be decided");
+        };
+        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        assert_eq!(request.agent.id, "alice");
+        assert_eq!(request.agent.delegation, ["agent-b", "agent-c"]);
+        assert_eq!(request.agent.scopes, ["mcp", "tools:read"]);
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_done(3);
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.delegation == ["agent-b", "agent-c"])
+        );
+        assert!(events[1].detail.get("requiredScope").is_none());
+    }
+
+    #[test]
+    fn unusable_forwarded_payloads_are_401_invalid_token() {
+        let mut bomb = json!({"sub": "leaf"});
+        for i in 0..=crate::claims::MAX_ACT_DEPTH {
+            bomb = json!({"sub": format!("a{i}"), "act": bomb});
+        }
+        for payload in [
+            None,
+            Some(forwarded(&json!({"sub": "mallory", "exp": EXP}))),
+            Some("%%%".to_string()),
+            Some(forwarded(&json!({"sub": "a", "act": bomb}))),
+        ] {
+            let mut h = head(Some("a"));
+            h.jwt_payload = payload.clone();
+            let mut ex = Exchange::start(&config(), h, [0; 24]).unwrap();
+            let HeadAction::Reply(reply) = ex.on_request_head(false) else {
+                panic!("{payload:?} must be refused");
+            };
+            assert_eq!(reply.status, 401, "{payload:?}");
+            assert_eq!(error_of(&reply.body)["code"], jsonrpc::UNAUTHENTICATED);
+            assert!(
+                reply
+                    .headers
+                    .iter()
+                    .any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token"))
+            );
+        }
+    }
+
+    #[test]
+    fn every_forwarded_request_on_a_credential_route_needs_the_credential() {
+        let config = credential_config();
+        // Headers-only requests.
+        for method in ["GET", "DELETE"] {
+            let mut h = head(Some("a"));
+            h.method = method.into();
+            let mut ex = Exchange::start(&config, h, [0; 24]).unwrap();
+            assert_eq!(ex.on_request_head(true), HeadAction::NeedCredential);
+        }
+        // Non-governed methods and the client's answers to server requests.
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#[..],
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            br#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
+        ] {
+            let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+            assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+            assert_eq!(
+                ex.on_request_body(&config, body.len(), Some(body), 1),
+                BodyAction::NeedCredential,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Governed calls once allowed, also when failing open; never when denied.
+        let mut ex = asked_on(&config, head(Some("a")));
+        assert_eq!(
+            ex.on_decision(&config, Ok(allow()), 2),
+            DecisionAction::NeedCredential
+        );
+        let mut open = config.clone();
+        open.failure_mode = FailureMode::Open;
+        let mut ex = asked_on(&open, head(Some("a")));
+        assert_eq!(
+            ex.on_decision(&open, Err("down".into()), 2),
+            DecisionAction::NeedCredential
+        );
+        let mut ex = asked_on(&config, head(Some("a")));
+        let deny = DecisionResponse {
+            allow: false,
+            ..allow()
+        };
+        assert!(matches!(
+            ex.on_decision(&config, Ok(deny), 2),
+            DecisionAction::Reply(_)
+        ));
+    }
+
+    #[test]
+    fn credential_is_fetched_once_then_served_from_the_cache() {
+        let config = credential_config();
+        let mut cache = CredentialCache::default();
+        let mut ex = asked_on(&config, delegated_head());
+        assert_eq!(
+            ex.on_decision(&config, Ok(allow()), 2),
+            DecisionAction::NeedCredential
+        );
+        let CredentialStep::Fetch(request) = ex.credential_step(&cache, 2) else {
+            panic!("an empty cache must fetch");
+        };
+        let request: behavry_core::wire::CredentialRequest =
+            serde_json::from_slice(&request).unwrap();
+        assert_eq!(request.server, "everything");
+        assert_eq!(request.agent.id, "alice");
+        assert_eq!(request.agent.delegation, ["agent-b", "agent-c"]);
+        assert_eq!(request.subject_expires_at, EXP);
+        let CredentialStep::Use(credential) =
+            ex.on_credential_answer(&mut cache, Some("200"), &credential_answer(), 3)
+        else {
+            panic!("a 200 is a credential");
+        };
+        assert_eq!(credential.header, "authorization");
+        assert_eq!(credential.value, UPSTREAM_SECRET);
+        assert_eq!(credential.headers_to_remove(), ["authorization"]);
+        // The outcome says which credential, never its value.
+        ex.on_response_head(200, Some("application/json"), true, &config, 4);
+        let events = ex.take_audit_events();
+        let outcome = events.last().unwrap();
+        assert_eq!(outcome.kind, AuditKind::Outcome);
+        assert_eq!(outcome.detail["upstreamCredential"]["kind"], "exchanged");
+        assert_eq!(
+            outcome.detail["upstreamCredential"]["reference"],
+            "jti-up-1"
+        );
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(!all.contains("upstream-secret-token"));
+
+        // The same agent and chain, later: no second fetch.
+        let mut again = asked_on(&config, delegated_head());
+        again.on_decision(&config, Ok(allow()), 5);
+        assert!(matches!(
+            again.credential_step(&cache, 6),
+            CredentialStep::Use(c) if c.value == UPSTREAM_SECRET
+        ));
+        // Another chain for the same agent does not share it.
+        let mut direct = asked_on(&config, head(Some("alice")));
+        direct.on_decision(&config, Ok(allow()), 5);
+        assert!(matches!(
+            direct.credential_step(&cache, 6),
+            CredentialStep::Fetch(_)
+        ));
+    }
+
+    #[test]
+    fn credential_failures_fail_closed_with_the_request_id() {
+        let mut config = credential_config();
+        // failureMode does not apply to credentials.
+        config.failure_mode = FailureMode::Open;
+        // (sidecar status, sidecar body, HTTP status, JSON-RPC code, message prefix)
+        type Case<'a> = (Option<&'a str>, &'a [u8], u32, i64, &'a str);
+        let cases: &[Case] = &[
+            (
+                None,
+                b"",
+                503,
+                jsonrpc::CREDENTIAL_UNAVAILABLE,
+                "no upstream credential: ",
+            ),
+            (
+                Some("401"),
+                b"",
+                503,
+                jsonrpc::CREDENTIAL_UNAVAILABLE,
+                "no upstream credential: ",
+            ),
+            (
+                Some("404"),
+                b"",
+                503,
+                jsonrpc::CREDENTIAL_UNAVAILABLE,
+                "no upstream credential: ",
+            ),
+            (
+                Some("503"),
+                b"",
+                503,
+                jsonrpc::CREDENTIAL_UNAVAILABLE,
+                "no upstream credential: ",
+            ),
+            (
+                Some("200"),
+                b"garbage",
+                503,
+                jsonrpc::CREDENTIAL_UNAVAILABLE,
+                "no upstream credential: ",
+            ),
+            (
+                Some("403"),
+                br#"{"error":"forbidden","message":"alice may not use everything"}"#,
+                403,
+                jsonrpc::POLICY_DENIED,
+                "alice may not use everything",
+            ),
+        ];
+        for (status, body, http, code, message) in cases {
+            let mut cache = CredentialCache::default();
+            let mut ex = asked_on(&config, head(Some("alice")));
+            ex.on_decision(&config, Ok(allow()), 2);
+            let CredentialStep::Reply(reply) =
+                ex.on_credential_answer(&mut cache, *status, body, 3)
+            else {
+                panic!("{status:?} must be refused");
+            };
+            assert_eq!(reply.status, *http, "{status:?}");
+            let value: Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(value["id"], 5);
+            assert_eq!(value["error"]["code"], *code);
+            assert!(
+                value["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(message),
+                "{value}"
+            );
+            assert!(cache.is_empty());
+            let events = ex.take_audit_events();
+            assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+            assert_eq!(events[2].detail["status"], *http);
+        }
+        // A headers-only request has no id; a token without `exp` gets no credential.
+        let mut h = head(Some("a"));
+        h.method = "GET".into();
+        h.jwt_payload = Some(forwarded(&json!({"sub": "a"})));
+        let mut ex = Exchange::start(&config, h, [0; 24]).unwrap();
+        assert_eq!(ex.on_request_head(true), HeadAction::NeedCredential);
+        let CredentialStep::Reply(reply) = ex.credential_step(&CredentialCache::default(), 1)
+        else {
+            panic!("no exp, no credential");
+        };
+        assert_eq!(reply.status, 503);
+        let value: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert!(value["id"].is_null());
+        assert!(value["error"]["message"].as_str().unwrap().contains("exp"));
+    }
+
+    #[test]
+    fn missing_scope_is_a_403_step_up_challenge() {
+        let plain = config();
+        let config = credential_config();
+        let mut h = head(Some("alice"));
+        h.scheme = Some("https".into());
+        h.authority = Some("gw.example:8443".into());
+        let mut ex = asked_on(&config, h);
+        let deny = DecisionResponse {
+            allow: false,
+            reasons: vec!["needs admin".into()],
+            rule_ids: vec!["r.scope".into()],
+            bundle_digest: "sha256:ab".into(),
+            required_scope: Some("tools:admin mcp".into()),
+        };
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny.clone()), 2) else {
+            panic!("must deny");
+        };
+        assert_eq!(reply.status, 403);
+        let challenge = reply
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer error=\"insufficient_scope\", scope=\"tools:admin mcp\", \
+             resource_metadata=\"https://gw.example:8443/.well-known/oauth-protected-resource/mcp/everything\""
+        );
+        let value: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(value["id"], 5);
+        assert_eq!(value["error"]["code"], jsonrpc::INSUFFICIENT_SCOPE);
+        assert_eq!(value["error"]["data"]["requiredScope"], "tools:admin mcp");
+        assert_eq!(
+            value["error"]["data"]["traceId"],
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert_eq!(events[1].detail["requiredScope"], "tools:admin mcp");
+        assert_eq!(events[2].detail["status"], 403);
+
+        // A scope that cannot be quoted safely is not echoed: a plain denial instead.
+        for bad in ["a\"b", "a\\b", "", "two  spaces", "tab\tx", "é"] {
+            let mut ex = asked_on(&config, head(Some("alice")));
+            let deny = DecisionResponse {
+                required_scope: Some(bad.into()),
+                ..deny.clone()
+            };
+            let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
+                panic!("must deny");
+            };
+            assert_eq!(reply.status, 200, "{bad:?}");
+            assert!(reply.headers.iter().all(|(k, _)| k != "www-authenticate"));
+            assert_eq!(error_of(&reply.body)["code"], jsonrpc::POLICY_DENIED);
+        }
+        // Without protected-resource metadata, the challenge has no resource_metadata.
+        let mut ex = asked_on(&plain, head(Some("alice")));
+        let DecisionAction::Reply(reply) = ex.on_decision(&plain, Ok(deny), 2) else {
+            panic!("must deny");
+        };
+        assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate"
+            && v == "Bearer error=\"insufficient_scope\", scope=\"tools:admin mcp\""));
     }
 
     #[test]

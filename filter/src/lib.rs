@@ -2,6 +2,8 @@
 //!
 //! The decisions live in pure modules that run natively in tests:
 //! - [`config`]: the plugin configuration, validated once in the root context;
+//! - [`claims`]: delegation chain, scopes and `exp` from the verified token payload;
+//! - [`credentials`]: upstream credentials that replace the agent's, cached per worker;
 //! - [`exchange`]: one HTTP exchange on an MCP route, as a state machine;
 //! - [`shipping`]: audit batches to the audit-sink, retried until acknowledged;
 //! - [`resource_metadata`]: RFC 9728 protected-resource metadata for each route;
@@ -11,7 +13,9 @@
 //! carries out their answers with `proxy_wasm::hostcalls`, whose errors are handled instead of
 //! unwrapped: a filter that panics takes the request down with it.
 
+pub mod claims;
 pub mod config;
+pub mod credentials;
 pub mod exchange;
 pub mod resource_metadata;
 pub mod revocation;

@@ -32,6 +32,26 @@ pub struct ProtectedResource {
     pub resource_base_url: Option<String>,
 }
 
+/// URL of the metadata document of the route at `route_prefix` (what `WWW-Authenticate`'s
+/// `resource_metadata` names, RFC 9728 §5.1), or `None` when no document is served.
+pub fn document_url(
+    config: &FilterConfig,
+    route_prefix: &str,
+    scheme: &str,
+    authority: &str,
+) -> Option<String> {
+    let settings = config.protected_resource.as_ref()?;
+    let base = settings
+        .resource_base_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{authority}"));
+    // RFC 9728 §3.1: the well-known segment goes between the host and the resource's path.
+    Some(format!(
+        "{}{WELL_KNOWN_PREFIX}{route_prefix}",
+        base.trim_end_matches('/')
+    ))
+}
+
 /// The metadata document for a GET on `path`, or `None` when `path` is not the well-known URI of
 /// a configured route.
 pub fn answer(
@@ -144,6 +164,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(post.status, 405);
+    }
+
+    #[test]
+    fn document_url_is_what_answer_serves() {
+        let config = config(None);
+        let url = document_url(&config, "/mcp/everything", "http", "127.0.0.1:10000").unwrap();
+        assert_eq!(
+            url,
+            "http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp/everything"
+        );
+        let path = url.strip_prefix("http://127.0.0.1:10000").unwrap();
+        assert!(answer(&config, "GET", path, "http", "127.0.0.1:10000").is_some());
+        let based = document_url(&config_with_base(), "/mcp/everything", "http", "x").unwrap();
+        assert_eq!(
+            based,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp/everything"
+        );
+    }
+
+    fn config_with_base() -> FilterConfig {
+        config(Some("https://mcp.example.com/"))
     }
 
     #[test]

@@ -5,16 +5,17 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use behavry_core::wire::{
-    DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
+    CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::FilterConfig;
+use crate::credentials::{CredentialCache, CredentialFailure, UpstreamCredential};
 use crate::exchange::{
-    BodyAction, ChunkAction, DecisionAction, Exchange, HeadAction, LocalReply, RequestHead,
-    ResponseHeadAction, unrouted,
+    BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, LocalReply,
+    RequestHead, ResponseHeadAction, unrouted,
 };
 use crate::resource_metadata;
 use crate::revocation::RevocationSet;
@@ -60,6 +61,8 @@ struct BehavryRoot {
     revocations: Rc<RefCell<RevocationSet>>,
     revocation_call: Option<u32>,
     next_revocation_poll_ms: u64,
+    /// Upstream credentials of this worker, shared by its HTTP contexts.
+    credentials: Rc<RefCell<CredentialCache>>,
 }
 
 impl Context for BehavryRoot {
@@ -187,8 +190,10 @@ impl RootContext for BehavryRoot {
             config: self.config.clone(),
             queue_id: self.queue_id,
             revocations: Rc::clone(&self.revocations),
+            credentials: Rc::clone(&self.credentials),
             exchange: None,
             authz_call: None,
+            credential_call: None,
         }))
     }
 
@@ -309,8 +314,10 @@ struct BehavryHttp {
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
     revocations: Rc<RefCell<RevocationSet>>,
+    credentials: Rc<RefCell<CredentialCache>>,
     exchange: Option<Exchange>,
     authz_call: Option<u32>,
+    credential_call: Option<u32>,
 }
 
 /// `:status` of the answer to a `dispatch_http_call`, or `None` when there is none. When a call
@@ -356,6 +363,38 @@ fn response_header(name: &str) -> Option<String> {
     hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
         .ok()
         .flatten()
+}
+
+/// Puts the upstream credential on the held request headers: the agent's `Authorization` goes
+/// in any case. Called only while the request headers are held (proxy-wasm 0.2 panics on a
+/// header write the host refuses). The value is never logged.
+fn set_credential(credential: &UpstreamCredential) -> bool {
+    for name in credential.headers_to_remove() {
+        if request_header(name).is_some()
+            && let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
+        {
+            log(
+                LogLevel::Error,
+                &format!("cannot remove `{name}`: {status:?}"),
+            );
+            return false;
+        }
+    }
+    if let Err(status) = hostcalls::set_map_value(
+        MapType::HttpRequestHeaders,
+        &credential.header,
+        Some(&credential.value),
+    ) {
+        log(
+            LogLevel::Error,
+            &format!(
+                "cannot set the upstream credential header `{}`: {status:?}",
+                credential.header
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 fn send_reply(reply: &LocalReply) {
@@ -470,6 +509,110 @@ impl BehavryHttp {
         .map_err(|status| format!("cannot call cluster `{}`: {status:?}", authz.cluster))
     }
 
+    fn ask_credentials(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {
+        let Some(source) = &config.credentials else {
+            return Err("no `credentials` section is configured".to_string());
+        };
+        let target = &source.target;
+        // RFC 6750 §2.1: the proxy authenticates to the sidecar with its bearer token.
+        let authorization = format!("Bearer {}", source.proxy_token);
+        hostcalls::dispatch_http_call(
+            &target.cluster,
+            vec![
+                (":method", "POST"),
+                (":path", CREDENTIALS_PATH),
+                (":authority", target.authority.as_str()),
+                ("content-type", "application/json"),
+                ("authorization", authorization.as_str()),
+            ],
+            Some(body),
+            vec![],
+            Duration::from_millis(target.timeout_ms),
+        )
+        .map_err(|status| format!("cannot call cluster `{}`: {status:?}", target.cluster))
+    }
+
+    /// At the point the request would be forwarded on a route with `upstreamCredential`:
+    /// `Continue` when the credential is in place now, `Pause` while it is fetched (the answer
+    /// resumes the request) or when the agent was answered.
+    fn with_credential(&mut self) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Action::Pause;
+        };
+        let now = now_ms();
+        let step = match self.credentials.try_borrow() {
+            Ok(cache) => exchange.credential_step(&cache, now),
+            // Not reachable on one thread; a miss is the safe reading.
+            Err(_) => exchange.credential_step(&CredentialCache::with_capacity(1), now),
+        };
+        self.carry_out(step)
+    }
+
+    fn carry_out(&mut self, step: CredentialStep) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Pause;
+        };
+        let action = match step {
+            CredentialStep::Use(credential) => {
+                if set_credential(&credential) {
+                    Action::Continue
+                } else {
+                    self.refuse_credential("the credential could not be set on the request")
+                }
+            }
+            CredentialStep::Fetch(body) => match Self::ask_credentials(&config, &body) {
+                Ok(token) => {
+                    self.credential_call = Some(token);
+                    Action::Pause
+                }
+                Err(why) => self.refuse_credential(&why),
+            },
+            CredentialStep::Reply(reply) => {
+                send_reply(&reply);
+                Action::Pause
+            }
+        };
+        self.flush_audit();
+        action
+    }
+
+    fn refuse_credential(&mut self, why: &str) -> Action {
+        if let Some(exchange) = self.exchange.as_mut() {
+            let reply = exchange
+                .credential_failure(CredentialFailure::Unavailable(why.to_string()), now_ms());
+            send_reply(&reply);
+        }
+        Action::Pause
+    }
+
+    fn credential_received(&mut self, headers: usize, body_size: usize) {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return;
+        };
+        let status = call_status(headers);
+        let body = call_body(body_size);
+        let now = now_ms();
+        let step = match self.credentials.try_borrow_mut() {
+            Ok(mut cache) => {
+                exchange.on_credential_answer(&mut cache, status.as_deref(), &body, now)
+            }
+            Err(_) => exchange.on_credential_answer(
+                &mut CredentialCache::with_capacity(1),
+                status.as_deref(),
+                &body,
+                now,
+            ),
+        };
+        if let Action::Continue = self.carry_out(step)
+            && let Err(status) = hostcalls::resume_http_request()
+        {
+            log(
+                LogLevel::Error,
+                &format!("cannot resume request: {status:?}"),
+            );
+        }
+    }
+
     /// Applies a decision (or the failure to get one); `Continue` means the request may go on.
     fn decided(&mut self, decision: Result<DecisionResponse, String>) -> Action {
         let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
@@ -479,6 +622,7 @@ impl BehavryHttp {
         self.flush_audit();
         match action {
             DecisionAction::Resume => Action::Continue,
+            DecisionAction::NeedCredential => self.with_credential(),
             DecisionAction::Reply(reply) => {
                 send_reply(&reply);
                 Action::Pause
@@ -509,6 +653,7 @@ impl BehavryHttp {
         match action {
             BodyAction::Buffer => Action::Pause,
             BodyAction::Forward => Action::Continue,
+            BodyAction::NeedCredential => self.with_credential(),
             BodyAction::AskAuthz(request) => match Self::ask_authz(&config, &request) {
                 Ok(token) => {
                     self.authz_call = Some(token);
@@ -532,6 +677,11 @@ impl Context for BehavryHttp {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.credential_call == Some(token) {
+            self.credential_call = None;
+            self.credential_received(headers, body_size);
+            return;
+        }
         if self.authz_call != Some(token) {
             return;
         }
@@ -572,6 +722,24 @@ impl HttpContext for BehavryHttp {
             });
             return Action::Pause;
         };
+        // The verified payload is for this filter only: it never goes upstream, on any path,
+        // whether or not it is used (it carries the agent's claims).
+        let jwt_payload = request_header(&config.jwt_payload_header);
+        if jwt_payload.is_some()
+            && let Err(status) =
+                hostcalls::remove_map_value(MapType::HttpRequestHeaders, &config.jwt_payload_header)
+        {
+            log(
+                LogLevel::Error,
+                &format!("cannot remove the token payload header: {status:?}"),
+            );
+            send_reply(&LocalReply {
+                status: 500,
+                headers: vec![],
+                body: b"behavry filter could not strip the token payload".to_vec(),
+            });
+            return Action::Pause;
+        }
         let session_id = request_header("mcp-session-id");
         let head = RequestHead {
             method: request_header(":method").unwrap_or_default(),
@@ -587,6 +755,9 @@ impl HttpContext for BehavryHttp {
             issued_at: jwt_metadata_seconds(&config.jwt_metadata_key, "iat"),
             now_secs: now_ms() / 1000,
             revoked: false,
+            jwt_payload,
+            scheme: request_header(":scheme"),
+            authority: request_header(":authority"),
         };
         let head = RequestHead {
             revoked: self.revocations.try_borrow().is_ok_and(|set| {
@@ -618,7 +789,7 @@ impl HttpContext for BehavryHttp {
         let action = exchange.on_request_head(end_of_stream);
         self.exchange = Some(exchange);
         match action {
-            HeadAction::Continue | HeadAction::WaitForBody => {
+            HeadAction::Continue | HeadAction::WaitForBody | HeadAction::NeedCredential => {
                 // Answers are read and re-emitted as they are: ask for them uncompressed.
                 if request_header("accept-encoding").is_some()
                     && let Err(status) =
@@ -629,10 +800,10 @@ impl HttpContext for BehavryHttp {
                         &format!("cannot drop accept-encoding: {status:?}"),
                     );
                 }
-                if action == HeadAction::WaitForBody {
-                    Action::Pause
-                } else {
-                    Action::Continue
+                match action {
+                    HeadAction::WaitForBody => Action::Pause,
+                    HeadAction::NeedCredential => self.with_credential(),
+                    _ => Action::Continue,
                 }
             }
             HeadAction::Reply(reply) => {
