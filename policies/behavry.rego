@@ -1,11 +1,13 @@
 # Behavry default authorization policy for governed MCP requests.
 #
 # Input: the authz-sidecar's DecisionRequest (see docs/authz.md), e.g.
-#   {"traceId": "...", "agent": {"id": "demo-agent"},
+#   {"traceId": "...", "agent": {"id": "demo-agent", "scopes": ["mcp"], "delegation": ["sub-agent"]},
 #    "request": {"server": "everything", "method": "tools/call", "tool": "echo", "arguments": {...}}}
 # Data:  data.behavry.agents[<agent id>].servers[<server>].{tools, resources, prompts}, filled by the
-#        sidecar from the [[agents]] of its config.
-# Entry: data.behavry.authz.decision = {"allow": bool, "reasons": [string], "ruleIds": [string]}.
+#        sidecar from the agent registry; data.behavry.tool_scopes[<server>][<tool>] = scope a tool
+#        needs beyond the agent's grant (data.json).
+# Entry: data.behavry.authz.decision = {"allow": bool, "reasons": [string], "ruleIds": [string],
+#        "requiredScope": string (only on a step-up denial)}.
 #
 # Deny by default: a request is allowed only when an allow rule matches and no deny rule does.
 # Every denial carries a reason the agent can read and a stable rule id.
@@ -25,12 +27,21 @@ decision := {"allow": true, "reasons": [], "ruleIds": sort([id | some id in allo
 	count(allowed_by) > 0
 }
 
-decision := {
+decision := object.union({
 	"allow": false,
 	"reasons": [d.reason | some d in denials],
 	"ruleIds": [d.rule | some d in denials],
-} if {
+}, step_up) if {
 	count(denials) > 0
+}
+
+# A denial for want of a scope names it, so the proxy can answer 403 insufficient_scope with the
+# scope to ask for (RFC 6750 §3.1; MCP authorization, step-up).
+default step_up := {}
+
+step_up := {"requiredScope": d.scope} if {
+	some d in denials
+	d.rule == "behavry.scope.insufficient"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +120,23 @@ denials contains {
 }
 
 name_field := {"tools/call": "tool", "resources/read": "resourceUri", "prompts/get": "promptName"}
+
+# The scopes of the caller's token (RFC 9068 §2.2.3), as the proxy verified them.
+token_scopes := {s | some s in input.agent.scopes}
+
+# The scope a granted tool needs beyond the grant, if any.
+needed_scope := data.behavry.tool_scopes[server][input.request.tool] if method == "tools/call"
+
+denials contains {
+	"rule": "behavry.scope.insufficient",
+	"reason": sprintf("tool '%s' on server '%s' needs scope '%s': ask for a token with it", [input.request.tool, server, needed_scope]),
+	"scope": needed_scope,
+} if {
+	method == "tools/call"
+	grant
+	granted(grant.tools, input.request.tool)
+	not needed_scope in token_scopes
+}
 
 denials contains {
 	"rule": "behavry.tools.not_granted",

@@ -37,7 +37,36 @@ test_granted_tool_is_allowed if {
 }
 
 test_second_granted_tool_is_allowed if {
-	d := decide(call("demo-agent", "everything", "tools/call", {"tool": "get-sum"}))
+	d := authz.decision with input as call_with_scopes("demo-agent", ["mcp", "mcp:compute"], {"tool": "get-sum"})
+		with data.behavry.agents as agents
+	d.allow == true
+}
+
+call_with_scopes(agent, scopes, extra) := object.union(
+	call(agent, "everything", "tools/call", extra),
+	{"agent": {"id": agent, "scopes": scopes}},
+)
+
+test_tool_needing_a_scope_asks_for_step_up if {
+	d := authz.decision with input as call_with_scopes("demo-agent", ["mcp"], {"tool": "get-sum"})
+		with data.behavry.agents as agents
+	d.allow == false
+	d.ruleIds == ["behavry.scope.insufficient"]
+	d.requiredScope == "mcp:compute"
+	d.reasons == ["tool 'get-sum' on server 'everything' needs scope 'mcp:compute': ask for a token with it"]
+}
+
+test_step_up_only_for_granted_tools if {
+	# An agent without the tool gets the plain denial, not a scope it could never use.
+	d := authz.decision with input as call_with_scopes("reader", ["mcp"], {"tool": "get-sum"})
+		with data.behavry.agents as agents
+	d.ruleIds == ["behavry.tools.not_granted"]
+	not d.requiredScope
+}
+
+test_tools_without_a_scope_need_none if {
+	d := authz.decision with input as call_with_scopes("demo-agent", [], {"tool": "echo"})
+		with data.behavry.agents as agents
 	d.allow == true
 }
 

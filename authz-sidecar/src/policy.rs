@@ -188,6 +188,7 @@ impl PolicyBundle {
             rule_ids: decision.rule_ids,
             bundle_digest: self.digest.clone(),
             required_scope: decision.required_scope.filter(|_| !decision.allow),
+            client_matches: None,
         })
     }
 }
@@ -513,6 +514,27 @@ pub(crate) mod tests {
                 ("data.x_test.test_fails", false)
             ]
         );
+    }
+
+    #[test]
+    fn a_scope_denial_names_the_scope_to_step_up_to() {
+        let bundle = PolicyBundle::load(&shipped_policy_dir(), &demo_agents(), TIMEOUT).unwrap();
+        let mut asked = request("demo-agent", "tools/call", tool("get-sum"));
+        asked.agent.scopes = vec!["mcp".to_owned()];
+        let denied = bundle.decide(&asked).unwrap();
+        assert!(!denied.allow);
+        assert_eq!(denied.rule_ids, ["behavry.scope.insufficient"]);
+        assert_eq!(denied.required_scope.as_deref(), Some("mcp:compute"));
+
+        asked.agent.scopes.push("mcp:compute".to_owned());
+        let allowed = bundle.decide(&asked).unwrap();
+        assert!(allowed.allow);
+        assert_eq!(allowed.required_scope, None);
+        // Other denials carry no scope.
+        let other = bundle
+            .decide(&request("demo-agent", "tools/call", tool("printEnv")))
+            .unwrap();
+        assert_eq!(other.required_scope, None);
     }
 
     #[test]

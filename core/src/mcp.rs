@@ -276,6 +276,7 @@ impl McpCall {
                 .effective_protocol_version(protocol_header)
                 .map(str::to_owned),
             client_info: self.client_info.clone(),
+            client: None,
         }
     }
 

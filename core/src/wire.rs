@@ -55,6 +55,11 @@ pub struct AgentIdentity {
     /// The token's scopes (RFC 9068 §2.2.3 `scope`, split on spaces).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Whether the request's client fingerprint matches a client the agent is enrolled to use.
+    /// Set by the authz-sidecar from its registry before policy runs (a value sent by the
+    /// filter is replaced); absent when the request has no fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_matches: Option<bool>,
 }
 
 /// Path of the authz-sidecar's upstream credential endpoint, called by the filter only (it
@@ -142,6 +147,10 @@ pub struct RequestFacts {
     /// `clientInfo` as the client declared it (`initialize` or `_meta`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_info: Option<Value>,
+    /// The client's fingerprint: from this request's `clientInfo`, or from the `initialize` of
+    /// its session, plus `User-Agent` and header shape (docs/fingerprints.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::fingerprint::ClientFingerprint>,
 }
 
 /// Answer of `POST /v1/decide`.
@@ -164,6 +173,10 @@ pub struct DecisionResponse {
     /// naming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_scope: Option<String>,
+    /// Whether the client fingerprint matched the agent's enrolled clients (see
+    /// [`AgentIdentity::client_matches`]); the filter audits a mismatch with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_matches: Option<bool>,
 }
 
 /// The three stages of a Decision Trace.

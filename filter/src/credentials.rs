@@ -426,6 +426,7 @@ mod tests {
             id: "a".into(),
             delegation: vec!["b".into()],
             scopes: vec!["mcp".into()],
+            client_matches: None,
         };
         let body = request_body("s", &agent, 42).unwrap();
         let parsed: CredentialRequest = serde_json::from_slice(&body).unwrap();

@@ -18,6 +18,7 @@
 //!   upstream credential in place of the agent's (see [`credentials`](crate::credentials)).
 //! - A denial that names a `required_scope` is an RFC 6750 §3.1 `insufficient_scope` challenge.
 
+use behavry_core::fingerprint::{self, ClientFingerprint, ClientObservation};
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
 use behavry_core::jsonrpc::{self, Message, RequestId};
 use behavry_core::limits::Limits;
@@ -64,6 +65,12 @@ pub struct RequestHead {
     /// `:scheme` and `:authority`, for the URL of the route's RFC 9728 metadata document.
     pub scheme: Option<String>,
     pub authority: Option<String>,
+    /// `User-Agent`, for the client fingerprint.
+    pub user_agent: Option<String>,
+    /// Names of the request headers (lowercase), for the fingerprint's header shape.
+    pub header_names: Vec<String>,
+    /// The fingerprint recorded when the session named by `Mcp-Session-Id` was opened.
+    pub session_client: Option<ClientFingerprint>,
 }
 
 /// A reply the filter sends itself instead of forwarding.
@@ -568,6 +575,7 @@ impl Exchange {
             id: self.head.agent.clone().unwrap_or_default(),
             delegation: self.claims.delegation.clone(),
             scopes: self.claims.scopes.clone(),
+            client_matches: None,
         }
     }
 
@@ -654,6 +662,36 @@ impl Exchange {
             self.head.session_id.as_deref(),
             self.head.protocol_version.as_deref(),
         );
+        self.facts.client = Some(self.client_fingerprint(call));
+    }
+
+    /// The client's fingerprint: from this request when it carries `clientInfo` (`initialize`,
+    /// or `_meta` in 2026-07-28), else the one recorded when its session was opened, else from
+    /// the request's headers alone.
+    fn client_fingerprint(&self, call: &McpCall) -> ClientFingerprint {
+        if call.client_info.is_none()
+            && let Some(session_client) = &self.head.session_client
+        {
+            return session_client.clone();
+        }
+        let names: Vec<&str> = self.head.header_names.iter().map(String::as_str).collect();
+        fingerprint::fingerprint(&ClientObservation::from_call(
+            call,
+            self.head.protocol_version.as_deref(),
+            self.head.user_agent.as_deref(),
+            &names,
+        ))
+    }
+
+    /// The fingerprint to keep with a session this response opens (see [`session_to_bind`]),
+    /// as JSON.
+    ///
+    /// [`session_to_bind`]: Self::session_to_bind
+    pub fn session_client_json(&self) -> Option<String> {
+        self.facts
+            .client
+            .as_ref()
+            .and_then(|client| serde_json::to_string(client).ok())
     }
 
     /// The authz-sidecar's answer: `Ok` with its decision, or `Err` with why there is none
@@ -675,6 +713,12 @@ impl Exchange {
                 if let (Some(scope), Some(map)) = (&decision.required_scope, detail.as_object_mut())
                 {
                     map.insert("requiredScope".to_string(), json!(scope));
+                }
+                // A client that is not one the agent is enrolled to use is recorded with the
+                // decision, whatever policy made of it.
+                if let (Some(matches), Some(map)) = (decision.client_matches, detail.as_object_mut())
+                {
+                    map.insert("clientMatches".to_string(), json!(matches));
                 }
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
@@ -1103,9 +1147,11 @@ impl Exchange {
             request: if kind == AuditKind::Intent {
                 self.facts.clone()
             } else {
-                // The arguments are recorded once, with the intent; later stages name the call.
+                // The arguments and the client fingerprint are recorded once, with the intent;
+                // later stages name the call.
                 RequestFacts {
                     arguments: None,
+                    client: None,
                     ..self.facts.clone()
                 }
             },
@@ -1176,6 +1222,7 @@ mod tests {
             rule_ids: vec!["r.allow".into()],
             bundle_digest: "sha256:ab".into(),
             required_scope: None,
+            client_matches: None,
         }
     }
 
@@ -1396,6 +1443,7 @@ mod tests {
             rule_ids: vec!["r.deny".into()],
             bundle_digest: "sha256:ab".into(),
             required_scope: None,
+            client_matches: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
             panic!("must deny");
@@ -1658,6 +1706,69 @@ mod tests {
     }
 
     #[test]
+    fn the_client_fingerprint_reaches_the_decision_and_only_the_intent() {
+        let config = config();
+        let mut h = head(Some("a"));
+        h.user_agent = Some("python-httpx/0.28.1".into());
+        h.header_names = vec!["accept".into(), "content-type".into(), "user-agent".into()];
+        // The session's initialize was made by the TypeScript SDK: a call without clientInfo
+        // in that session carries the session's fingerprint.
+        let session_client = fingerprint::fingerprint(&ClientObservation {
+            client_name: Some("typescript-client"),
+            user_agent: Some("node"),
+            ..ClientObservation::default()
+        });
+        h.session_client = Some(session_client.clone());
+        let mut ex = Exchange::start(&config, h.clone(), [7; 24]).unwrap();
+        ex.on_request_head(false);
+        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        else {
+            panic!("a tools/call must be decided");
+        };
+        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        assert_eq!(request.request.client, Some(session_client));
+        let mismatch = DecisionResponse {
+            client_matches: Some(false),
+            ..allow()
+        };
+        ex.on_decision(&config, Ok(mismatch), 2);
+        ex.on_done(3);
+        let events = ex.take_audit_events();
+        assert!(events[0].request.client.is_some());
+        assert!(events[1..].iter().all(|e| e.request.client.is_none()));
+        assert_eq!(events[1].detail["clientMatches"], json!(false));
+
+        // A request that names its client (2026-07-28 `_meta`) is fingerprinted from itself.
+        let own = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"mcp","version":"2.3.0"},"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        h.protocol_version = Some("2026-07-28".into());
+        h.mcp_method = Some("tools/call".into());
+        h.mcp_name = Some("echo".into());
+        let mut ex = Exchange::start(&config, h, [8; 24]).unwrap();
+        ex.on_request_head(false);
+        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, own.len(), Some(own), 1)
+        else {
+            panic!("a tools/call must be decided");
+        };
+        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        let client = request.request.client.unwrap();
+        assert_eq!(client.client_name.as_deref(), Some("mcp"));
+        assert_eq!(client.known.as_deref(), Some("python-mcp"));
+    }
+
+    #[test]
+    fn an_initialize_keeps_its_fingerprint_for_the_session() {
+        let config = config();
+        let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"claude-code","version":"2.1.328"}}}"#;
+        let mut ex = Exchange::start(&config, head(Some("a")), [9; 24]).unwrap();
+        ex.on_request_head(false);
+        ex.on_request_body(&config, init.len(), Some(init), 1);
+        let stored: ClientFingerprint =
+            serde_json::from_str(&ex.session_client_json().unwrap()).unwrap();
+        assert_eq!(stored.known.as_deref(), Some("claude-code"));
+        assert_eq!(stored.capabilities, ["elicitation"]);
+    }
+
+    #[test]
     fn unusable_forwarded_payloads_are_401_invalid_token() {
         let mut bomb = json!({"sub": "leaf"});
         for i in 0..=crate::claims::MAX_ACT_DEPTH {
@@ -1897,6 +2008,7 @@ mod tests {
             rule_ids: vec!["r.scope".into()],
             bundle_digest: "sha256:ab".into(),
             required_scope: Some("tools:admin mcp".into()),
+            client_matches: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny.clone()), 2) else {
             panic!("must deny");
@@ -1931,6 +2043,7 @@ mod tests {
             let mut ex = asked_on(&config, head(Some("alice")));
             let deny = DecisionResponse {
                 required_scope: Some(bad.into()),
+                client_matches: None,
                 ..deny.clone()
             };
             let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
 };
@@ -328,10 +329,12 @@ fn call_status(num_headers: usize) -> Option<String> {
     if num_headers == 0 {
         return None;
     }
-    hostcalls::get_map(MapType::HttpCallResponseHeaders)
+    // Bytes, not `get_map`: that one panics on a value that is not UTF-8.
+    hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
         .ok()?
         .into_iter()
-        .find_map(|(name, value)| (name == ":status").then_some(value))
+        .find_map(|(name, value)| (name == ":status").then(|| String::from_utf8(value).ok()))
+        .flatten()
 }
 
 fn call_body(body_size: usize) -> Vec<u8> {
@@ -353,16 +356,35 @@ fn replace_response_body(size: usize, bytes: &[u8]) {
     }
 }
 
+/// A header's value as text. Read as bytes: proxy-wasm 0.2's `get_map_value` panics on a value
+/// that is not UTF-8, and RFC 9110 §5.5 allows such bytes (obs-text) from any client. A value
+/// that is not UTF-8 is treated as absent (none of the headers read here can hold one).
+fn header_text(map: MapType, name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
+    String::from_utf8(bytes).ok()
+}
+
 fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+    header_text(MapType::HttpRequestHeaders, name)
 }
 
 fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
+    header_text(MapType::HttpResponseHeaders, name)
+}
+
+/// Lowercase names of the request headers (for the client fingerprint's header shape). Values
+/// are read as bytes and dropped, for the same reason as in [`header_text`]; names are tokens
+/// (RFC 9110 §5.1), which Envoy's codecs enforce.
+fn request_header_names() -> Vec<String> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(name, _)| name.to_ascii_lowercase())
+                .filter(|name| !name.starts_with(':'))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Puts the upstream credential on the held request headers: the agent's `Authorization` goes
@@ -410,6 +432,8 @@ fn send_reply(reply: &LocalReply) {
 
 /// Prefix of the shared-data keys that bind an MCP session to the agent that opened it.
 const SESSION_KEY_PREFIX: &str = "behavry.session/";
+/// Shared-data key prefix of the client fingerprint recorded when a session was opened.
+const SESSION_CLIENT_KEY_PREFIX: &str = "behavry.session-client/";
 
 fn jwt_metadata_bytes(key: &str, field: &str) -> Option<Vec<u8>> {
     let path = vec![
@@ -446,6 +470,30 @@ fn session_owner(session_id: &str) -> Option<String> {
     let key = format!("{SESSION_KEY_PREFIX}{session_id}");
     let (value, _) = hostcalls::get_shared_data(&key).ok()?;
     String::from_utf8(value?).ok().filter(|v| !v.is_empty())
+}
+
+/// The client fingerprint recorded when the session was opened, if any.
+fn session_client(session_id: &str) -> Option<ClientFingerprint> {
+    let key = format!("{SESSION_CLIENT_KEY_PREFIX}{session_id}");
+    let (value, _) = hostcalls::get_shared_data(&key).ok()?;
+    serde_json::from_slice(&value?).ok()
+}
+
+fn bind_session_client(session_id: &str, fingerprint_json: &str) {
+    let key = format!("{SESSION_CLIENT_KEY_PREFIX}{session_id}");
+    // Like the owner: the fingerprint of the request that opened the session, set once.
+    let Ok((existing, cas)) = hostcalls::get_shared_data(&key) else {
+        return;
+    };
+    if existing.is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    if let Err(status) = hostcalls::set_shared_data(&key, Some(fingerprint_json.as_bytes()), cas) {
+        log(
+            LogLevel::Warn,
+            &format!("session fingerprint not stored: {status:?}"),
+        );
+    }
 }
 
 fn bind_session(session_id: &str, agent: &str) {
@@ -745,6 +793,7 @@ impl HttpContext for BehavryHttp {
             method: request_header(":method").unwrap_or_default(),
             path,
             session_owner: session_id.as_deref().and_then(session_owner),
+            session_client: session_id.as_deref().and_then(session_client),
             session_id,
             protocol_version: request_header("mcp-protocol-version"),
             mcp_method: request_header("mcp-method"),
@@ -758,6 +807,8 @@ impl HttpContext for BehavryHttp {
             jwt_payload,
             scheme: request_header(":scheme"),
             authority: request_header(":authority"),
+            user_agent: request_header("user-agent"),
+            header_names: request_header_names(),
         };
         let head = RequestHead {
             revoked: self.revocations.try_borrow().is_ok_and(|set| {
@@ -843,6 +894,9 @@ impl HttpContext for BehavryHttp {
             exchange.session_to_bind(response_header("mcp-session-id").as_deref())
         {
             bind_session(&session, &agent);
+            if let Some(client) = exchange.session_client_json() {
+                bind_session_client(&session, &client);
+            }
         }
         let action = exchange.on_response_head(
             status,

@@ -9,7 +9,8 @@
 //!   produce ([`raw`]): SSE split into tiny chunks, non-JSON SSE data, an oversized SSE event,
 //!   a broken JSON body;
 //! * a request counter at `GET /raw/count` ([`request_counter`]) so a test can prove that a
-//!   request Behavry blocked never reached the upstream.
+//!   request Behavry blocked never reached the upstream;
+//! * optionally, an upstream's own credential demanded on every route ([`upstream_auth`]).
 //!
 //! The binary (`src/main.rs`) is a thin shell around [`serve`]; tests call [`app`] or [`serve`]
 //! in-process.
@@ -17,6 +18,7 @@
 pub mod raw;
 pub mod request_counter;
 pub mod tools;
+pub mod upstream_auth;
 
 use std::future::Future;
 
@@ -62,6 +64,8 @@ pub struct ServerOptions {
     pub json_response: bool,
     /// Accepted `Host` headers on `/mcp`. Default: [`AllowedHosts::Loopback`].
     pub allowed_hosts: AllowedHosts,
+    /// The credential callers must present. Default: none.
+    pub auth: upstream_auth::UpstreamAuth,
 }
 
 /// Errors of the server shell (binding and serving).
@@ -96,6 +100,10 @@ pub fn app(options: &ServerOptions, shutdown: CancellationToken) -> Router {
         .merge(raw::routes())
         .merge(request_counter::routes(counter.clone()))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            options.auth.clone(),
+            upstream_auth::require,
+        ))
         // Layered last so it wraps every route above, the fallback included.
         .layer(axum::middleware::from_fn_with_state(
             counter,

@@ -364,3 +364,42 @@ async fn host_outside_the_allow_list_is_refused() {
     .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn a_required_key_guards_every_route_but_the_counter() {
+    use behavry_scripted_server::upstream_auth::UpstreamAuth;
+    let server = start(ServerOptions {
+        auth: UpstreamAuth::Header {
+            name: "x-api-key".to_owned(),
+            value: "k-123".to_owned(),
+        },
+        ..ServerOptions::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let echo = format!("{}/raw/echo-headers", server.base);
+    let missing = client.post(&echo).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    let wrong = client
+        .post(&echo)
+        .header("x-api-key", "k-124")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(!wrong.text().await.unwrap().contains("k-12"));
+    let right = client
+        .post(&echo)
+        .header("x-api-key", "k-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let count = client
+        .get(format!("{}/raw/count", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(count.status(), 200);
+}
