@@ -13,7 +13,8 @@ NODE_DIR   := $(TOOLS)/node
 WASM_TARGET := wasm32-wasip1
 WASM       := target/$(WASM_TARGET)/release-wasm/behavry_filter.wasm
 BUILD_ID   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-HOST_BINS  := behavry-authz-sidecar behavry-audit-sink behavry behavry-scripted-server
+HOST_BINS  := behavry-authz-sidecar behavry-audit-sink behavry behavry-scripted-server \
+              behavry-vault-standin
 
 .PHONY: help setup build wasm host run test test-unit test-e2e lint bench clean
 

@@ -14,6 +14,12 @@ DEFAULTS = {
     "EVERYTHING_PORT": "3001",
     "SCRIPTED_PORT": "3002",
     "SCRIPTED_JSON_PORT": "3003",
+    "EXCHANGED_PORT": "3004",
+    "KEYED_PORT": "3005",
+    "VAULTED_PORT": "3006",
+    # How long Envoy keeps the JWKS before fetching it again. Key rotation publishes the next key
+    # ahead of use, so this bounds only how soon a removed key stops verifying.
+    "JWKS_CACHE_SECS": "300",
     "JWT_ISSUER": "behavry-authz",
     "JWT_AUDIENCE": "behavry-gateway",
     "AUTHZ_TIMEOUT_MS": "500",

@@ -2,8 +2,9 @@
 """`make run`: the whole Behavry stack on loopback, until Ctrl-C.
 
 Starts the authz-sidecar, the audit-sink (SQLite in .run/), server-everything as the demo MCP
-server, our scripted server, and Envoy with the built filter; mints a token for the demo agent and
-prints how to point a client at it.
+server, our scripted server (also as three upstreams that demand their own credential), the Vault
+KV v2 stand-in, and Envoy with the built filter; mints a token for the demo agent and prints how
+to point a client at it.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def main() -> int:
     # Fixed, well-known ports for a local run.
     stack = Stack(workdir, name="run", ports=dict(envoy=10000, admin=9901, authz=9911, audit=9912,
                                                   everything=3001, scripted=3002,
-                                                  scripted_json=3003))
+                                                  scripted_json=3003, exchanged=3004, keyed=3005,
+                                                  vaulted=3006, vault=8200))
     print("starting Behavry (logs in tests/e2e/.logs/run/) ...", flush=True)
     try:
         stack.start()
@@ -37,6 +39,10 @@ def main() -> int:
 Behavry is running.
 
   MCP endpoint (server-everything behind Behavry): {url}
+  upstreams with their own credential (the agent's token never reaches them):
+    {stack.url("exchanged")}  token exchanged for the server (RFC 8693)
+    {stack.url("keyed")}      static key from the encrypted secret file
+    {stack.url("vaulted")}    static key from Vault KV v2 (a local stand-in, not Vault)
   agent: {AGENT}   token (valid 5 minutes; mint more with the command below):
 
 {token}

@@ -162,6 +162,15 @@ pub struct EnrollRequest {
     /// Grants per MCP server. Default: none.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerGrant>,
+    /// Agents that may act for this one (RFC 8693 §4.4). Default: none.
+    #[serde(default)]
+    pub may_act: Vec<String>,
+    /// Kubernetes service accounts mapped to this agent. Default: none.
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    /// MCP clients the agent is enrolled to use. Default: none.
+    #[serde(default)]
+    pub clients: Vec<String>,
     /// Public JWKs. Default: none (add them later).
     #[serde(default)]
     pub keys: Vec<serde_json::Value>,
@@ -269,6 +278,9 @@ async fn enroll(
             .scopes
             .unwrap_or_else(|| AgentEnrollment::new("").scopes),
         servers: request.servers,
+        may_act: request.may_act,
+        service_accounts: request.service_accounts,
+        clients: request.clients,
         ..AgentEnrollment::new(request.id)
     };
     enrollment.validate("")?;
@@ -484,6 +496,9 @@ mod tests {
         let body = serde_json::json!({
             "id": "agent-x", "owner": "team-x", "roles": ["reader"],
             "servers": {"everything": {"tools": ["echo"]}},
+            "mayAct": ["orchestrator"],
+            "serviceAccounts": ["system:serviceaccount:agents:agent-x"],
+            "clients": ["claude-code"],
             "keys": [key.public_jwk("k1")],
         });
         let (status, _, json) = call(
@@ -499,6 +514,12 @@ mod tests {
         assert_eq!(json["keys"][0]["kid"], "k1");
         assert_eq!(json["keys"][0]["alg"], "ES256");
         assert!(json["createdAt"].as_i64().unwrap() > 0);
+        assert_eq!(json["mayAct"], serde_json::json!(["orchestrator"]));
+        assert_eq!(
+            json["serviceAccounts"],
+            serde_json::json!(["system:serviceaccount:agents:agent-x"])
+        );
+        assert_eq!(json["clients"], serde_json::json!(["claude-code"]));
         // The snapshot follows at once: decisions allow the new agent's grant.
         assert!(decide(&state, "agent-x").await);
 
@@ -617,6 +638,26 @@ mod tests {
                 serde_json::json!({"id": "a", "servers": {"s": {"tool": ["x"]}}}),
                 "invalid_request",
                 "tool",
+            ),
+            (
+                serde_json::json!({"id": "a", "mayAct": ["a"]}),
+                "invalid_field",
+                "may_act[0]",
+            ),
+            (
+                serde_json::json!({"id": "a", "mayAct": ["has space"]}),
+                "invalid_field",
+                "may_act[0]",
+            ),
+            (
+                serde_json::json!({"id": "a", "serviceAccounts": ["default:sa"]}),
+                "invalid_field",
+                "service_accounts[0]",
+            ),
+            (
+                serde_json::json!({"id": "a", "clients": [""]}),
+                "invalid_field",
+                "clients[0]",
             ),
             (
                 serde_json::json!({"id": "a", "extra": 1}),

@@ -58,6 +58,8 @@ pub const ENV_ISSUER: &str = "BEHAVRY_AUTHZ_ISSUER";
 pub const ENV_AUDIENCE: &str = "BEHAVRY_AUTHZ_AUDIENCE";
 /// Environment variable holding the admin credential itself (wins over `admin_token_file`).
 pub const ENV_ADMIN_TOKEN: &str = "BEHAVRY_AUTHZ_ADMIN_TOKEN";
+/// Environment variable holding the proxy credential itself (wins over `proxy_token_file`).
+pub const ENV_PROXY_TOKEN: &str = "BEHAVRY_AUTHZ_PROXY_TOKEN";
 /// Environment override of `database_url`.
 pub const ENV_DATABASE_URL: &str = "BEHAVRY_AUTHZ_DATABASE_URL";
 /// Environment override of `public_url`.
@@ -195,6 +197,19 @@ struct ConfigFile {
     /// Upstream MCP servers with their own credential. Default: none.
     #[serde(default)]
     upstreams: Vec<UpstreamConfig>,
+    /// File holding the credential the filter presents at `POST /v1/credentials`. Default: none
+    /// (endpoint disabled; then no `[[upstreams]]` may be configured).
+    #[serde(default)]
+    proxy_token_file: Option<PathBuf>,
+    /// `[secrets]`: the secret store backends of `secret` upstreams. Default: none.
+    #[serde(default)]
+    secrets: crate::upstream::SecretsConfig,
+    /// `[token_exchange]` (RFC 8693). Default: `max_delegation_depth = 3`.
+    #[serde(default)]
+    token_exchange: crate::token_exchange::TokenExchangeConfig,
+    /// `[kubernetes]`: service-account token exchange. Default: none (such tokens refused).
+    #[serde(default)]
+    kubernetes: Option<crate::kubernetes::KubernetesFile>,
 }
 
 fn default_listen() -> String {
@@ -244,6 +259,22 @@ pub struct AgentEnrollment {
     /// What the agent may use, per logical MCP server name (`[agents.servers.<name>]`).
     #[serde(default)]
     pub servers: BTreeMap<String, ServerGrant>,
+    /// Agents that may act for this one through token exchange (RFC 8693 §4.4 `may_act`).
+    /// Default: none. Written `mayAct` in admin API JSON (camelCase like the rest of it).
+    #[serde(default, rename(serialize = "mayAct"), alias = "mayAct")]
+    pub may_act: Vec<String>,
+    /// Kubernetes service accounts (`system:serviceaccount:<ns>:<name>`) whose projected tokens
+    /// this agent may exchange for its own token (RFC 8693 §2.1, `[kubernetes]`). Default: none.
+    /// `serviceAccounts` in admin API JSON.
+    #[serde(
+        default,
+        rename(serialize = "serviceAccounts"),
+        alias = "serviceAccounts"
+    )]
+    pub service_accounts: Vec<String>,
+    /// MCP clients the agent is enrolled to use (e.g. `claude-code`). Default: none.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 impl AgentEnrollment {
@@ -255,6 +286,9 @@ impl AgentEnrollment {
             roles: Vec::new(),
             scopes: default_agent_scopes(),
             servers: BTreeMap::new(),
+            may_act: Vec::new(),
+            service_accounts: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -288,6 +322,24 @@ impl AgentEnrollment {
                     check_name(&format!("{server_prefix}.{list_name}[{item_index}]"), item)?;
                 }
             }
+        }
+        for (index, actor) in self.may_act.iter().enumerate() {
+            let field = format!("{prefix}may_act[{index}]");
+            check_agent_id(&field, actor)?;
+            // RFC 8693 §4.4: `may_act` names another party; an agent acting for itself is no
+            // delegation.
+            if *actor == self.id {
+                return Err(InvalidField::new(field, "an agent cannot act for itself"));
+            }
+        }
+        for (index, account) in self.service_accounts.iter().enumerate() {
+            crate::kubernetes::check_service_account(
+                &format!("{prefix}service_accounts[{index}]"),
+                account,
+            )?;
+        }
+        for (index, client) in self.clients.iter().enumerate() {
+            check_name(&format!("{prefix}clients[{index}]"), client)?;
         }
         Ok(())
     }
@@ -390,6 +442,15 @@ pub struct Config {
     /// Upstream MCP servers with their own credential (token exchange or secret), names and
     /// resources unique.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The credential of `POST /v1/credentials` (the filter's); `None` disables the endpoint.
+    /// Same rules as the admin credential.
+    pub proxy_token: Option<AdminCredential>,
+    /// The secret store backends, paths resolved (opened at start by `prepare`).
+    pub secrets: crate::upstream::SecretsConfig,
+    /// Token exchange settings (RFC 8693).
+    pub token_exchange: crate::token_exchange::TokenExchangeConfig,
+    /// Kubernetes service-account token exchange, with its JWKS loaded; `None` refuses it.
+    pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
 
 impl Config {
@@ -416,7 +477,8 @@ impl Config {
         })?;
         apply_env_overrides(&mut file, env);
         let admin_token_from_env = env.var(ENV_ADMIN_TOKEN);
-        validate(file, base_dir, admin_token_from_env)
+        let proxy_token_from_env = env.var(ENV_PROXY_TOKEN);
+        validate(file, base_dir, admin_token_from_env, proxy_token_from_env)
     }
 
     /// The upstream named `name`, if configured.
@@ -458,6 +520,7 @@ fn validate(
     file: ConfigFile,
     base_dir: &Path,
     admin_token_from_env: Option<String>,
+    proxy_token_from_env: Option<String>,
 ) -> Result<Config, ConfigError> {
     let listen: SocketAddr = file.listen.parse().map_err(|err| {
         ConfigError::invalid(
@@ -540,6 +603,26 @@ fn validate(
         None => format!("http://{listen}"),
     };
     crate::upstream::validate_upstreams(&file.upstreams)?;
+    let proxy_token = read_proxy_credential(
+        proxy_token_from_env,
+        file.proxy_token_file.as_deref(),
+        base_dir,
+    )?;
+    // The filter's credential must not open the admin API as well.
+    if proxy_token.is_some() && proxy_token == admin_token {
+        return Err(ConfigError::invalid(
+            "proxy_token_file",
+            "the proxy credential must differ from the admin credential",
+        ));
+    }
+    let secrets = file.secrets.clone().resolved(base_dir);
+    secrets.validate()?;
+    crate::upstream::check_upstream_needs(&file.upstreams, &secrets, proxy_token.is_some())?;
+    file.token_exchange.validate()?;
+    let kubernetes = match &file.kubernetes {
+        Some(section) => Some(section.load(base_dir)?),
+        None => None,
+    };
     Ok(Config {
         listen,
         issuer: file.issuer,
@@ -553,7 +636,37 @@ fn validate(
         registry,
         public_url,
         upstreams: file.upstreams,
+        proxy_token,
+        secrets,
+        token_exchange: file.token_exchange,
+        kubernetes,
     })
+}
+
+/// The proxy credential from [`ENV_PROXY_TOKEN`] or `proxy_token_file`, checked like the admin
+/// credential.
+fn read_proxy_credential(
+    from_env: Option<String>,
+    token_file: Option<&Path>,
+    base_dir: &Path,
+) -> Result<Option<AdminCredential>, ConfigError> {
+    let (field, text) = match (from_env, token_file) {
+        (Some(token), _) => (ENV_PROXY_TOKEN, token),
+        (None, Some(path)) => {
+            let path = base_dir.join(path);
+            let text = std::fs::read_to_string(&path).map_err(|err| {
+                ConfigError::invalid(
+                    "proxy_token_file",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            ("proxy_token_file", text)
+        }
+        (None, None) => return Ok(None),
+    };
+    let credential =
+        AdminCredential::new(text.trim()).map_err(|reason| ConfigError::invalid(field, reason))?;
+    Ok(Some(credential))
 }
 
 /// `public_url` becomes the token endpoint URL that client assertions name as `aud`

@@ -48,6 +48,11 @@ impl DirectorySnapshot {
         self.agents.get(id)
     }
 
+    /// The enabled agents, by id.
+    pub fn agents(&self) -> impl Iterator<Item = &ActiveAgent> {
+        self.agents.values()
+    }
+
     /// How many agents are enabled.
     pub fn enabled_agents(&self) -> usize {
         self.agents.len()

@@ -7,6 +7,7 @@
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
 //! | `GET /v1/revocations` | the [`behavry_core::wire::RevocationList`] the filter enforces ([`crate::revocation`]) |
+//! | `POST /v1/credentials` | the filter's upstream credential for one agent ([`crate::credentials`]) |
 //! | `POST /oauth/token` | client credentials + `private_key_jwt` → access token ([`crate::oauth`]) |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata ([`crate::oauth`]) |
 //! | `/admin/v1/agents...`, `/admin/v1/revocations` | the admin API ([`crate::admin`]) |
@@ -24,6 +25,7 @@ use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCAT
 use serde::Serialize;
 
 use crate::config::AdminCredential;
+use crate::credentials::CredentialService;
 use crate::directory::AgentDirectory;
 use crate::oauth::AuthorizationServer;
 use crate::policy::PolicyError;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub authorization_server: Arc<AuthorizationServer>,
     /// The admin API's credential; `None` disables the admin API.
     pub admin_credential: Option<Arc<AdminCredential>>,
+    /// `POST /v1/credentials`: proxy credential, upstreams, secret store.
+    pub credentials: Arc<CredentialService>,
 }
 
 /// Errors a request can end in.
@@ -107,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
         .layer(DefaultBodyLimit::max(MAX_DECIDE_BODY_BYTES))
         .merge(crate::oauth::routes())
+        .merge(crate::credentials::routes())
         .merge(crate::admin::routes(state.clone()))
         .with_state(state)
 }
@@ -130,10 +135,21 @@ async fn decide(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DecisionResponse>, AppError> {
-    let request: DecisionRequest = serde_json::from_slice(&body?)?;
+    let mut request: DecisionRequest = serde_json::from_slice(&body?)?;
     // The snapshot in memory, never the database: disabled and deleted agents are absent from
     // its policy data, so their decisions deny.
-    let response = state.directory.snapshot().bundle.decide(&request)?;
+    let snapshot = state.directory.snapshot();
+    // Whether the client is one the agent is enrolled to use: decided here, from the registry,
+    // whatever the caller sent (docs/fingerprints.md). No fingerprint, no answer.
+    request.agent.client_matches = request.request.client.as_ref().map(|client| {
+        let enrolled = snapshot
+            .agent(&request.agent.id)
+            .map(|agent| agent.enrollment.clients.as_slice())
+            .unwrap_or_default();
+        behavry_core::fingerprint::matches_enrolled(client, enrolled)
+    });
+    let mut response = snapshot.bundle.decide(&request)?;
+    response.client_matches = request.agent.client_matches;
     // Debug level: every decision is already recorded by the audit-sink through the filter.
     tracing::debug!(
         trace_id = %request.trace_id,
@@ -183,6 +199,10 @@ pub(crate) mod tests {
             jwks: Arc::new(test_key().jwks()),
             authorization_server: Arc::new(AuthorizationServer::new(&config, test_key())),
             admin_credential: admin.then(|| Arc::new(AdminCredential::new(ADMIN_TOKEN).unwrap())),
+            credentials: Arc::new(
+                CredentialService::new(&config, behavry_secrets::SecretResolver::default())
+                    .unwrap(),
+            ),
         }
     }
 
@@ -280,6 +300,42 @@ pub(crate) mod tests {
         let (status, body) = send(request).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["allow"], true);
+    }
+
+    #[tokio::test]
+    async fn the_client_fingerprint_is_checked_against_the_enrolled_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let mut pinned = demo_agents().remove(0);
+        pinned.id = "pinned-agent".to_owned();
+        pinned.clients = vec!["claude-code".to_owned()];
+        state.directory.registry().seed(&[pinned]).await.unwrap();
+        state.directory.refresh().await.unwrap();
+        let python_sdk = serde_json::json!({
+            "id": "0123456789abcdef", "clientName": "mcp", "clientVersion": "0.1.0",
+            "protocolVersion": "2025-11-25", "capabilities": [], "userAgent": "python-httpx/0.28",
+            "headerShape": ["accept", "content-type", "user-agent"],
+            "known": "python-mcp", "product": "MCP Python SDK"
+        });
+        let decide_with = |agent: &str, client: Option<&serde_json::Value>| {
+            let mut body = serde_json::json!({
+                "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+                // A value sent by the caller is replaced by the sidecar's own finding.
+                "agent": {"id": agent, "clientMatches": true},
+                "request": {"server": "everything", "method": "tools/call", "tool": "echo"},
+            });
+            if let Some(client) = client {
+                body["request"]["client"] = client.clone();
+            }
+            decide_request(body.to_string())
+        };
+        let (_, _, mismatch) = call(&state, decide_with("pinned-agent", Some(&python_sdk))).await;
+        assert_eq!(mismatch["allow"], true);
+        assert_eq!(mismatch["clientMatches"], false);
+        let (_, _, any) = call(&state, decide_with("demo-agent", Some(&python_sdk))).await;
+        assert_eq!(any["clientMatches"], true);
+        let (_, _, none) = call(&state, decide_with("pinned-agent", None)).await;
+        assert!(none.get("clientMatches").is_none(), "{none}");
     }
 
     #[tokio::test]

@@ -15,21 +15,26 @@
 //! (the database), [`directory`] (the in-memory snapshot decisions read), [`client_key`] and
 //! [`assertion`] (client public keys, assertion checks), [`oauth`] (token endpoint, RFC 8414
 //! metadata), [`revocation`] (the list of revoked tokens and agents the filter polls at
-//! `GET /v1/revocations`), [`admin`] (admin API), [`http`] (routes and the error → HTTP mapping). The binary
+//! `GET /v1/revocations`), [`credentials`] (`POST /v1/credentials`: the filter's upstream
+//! credentials, exchanged tokens or secrets from [`upstream::SecretsConfig`]), [`admin`] (admin API), [`http`] (routes and the error → HTTP mapping). The binary
 //! `behavry-authz-sidecar` is a thin shell over [`run`].
 
 pub mod admin;
 pub mod assertion;
 pub mod client_key;
 pub mod config;
+pub mod credentials;
 pub mod directory;
 pub mod http;
+pub mod key_ring;
+pub mod kubernetes;
 pub mod oauth;
 pub mod policy;
 pub mod registry;
 pub mod revocation;
 pub mod signing_key;
 pub mod token;
+pub mod token_exchange;
 pub mod upstream;
 
 use std::future::Future;
@@ -39,8 +44,10 @@ use std::time::Duration;
 
 pub use client_key::{ClientKey, KeyFormatError, parse_public_key};
 pub use config::{AgentEnrollment, Config, ConfigError, EnvSource, ProcessEnv, ServerGrant};
+pub use credentials::CredentialService;
 pub use directory::{AgentDirectory, DirectoryError};
 pub use http::{AppState, app};
+pub use key_ring::{KeyRing, Rotation};
 pub use oauth::AuthorizationServer;
 pub use policy::{PolicyBundle, PolicyError, PolicySource};
 pub use registry::{AgentRecord, AgentRegistry, RegistryError};
@@ -89,6 +96,20 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         Duration::from_millis(config.decision_timeout_ms),
     )?;
     policy.bundle(&config.agents)?;
+    // The secret store too: a wrong key or an unreadable Vault token fails the start here,
+    // naming the `[secrets]` field, before anything is written.
+    let secrets = config
+        .secrets
+        .open(&ProcessEnv)
+        .map_err(ConfigError::from)?;
+    let credentials = CredentialService::new(config, secrets).map_err(ConfigError::from)?;
+    tracing::info!(
+        upstreams = config.upstreams.len(),
+        credentials_endpoint = credentials.enabled(),
+        file_secrets = config.secrets.file.is_some(),
+        vault_secrets = config.secrets.vault.is_some(),
+        "upstream credentials ready"
+    );
     let registry = AgentRegistry::open(&config.registry).await?;
     let seeded = registry.seed(&config.agents).await?;
     let revocations = RevocationStore::open(registry.clone()).await?;
@@ -104,17 +125,27 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         revocation_version = revocations.list().version,
         "loaded policy bundle and agent registry"
     );
-    let (key, origin) = SigningKey::load_or_generate(&config.key_file)?;
+    // The active key signs; the next and the retired keys are published too (key_ring.rs), so
+    // rotation never leaves a verifier without the key of a live token.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let (ring, origin) = KeyRing::load_or_init(&config.key_file, now)?;
+    let kid = ring.active().kid();
     match origin {
         KeyOrigin::Generated => tracing::info!(
-            path = %config.key_file.display(), kid = key.kid(), "generated a new signing key"
+            path = %config.key_file.display(), kid, "generated a new signing key"
         ),
         KeyOrigin::Loaded => tracing::info!(
-            path = %config.key_file.display(), kid = key.kid(), "loaded signing key"
+            path = %config.key_file.display(), kid, next = ring.next().kid(),
+            retired = ring.retired().count(), "loaded the signing key ring"
         ),
     }
-    let jwks = Arc::new(key.jwks());
-    let authorization_server = AuthorizationServer::new(config, key);
+    let jwks = ring.jwks();
+    let mut authorization_server = AuthorizationServer::new(config, ring.active().clone());
+    authorization_server.set_verification_keys(&jwks);
+    let jwks = Arc::new(jwks);
     tracing::info!(
         token_endpoint = authorization_server.token_endpoint(),
         "token endpoint ready"
@@ -125,6 +156,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         jwks,
         authorization_server: Arc::new(authorization_server),
         admin_credential: config.admin_token.clone().map(Arc::new),
+        credentials: Arc::new(credentials),
     })
 }
 
@@ -205,6 +237,34 @@ mod tests {
         first.directory.registry().close().await;
         let second = prepare(&config).await.unwrap();
         assert!(second.directory.snapshot().agent("demo-agent").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secrets_key_refuses_to_start_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let key = behavry_secrets::FileStoreKey::generate().unwrap();
+        behavry_secrets::EncryptedFileStore::create(dir.path().join("secrets.bin"), key).unwrap();
+        behavry_secrets::FileStoreKey::generate()
+            .unwrap()
+            .write_key_file(&dir.path().join("wrong.key"))
+            .unwrap();
+        let text = format!(
+            "key_file = \"state/key.pem\"\npolicy_dir = {:?}\n\
+             [secrets.file]\npath = \"secrets.bin\"\nkey_file = \"wrong.key\"\n",
+            policies.display().to_string()
+        );
+        let config = Config::from_toml_str(
+            &text,
+            &dir.path().join("authz.toml"),
+            dir.path(),
+            &HashMap::new(),
+        )
+        .unwrap();
+        let err = prepare(&config).await.unwrap_err().to_string();
+        assert!(err.contains("`secrets.file.key_file`"), "{err}");
+        assert!(!dir.path().join("state/key.pem").exists());
+        assert!(!dir.path().join(config::DEFAULT_REGISTRY_FILE).exists());
     }
 
     #[tokio::test]

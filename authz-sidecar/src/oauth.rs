@@ -4,7 +4,9 @@
 //! `POST /oauth/token` implements the client credentials grant (RFC 6749 §4.4) with
 //! `private_key_jwt` client authentication (RFC 7523 §2.2, RFC 7521 §4.2; checks in
 //! [`crate::assertion`]). No client secrets exist: an agent proves itself with a JWT signed by
-//! one of its registered keys, and gets an RFC 9068 access token for the gateway.
+//! one of its registered keys, and gets an RFC 9068 access token for the gateway. The same
+//! endpoint serves OAuth 2.0 Token Exchange (RFC 8693, [`crate::token_exchange`]): narrowing,
+//! delegation (`act`) and Kubernetes service-account tokens.
 //! `GET /.well-known/oauth-authorization-server` describes it (RFC 8414 §2, §3).
 
 use axum::body::Bytes;
@@ -18,11 +20,14 @@ use serde::Serialize;
 use crate::assertion::{
     AssertionError, AssertionRules, JWT_BEARER_ASSERTION_TYPE, ReplayCache, verify_client_assertion,
 };
-use crate::client_key::AssertionAlg;
+use crate::client_key::{AssertionAlg, ClientKey};
 use crate::config::{Config, check_scope_token};
+use crate::directory::DirectorySnapshot;
 use crate::http::AppState;
-use crate::signing_key::SigningKey;
+use crate::kubernetes::KubernetesVerifier;
+use crate::signing_key::{JwkSet, SigningKey};
 use crate::token::{AccessTokenSpec, TokenError, sign_access_token, unix_now};
+use crate::upstream::UpstreamConfig;
 
 /// Path of the token endpoint.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -30,6 +35,8 @@ pub const TOKEN_PATH: &str = "/oauth/token";
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 /// The one grant type served (RFC 6749 §4.4.2).
 pub const CLIENT_CREDENTIALS_GRANT: &str = "client_credentials";
+/// RFC 8693 §2.1: the token exchange grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The one client authentication method (RFC 7591 §2 / OpenID Connect Core §9 name).
 pub const PRIVATE_KEY_JWT: &str = "private_key_jwt";
 /// Largest accepted token request body.
@@ -38,15 +45,24 @@ pub const MAX_TOKEN_REQUEST_BYTES: usize = 16 * 1024;
 /// The token service's settings and state.
 #[derive(Debug)]
 pub struct AuthorizationServer {
-    issuer: String,
-    audience: String,
-    token_ttl_secs: u64,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) token_ttl_secs: u64,
     token_endpoint: String,
     jwks_uri: String,
     /// Values a client assertion's `aud` may hold.
     assertion_audiences: Vec<String>,
-    key: SigningKey,
+    pub(crate) key: SigningKey,
     replay: ReplayCache,
+    /// Public keys our own tokens verify with, by `kid` (token exchange subject and actor
+    /// tokens): the signing key's, plus retired keys once a key ring hands them in.
+    pub(crate) verification_keys: Vec<ClientKey>,
+    /// Upstreams whose `resource` a token exchange may target (RFC 8707).
+    pub(crate) upstreams: Vec<UpstreamConfig>,
+    /// `[token_exchange] max_delegation_depth`.
+    pub(crate) max_delegation_depth: usize,
+    /// `[kubernetes]`: service-account token exchange, if configured.
+    pub(crate) kubernetes: Option<KubernetesVerifier>,
 }
 
 impl AuthorizationServer {
@@ -62,9 +78,30 @@ impl AuthorizationServer {
             // and so does its issuer identifier.
             assertion_audiences: vec![token_endpoint.clone(), config.issuer.clone()],
             token_endpoint,
+            verification_keys: verification_keys(&key.jwks()),
             key,
             replay: ReplayCache::new(),
+            upstreams: config.upstreams.clone(),
+            max_delegation_depth: config.token_exchange.max_delegation_depth,
+            kubernetes: config.kubernetes.as_ref().map(KubernetesVerifier::new),
         }
+    }
+
+    /// Replace the keys our own tokens are verified with (e.g. a key ring's published keys,
+    /// retired ones included), so tokens signed by a retired key stay exchangeable until they
+    /// expire.
+    pub fn set_verification_keys(&mut self, jwks: &JwkSet) {
+        self.verification_keys = verification_keys(jwks);
+    }
+
+    /// The `iss` of issued tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The gateway audience: the default `aud` of issued tokens.
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// The token endpoint URL (`<public_url>/oauth/token`).
@@ -76,6 +113,26 @@ impl AuthorizationServer {
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
     }
+}
+
+/// The keys of `jwks` as verifiers; a key that does not convert is logged and left out (so
+/// tokens it signed are refused, never accepted unverified).
+fn verification_keys(jwks: &JwkSet) -> Vec<ClientKey> {
+    jwks.keys
+        .iter()
+        .filter_map(|jwk| {
+            let converted = serde_json::to_value(jwk)
+                .map_err(|err| err.to_string())
+                .and_then(|value| ClientKey::from_value(value).map_err(|err| err.to_string()));
+            match converted {
+                Ok(key) => Some(key),
+                Err(err) => {
+                    tracing::error!(kid = %jwk.kid, error = %err, "cannot use a signing key for verification");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Why a token request was refused: the RFC 6749 §5.2 error codes.
@@ -97,6 +154,13 @@ pub enum OAuthError {
     /// `invalid_scope`.
     #[error("{0}")]
     InvalidScope(String),
+    /// `invalid_target` (RFC 8707 §2, RFC 8693 §2.2.2): the requested resource or audience is
+    /// unknown or not granted.
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// `invalid_grant` (RFC 6749 §5.2): the grant (a service-account token) maps to no agent.
+    #[error("{0}")]
+    InvalidGrant(String),
     /// `server_error`: signing failed.
     #[error("cannot issue the token: {0}")]
     Token(#[from] TokenError),
@@ -125,6 +189,8 @@ impl IntoResponse for OAuthError {
                 (StatusCode::BAD_REQUEST, "unsupported_grant_type")
             }
             OAuthError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
+            OAuthError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+            OAuthError::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
             OAuthError::Token(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         };
         if status.is_server_error() {
@@ -142,7 +208,7 @@ impl IntoResponse for OAuthError {
 
 /// RFC 6749 §5.1: responses carrying tokens (and, here, every token endpoint answer) must not be
 /// cached.
-fn with_no_store(mut response: Response) -> Response {
+pub(crate) fn with_no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -163,15 +229,25 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
-/// The parameters of one token request, each at most once.
+/// The parameters of one token request, each at most once (except the targets).
 #[derive(Debug, Default)]
-struct TokenRequest {
-    grant_type: Option<String>,
-    scope: Option<String>,
-    client_id: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    client_secret: Option<String>,
+pub(crate) struct TokenRequest {
+    pub(crate) grant_type: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_assertion_type: Option<String>,
+    pub(crate) client_assertion: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    // RFC 8693 §2.1 token exchange parameters.
+    pub(crate) subject_token: Option<String>,
+    pub(crate) subject_token_type: Option<String>,
+    pub(crate) actor_token: Option<String>,
+    pub(crate) actor_token_type: Option<String>,
+    pub(crate) requested_token_type: Option<String>,
+    /// RFC 8707 §2 / RFC 8693 §2.1: `resource` and `audience` may legitimately repeat; the
+    /// exchange refuses more than one target with `invalid_target`.
+    pub(crate) resource: Vec<String>,
+    pub(crate) audience: Vec<String>,
 }
 
 impl TokenRequest {
@@ -185,6 +261,19 @@ impl TokenRequest {
                 "client_assertion_type" => &mut request.client_assertion_type,
                 "client_assertion" => &mut request.client_assertion,
                 "client_secret" => &mut request.client_secret,
+                "subject_token" => &mut request.subject_token,
+                "subject_token_type" => &mut request.subject_token_type,
+                "actor_token" => &mut request.actor_token,
+                "actor_token_type" => &mut request.actor_token_type,
+                "requested_token_type" => &mut request.requested_token_type,
+                "resource" => {
+                    request.resource.push(value.into_owned());
+                    continue;
+                }
+                "audience" => {
+                    request.audience.push(value.into_owned());
+                    continue;
+                }
                 // RFC 6749 §3.2: unrecognized parameters are ignored.
                 _ => continue,
             };
@@ -232,7 +321,7 @@ pub async fn token(
             "only private_key_jwt client authentication is accepted; send no Authorization header or client_secret".to_owned(),
         ));
     }
-    // RFC 6749 §4.4.2: grant_type is required and must be client_credentials.
+    // RFC 6749 §4.4.2: grant_type is required; client_credentials or token exchange.
     match request.grant_type.as_deref() {
         None => {
             return Err(OAuthError::InvalidRequest(
@@ -240,12 +329,57 @@ pub async fn token(
             ));
         }
         Some(CLIENT_CREDENTIALS_GRANT) => {}
+        Some(TOKEN_EXCHANGE_GRANT) => {
+            return crate::token_exchange::exchange(&state, &request);
+        }
         Some(other) => {
             return Err(OAuthError::UnsupportedGrantType(format!(
-                "grant_type `{other}` is not supported (client_credentials only)"
+                "grant_type `{other}` is not supported (client_credentials or {TOKEN_EXCHANGE_GRANT})"
             )));
         }
     }
+    let server = &state.authorization_server;
+    let now = unix_now()?;
+    let snapshot = state.directory.snapshot();
+    let client_id = authenticate_client(server, &snapshot, &request, now)?;
+    let agent = snapshot
+        .agent(&client_id)
+        .ok_or_else(|| AssertionError::UnknownClient(client_id.clone()))?;
+
+    let scope = granted_scope(request.scope.as_deref(), &agent.enrollment.scopes)?;
+    let spec = AccessTokenSpec {
+        issuer: &server.issuer,
+        audience: &server.audience,
+        agent_id: &client_id,
+        client_id: &client_id,
+        actor: None,
+        scope: &scope,
+        ttl_secs: server.token_ttl_secs,
+        issued_at: now,
+        extra: None,
+    };
+    let (access_token, claims) = sign_access_token(&server.key, &spec)?;
+    tracing::info!(
+        agent = %client_id, jti = %claims.jti, scope = %scope, "issued an access token"
+    );
+    let body = TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: server.token_ttl_secs,
+        scope,
+    };
+    Ok(with_no_store(Json(body).into_response()))
+}
+
+/// `private_key_jwt` client authentication (RFC 7523 §2.2, RFC 7521 §4.2): verify the
+/// assertion of `request` against the enabled agents of `snapshot`, remember it against replay;
+/// answers the authenticated client id.
+pub(crate) fn authenticate_client(
+    server: &AuthorizationServer,
+    snapshot: &DirectorySnapshot,
+    request: &TokenRequest,
+    now: u64,
+) -> Result<String, OAuthError> {
     // RFC 7521 §4.2: client_assertion_type and client_assertion are both required.
     let Some(assertion) = request.client_assertion.as_deref() else {
         return Err(OAuthError::InvalidClient(
@@ -267,9 +401,6 @@ pub async fn token(
         }
     }
 
-    let server = &state.authorization_server;
-    let now = unix_now()?;
-    let snapshot = state.directory.snapshot();
     let verified = verify_client_assertion(
         assertion,
         request.client_id.as_deref(),
@@ -281,38 +412,16 @@ pub async fn token(
     )?;
     // RFC 7523 §3 item 7: each assertion is accepted once.
     server.replay.remember(&verified, now)?;
-    let agent = snapshot
-        .agent(&verified.client_id)
-        .ok_or_else(|| AssertionError::UnknownClient(verified.client_id.clone()))?;
-
-    let scope = granted_scope(request.scope.as_deref(), &agent.enrollment.scopes)?;
-    let spec = AccessTokenSpec {
-        issuer: &server.issuer,
-        audience: &server.audience,
-        agent_id: &verified.client_id,
-        client_id: &verified.client_id,
-        actor: None,
-        scope: &scope,
-        ttl_secs: server.token_ttl_secs,
-        issued_at: now,
-    };
-    let (access_token, claims) = sign_access_token(&server.key, &spec)?;
-    tracing::info!(
-        agent = %verified.client_id, jti = %claims.jti, scope = %scope, "issued an access token"
-    );
-    let body = TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: server.token_ttl_secs,
-        scope,
-    };
-    Ok(with_no_store(Json(body).into_response()))
+    Ok(verified.client_id)
 }
 
 /// RFC 6749 §3.3: the requested scopes (space-delimited) must all be held by the agent: a
 /// request can only narrow. Without `scope`, the agent's full set is granted (the documented
 /// default).
-fn granted_scope(requested: Option<&str>, held: &[String]) -> Result<String, OAuthError> {
+pub(crate) fn granted_scope(
+    requested: Option<&str>,
+    held: &[String],
+) -> Result<String, OAuthError> {
     let Some(requested) = requested else {
         return Ok(held.join(" "));
     };
@@ -342,8 +451,8 @@ pub struct AuthorizationServerMetadata {
     pub jwks_uri: String,
     /// No authorization endpoint: no response types (the member is REQUIRED by §2).
     pub response_types_supported: [&'static str; 0],
-    /// `client_credentials`.
-    pub grant_types_supported: [&'static str; 1],
+    /// `client_credentials` and token exchange (RFC 8693 §2.1).
+    pub grant_types_supported: [&'static str; 2],
     /// `private_key_jwt`.
     pub token_endpoint_auth_methods_supported: [&'static str; 1],
     /// `RS256`, `ES256`.
@@ -358,7 +467,7 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         token_endpoint: server.token_endpoint.clone(),
         jwks_uri: server.jwks_uri.clone(),
         response_types_supported: [],
-        grant_types_supported: [CLIENT_CREDENTIALS_GRANT],
+        grant_types_supported: [CLIENT_CREDENTIALS_GRANT, TOKEN_EXCHANGE_GRANT],
         token_endpoint_auth_methods_supported: [PRIVATE_KEY_JWT],
         token_endpoint_auth_signing_alg_values_supported: AssertionAlg::ALL
             .iter()
@@ -715,7 +824,7 @@ mod tests {
                     assertion_pair,
                 ]),
                 StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
+                "invalid_request",
             ),
             (
                 form(&[type_pair, assertion_pair]),
@@ -815,7 +924,10 @@ mod tests {
         );
         assert_eq!(
             json["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!([
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
         assert_eq!(
             json["token_endpoint_auth_methods_supported"],

@@ -163,6 +163,9 @@ struct AgentRow {
     roles: String,
     scopes: String,
     servers: String,
+    may_act: String,
+    service_accounts: String,
+    clients: String,
     enabled: i64,
     created_at: i64,
     updated_at: i64,
@@ -219,7 +222,7 @@ macro_rules! upsert_agent_revocation {
     };
 }
 
-const AGENT_COLUMNS: &str = "id, owner, roles, scopes, servers, enabled, created_at, updated_at";
+const AGENT_COLUMNS: &str = "id, owner, roles, scopes, servers, may_act, service_accounts, clients, enabled, created_at, updated_at";
 
 /// The registry, over a connection pool.
 #[derive(Debug, Clone)]
@@ -257,14 +260,17 @@ impl AgentRegistry {
         for seed in seeds {
             let row = encode_enrollment(seed)?;
             let result = on_pool!(self, pool => sqlx::query(
-                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, enabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, may_act, service_accounts, clients, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&seed.id)
             .bind(&seed.owner)
             .bind(&row.roles)
             .bind(&row.scopes)
             .bind(&row.servers)
+            .bind(&row.may_act)
+            .bind(&row.service_accounts)
+            .bind(&row.clients)
             .bind(now)
             .execute(pool)
             .await?
@@ -293,14 +299,17 @@ impl AgentRegistry {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, enabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                "INSERT INTO authz_agents (id, owner, roles, scopes, servers, may_act, service_accounts, clients, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
             )
             .bind(id)
             .bind(&enrollment.owner)
             .bind(&row.roles)
             .bind(&row.scopes)
             .bind(&row.servers)
+            .bind(&row.may_act)
+            .bind(&row.service_accounts)
+            .bind(&row.clients)
             .bind(i64::from(enabled))
             .bind(now)
             .execute(&mut *tx)
@@ -678,6 +687,9 @@ struct EncodedEnrollment {
     roles: String,
     scopes: String,
     servers: String,
+    may_act: String,
+    service_accounts: String,
+    clients: String,
 }
 
 fn encode_enrollment(enrollment: &AgentEnrollment) -> Result<EncodedEnrollment, RegistryError> {
@@ -689,6 +701,9 @@ fn encode_enrollment(enrollment: &AgentEnrollment) -> Result<EncodedEnrollment, 
         roles: serde_json::to_string(&enrollment.roles).map_err(corrupt)?,
         scopes: serde_json::to_string(&enrollment.scopes).map_err(corrupt)?,
         servers: serde_json::to_string(&enrollment.servers).map_err(corrupt)?,
+        may_act: serde_json::to_string(&enrollment.may_act).map_err(corrupt)?,
+        service_accounts: serde_json::to_string(&enrollment.service_accounts).map_err(corrupt)?,
+        clients: serde_json::to_string(&enrollment.clients).map_err(corrupt)?,
     })
 }
 
@@ -711,6 +726,12 @@ fn decode_record(row: AgentRow, keys: Vec<String>) -> Result<AgentRecord, Regist
         serde_json::from_str(&row.scopes).map_err(|e| corrupt("scopes", e))?;
     let servers: BTreeMap<String, ServerGrant> =
         serde_json::from_str(&row.servers).map_err(|e| corrupt("servers", e))?;
+    let may_act: Vec<String> =
+        serde_json::from_str(&row.may_act).map_err(|e| corrupt("may_act", e))?;
+    let service_accounts: Vec<String> =
+        serde_json::from_str(&row.service_accounts).map_err(|e| corrupt("service_accounts", e))?;
+    let clients: Vec<String> =
+        serde_json::from_str(&row.clients).map_err(|e| corrupt("clients", e))?;
     let keys = keys
         .iter()
         .map(|jwk| serde_json::from_str(jwk).map_err(|e| corrupt("key", e)))
@@ -722,6 +743,9 @@ fn decode_record(row: AgentRow, keys: Vec<String>) -> Result<AgentRecord, Regist
             roles,
             scopes,
             servers,
+            may_act,
+            service_accounts,
+            clients,
         },
         keys,
         enabled: row.enabled != 0,
@@ -804,6 +828,9 @@ pub(crate) mod tests {
                     ..ServerGrant::default()
                 },
             )]),
+            may_act: vec!["orchestrator".to_owned()],
+            service_accounts: vec![format!("system:serviceaccount:agents:{id}")],
+            clients: vec!["claude-code".to_owned()],
             ..AgentEnrollment::new(id)
         }
     }

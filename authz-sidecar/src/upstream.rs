@@ -12,10 +12,15 @@
 //! The token exchange grant at `/oauth/token` accepts these `resource` values as targets too.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use behavry_secrets::{
+    EncryptedFileStore, FileStoreError, FileStoreKey, SecretBackend, SecretRef, SecretResolver,
+    VaultConfig, VaultError, VaultKvStore,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{InvalidField, MAX_TOKEN_TTL_SECS, check_name, check_scope_token};
+use crate::config::{EnvSource, InvalidField, MAX_TOKEN_TTL_SECS, check_name, check_scope_token};
 
 /// Default `token_ttl_secs` of an upstream's exchanged tokens: five minutes.
 pub const DEFAULT_UPSTREAM_TOKEN_TTL_SECS: u64 = 300;
@@ -26,8 +31,24 @@ pub const DEFAULT_SECRET_CACHE_SECS: u64 = 60;
 /// Claims an upstream's `claims` table cannot set: the ones the token service itself decides
 /// (RFC 7519 §4.1 registered claims, RFC 9068 §2.2, RFC 8693 §4.1-§4.4, RFC 7800 `cnf`).
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "client_id", "act", "may_act",
-    "cnf", "auth_time", "acr", "amr", "roles", "groups", "entitlements",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "client_id",
+    "act",
+    "may_act",
+    "cnf",
+    "auth_time",
+    "acr",
+    "amr",
+    "roles",
+    "groups",
+    "entitlements",
 ];
 
 /// How an upstream gets its credential.
@@ -138,9 +159,8 @@ impl UpstreamConfig {
                         "is required when credential = \"secret\"",
                     ));
                 };
-                behavry_secrets::SecretRef::parse(reference).map_err(|err| {
-                    InvalidField::new(format!("{prefix}secret"), err.to_string())
-                })?;
+                behavry_secrets::SecretRef::parse(reference)
+                    .map_err(|err| InvalidField::new(format!("{prefix}secret"), err.to_string()))?;
                 check_header_name(&format!("{prefix}header"), &self.header)?;
                 if let Some(text) = &self.prefix
                     && !text.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
@@ -194,16 +214,19 @@ pub fn check_resource_indicator(field: &str, value: &str) -> Result<(), InvalidF
 fn check_header_name(field: &str, value: &str) -> Result<(), InvalidField> {
     const TCHAR_EXTRA: &[u8] = b"!#$%&'*+-.^_`|~";
     if value.is_empty()
-        || !value.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || TCHAR_EXTRA.contains(&b)
-        })
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || TCHAR_EXTRA.contains(&b))
     {
         return Err(InvalidField::new(
             field,
             format!("`{value}` is not a lowercase HTTP header name"),
         ));
     }
-    if matches!(value, "host" | "content-length" | "transfer-encoding" | "connection") {
+    if matches!(
+        value,
+        "host" | "content-length" | "transfer-encoding" | "connection"
+    ) {
         return Err(InvalidField::new(
             field,
             format!("`{value}` cannot carry a credential"),
@@ -235,9 +258,381 @@ pub fn validate_upstreams(upstreams: &[UpstreamConfig]) -> Result<(), InvalidFie
     Ok(())
 }
 
+/// Check what the upstreams need from the rest of the config: a `secret` upstream's reference
+/// must name a configured backend, and any upstream needs the proxy credential (without it the
+/// filter could never fetch the upstream's credential).
+pub fn check_upstream_needs(
+    upstreams: &[UpstreamConfig],
+    secrets: &SecretsConfig,
+    proxy_credential_set: bool,
+) -> Result<(), InvalidField> {
+    if let Some(first) = upstreams.first()
+        && !proxy_credential_set
+    {
+        return Err(InvalidField::new(
+            "proxy_token_file",
+            format!(
+                "upstream `{}` needs the proxy credential (`proxy_token_file` or \
+                 BEHAVRY_AUTHZ_PROXY_TOKEN) the filter fetches its credential with",
+                first.name
+            ),
+        ));
+    }
+    for (index, upstream) in upstreams.iter().enumerate() {
+        let Some(text) = &upstream.secret else {
+            continue;
+        };
+        let reference = SecretRef::parse(text).map_err(|err| {
+            InvalidField::new(format!("upstreams[{index}].secret"), err.to_string())
+        })?;
+        if !secrets.has_backend(reference.backend()) {
+            return Err(InvalidField::new(
+                format!("upstreams[{index}].secret"),
+                format!(
+                    "`{reference}` needs the {backend} backend, but `[secrets.{backend}]` is not \
+                     configured",
+                    backend = reference.backend()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[secrets]`: where the keys of `secret` upstreams are read from. Each backend is optional; an
+/// upstream whose reference names a missing one is refused at load ([`check_upstream_needs`]).
+/// Relative paths resolve against the config file's folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// `[secrets.file]`: the encrypted local file (`file:` references).
+    #[serde(default)]
+    pub file: Option<FileSecretsConfig>,
+    /// `[secrets.vault]`: HashiCorp Vault / OpenBao KV v2 (`vault:` references).
+    #[serde(default)]
+    pub vault: Option<VaultSecretsConfig>,
+}
+
+/// `[secrets.file]`: the secrets file (made with `behavry secret put`) and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecretsConfig {
+    /// The encrypted secrets file.
+    pub path: PathBuf,
+    /// Key file (64 hex digits, mode 0600, `behavry secret init-key`). Exactly one of
+    /// `key_file` and `key_env`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key as 64 hex digits.
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
+/// `[secrets.vault]`: Vault KV v2. The token is never in the config: `token_file` or `token_env`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSecretsConfig {
+    /// Base URL, e.g. `https://vault.internal:8200`.
+    pub address: String,
+    /// Enterprise / OpenBao namespace. Default: none.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// File holding the token (e.g. written by Vault Agent). Exactly one of `token_file` and
+    /// `token_env`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// PEM file of extra CA certificates. Default: public roots only.
+    #[serde(default)]
+    pub ca_cert_file: Option<PathBuf>,
+    /// Whole-request timeout. Default [`behavry_secrets::vault::DEFAULT_REQUEST_TIMEOUT_MS`].
+    #[serde(default = "default_vault_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long a value read from Vault is reused. Default 0 (no cache).
+    #[serde(default)]
+    pub cache_ttl_ms: u64,
+}
+
+fn default_vault_timeout_ms() -> u64 {
+    behavry_secrets::vault::DEFAULT_REQUEST_TIMEOUT_MS
+}
+
+impl SecretsConfig {
+    /// The same config with relative paths joined to `base_dir` (the config file's folder).
+    pub fn resolved(mut self, base_dir: &Path) -> SecretsConfig {
+        if let Some(file) = &mut self.file {
+            file.path = base_dir.join(&file.path);
+            file.key_file = file.key_file.as_ref().map(|path| base_dir.join(path));
+        }
+        if let Some(vault) = &mut self.vault {
+            vault.token_file = vault.token_file.as_ref().map(|path| base_dir.join(path));
+            vault.ca_cert_file = vault.ca_cert_file.as_ref().map(|path| base_dir.join(path));
+        }
+        self
+    }
+
+    /// Whether `backend` is configured.
+    pub fn has_backend(&self, backend: SecretBackend) -> bool {
+        match backend {
+            SecretBackend::File => self.file.is_some(),
+            SecretBackend::Vault => self.vault.is_some(),
+        }
+    }
+
+    /// The checks that need no file or network: one key source, one token source.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if let Some(file) = &self.file {
+            if file.path.as_os_str().is_empty() {
+                return Err(InvalidField::new("secrets.file.path", "must not be empty"));
+            }
+            if file.key_file.is_some() == file.key_env.is_some() {
+                return Err(InvalidField::new(
+                    "secrets.file.key_file",
+                    "set exactly one of `key_file` and `key_env`",
+                ));
+            }
+        }
+        if let Some(vault) = &self.vault
+            && vault.token_file.is_some() == vault.token_env.is_some()
+        {
+            return Err(InvalidField::new(
+                "secrets.vault.token_file",
+                "set exactly one of `token_file` and `token_env`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Open the configured backends once, at start: the key is read and the file decrypted (a
+    /// wrong key fails here), the Vault token is read and the client built. Errors name the
+    /// `[secrets]` field to fix; none holds key material or a secret.
+    pub fn open(&self, env: &dyn EnvSource) -> Result<SecretResolver, InvalidField> {
+        let lookup = |name: &str| env.var(name);
+        let file = match &self.file {
+            None => None,
+            Some(file) => {
+                let (key_field, key) = match (&file.key_file, &file.key_env) {
+                    (Some(path), _) => ("secrets.file.key_file", FileStoreKey::from_key_file(path)),
+                    (None, Some(var)) => {
+                        ("secrets.file.key_env", FileStoreKey::from_env(var, &lookup))
+                    }
+                    (None, None) => {
+                        return Err(InvalidField::new(
+                            "secrets.file.key_file",
+                            "set exactly one of `key_file` and `key_env`",
+                        ));
+                    }
+                };
+                let key = key.map_err(|err| InvalidField::new(key_field, err.to_string()))?;
+                let store = EncryptedFileStore::open(&file.path, key).map_err(|err| {
+                    // A file that does not decrypt was most likely opened with the wrong key.
+                    let field = match err {
+                        FileStoreError::Decrypt { .. } => key_field,
+                        _ => "secrets.file.path",
+                    };
+                    InvalidField::new(field, err.to_string())
+                })?;
+                Some(store)
+            }
+        };
+        let vault = match &self.vault {
+            None => None,
+            Some(vault) => {
+                let config = VaultConfig {
+                    address: vault.address.clone(),
+                    namespace: vault.namespace.clone(),
+                    token_file: vault.token_file.clone(),
+                    token_env: vault.token_env.clone(),
+                    ca_cert_file: vault.ca_cert_file.clone(),
+                    request_timeout_ms: vault.request_timeout_ms,
+                    cache_ttl_ms: vault.cache_ttl_ms,
+                };
+                let token_field = if vault.token_file.is_some() {
+                    "secrets.vault.token_file"
+                } else {
+                    "secrets.vault.token_env"
+                };
+                let vault_field = |err: &VaultError| match err {
+                    VaultError::Config { field, .. } => match *field {
+                        "address" => "secrets.vault.address",
+                        "namespace" => "secrets.vault.namespace",
+                        "requestTimeoutMs" => "secrets.vault.request_timeout_ms",
+                        "cacheTtlMs" => "secrets.vault.cache_ttl_ms",
+                        "caCertFile" => "secrets.vault.ca_cert_file",
+                        _ => token_field,
+                    },
+                    VaultError::Token(_) => token_field,
+                    _ => "secrets.vault",
+                };
+                let (settings, token) = config
+                    .load(&lookup)
+                    .map_err(|err| InvalidField::new(vault_field(&err), err.to_string()))?;
+                let store = VaultKvStore::new(settings, token)
+                    .map_err(|err| InvalidField::new(vault_field(&err), err.to_string()))?;
+                Some(store)
+            }
+        };
+        Ok(SecretResolver::new(file, vault))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::config::{Config, ConfigError, ENV_ADMIN_TOKEN, ENV_PROXY_TOKEN};
+
+    const PROXY: &str = "proxy-credential-0123456789abcdefghijkl";
+
+    fn load(dir: &Path, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_toml_str(text, &dir.join("authz.toml"), dir, &env)
+    }
+
+    const EXCHANGE_UPSTREAM: &str = "[[upstreams]]\nname = \"files\"\nresource = \"https://files.example/mcp\"\ncredential = \"exchange\"\n";
+
+    #[test]
+    fn upstreams_need_the_proxy_credential_from_file_or_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(dir.path(), EXCHANGE_UPSTREAM, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`proxy_token_file`") && err.contains("files"),
+            "{err}"
+        );
+        // No upstream, no proxy credential: the endpoint is simply disabled.
+        assert_eq!(load(dir.path(), "", &[]).unwrap().proxy_token, None);
+
+        std::fs::write(dir.path().join("proxy"), format!("{PROXY}\n")).unwrap();
+        let text = format!("proxy_token_file = \"proxy\"\n{EXCHANGE_UPSTREAM}");
+        let config = load(dir.path(), &text, &[]).unwrap();
+        assert_eq!(
+            config.proxy_token.as_ref().unwrap().expose(),
+            PROXY.as_bytes()
+        );
+        assert!(!format!("{config:?}").contains(PROXY));
+
+        let from_env = "e".repeat(40);
+        let config = load(dir.path(), &text, &[(ENV_PROXY_TOKEN, &from_env)]).unwrap();
+        assert_eq!(config.proxy_token.unwrap().expose(), from_env.as_bytes());
+
+        let err = load(dir.path(), &text, &[(ENV_PROXY_TOKEN, "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(ENV_PROXY_TOKEN) && err.contains("at least"),
+            "{err}"
+        );
+        let err = load(dir.path(), "proxy_token_file = \"absent\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`proxy_token_file`"), "{err}");
+        // The filter's credential must not also be the admin credential.
+        let err = load(dir.path(), &text, &[(ENV_ADMIN_TOKEN, PROXY)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must differ"), "{err}");
+    }
+
+    #[test]
+    fn secrets_section_resolves_paths_and_backends_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("proxy"), PROXY).unwrap();
+        let keyed = "proxy_token_file = \"proxy\"\n[[upstreams]]\nname = \"keyed\"\n\
+                     resource = \"https://keyed.example/mcp\"\ncredential = \"secret\"\n\
+                     secret = \"vault:kv/upstream/keyed#key\"\n";
+        let err = load(dir.path(), keyed, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`upstreams[0].secret`") && err.contains("[secrets.vault]"),
+            "{err}"
+        );
+        let text = format!(
+            "{keyed}[secrets.vault]\naddress = \"http://127.0.0.1:8200\"\ntoken_file = \"vault-token\"\n\
+             [secrets.file]\npath = \"state/secrets.bin\"\nkey_env = \"KEY\"\n"
+        );
+        let config = load(dir.path(), &text, &[]).unwrap();
+        let vault = config.secrets.vault.as_ref().unwrap();
+        assert_eq!(
+            vault.token_file.as_deref(),
+            Some(dir.path().join("vault-token").as_path())
+        );
+        assert_eq!(
+            vault.request_timeout_ms,
+            behavry_secrets::vault::DEFAULT_REQUEST_TIMEOUT_MS
+        );
+        let file = config.secrets.file.as_ref().unwrap();
+        assert_eq!(file.path, dir.path().join("state/secrets.bin"));
+
+        for (bad, field) in [
+            ("[secrets.file]\npath = \"s\"", "`secrets.file.key_file`"),
+            (
+                "[secrets.file]\npath = \"s\"\nkey_file = \"k\"\nkey_env = \"K\"",
+                "`secrets.file.key_file`",
+            ),
+            (
+                "[secrets.vault]\naddress = \"http://v\"",
+                "`secrets.vault.token_file`",
+            ),
+            ("[secrets.file]\npath = \"s\"\nkeyFile = \"k\"", "keyFile"),
+        ] {
+            let err = load(dir.path(), bad, &[]).unwrap_err().to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn opening_the_store_names_the_field_of_a_wrong_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = FileStoreKey::generate().unwrap();
+        key.write_key_file(&dir.path().join("right.key")).unwrap();
+        EncryptedFileStore::create(dir.path().join("secrets.bin"), key).unwrap();
+        FileStoreKey::generate()
+            .unwrap()
+            .write_key_file(&dir.path().join("wrong.key"))
+            .unwrap();
+        let section =
+            |key: &str| format!("[secrets.file]\npath = \"secrets.bin\"\nkey_file = \"{key}\"\n");
+        let right = load(dir.path(), &section("right.key"), &[]).unwrap();
+        right.secrets.open(&HashMap::new()).unwrap();
+
+        let wrong = load(dir.path(), &section("wrong.key"), &[]).unwrap();
+        let err = wrong.secrets.open(&HashMap::new()).unwrap_err();
+        assert_eq!(err.field, "secrets.file.key_file");
+        assert!(err.reason.contains("cannot decrypt"), "{}", err.reason);
+
+        let absent = load(dir.path(), &section("absent.key"), &[]).unwrap();
+        assert_eq!(
+            absent.secrets.open(&HashMap::new()).unwrap_err().field,
+            "secrets.file.key_file"
+        );
+
+        let no_env = load(
+            dir.path(),
+            "[secrets.file]\npath = \"secrets.bin\"\nkey_env = \"SECRETS_KEY\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            no_env.secrets.open(&HashMap::new()).unwrap_err().field,
+            "secrets.file.key_env"
+        );
+
+        let vault = load(
+            dir.path(),
+            "[secrets.vault]\naddress = \"http://127.0.0.1:1\"\ntoken_env = \"VAULT_TOKEN\"",
+            &[],
+        )
+        .unwrap();
+        let err = vault.secrets.open(&HashMap::new()).unwrap_err();
+        assert_eq!(err.field, "secrets.vault.token_env");
+    }
 
     fn exchange(name: &str, resource: &str) -> UpstreamConfig {
         UpstreamConfig {

@@ -41,6 +41,8 @@ pub struct AdminConnection {
 }
 
 /// The `behavry agent` subcommands.
+// Parsed once per process: the size of the `Enroll` variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Enroll a new agent.
@@ -72,6 +74,17 @@ pub enum AgentCommand {
         /// The key id of the (single) --public-key (default: its RFC 7638 thumbprint).
         #[arg(long)]
         kid: Option<String>,
+        /// An agent that may act for this one through token exchange (RFC 8693 `may_act`;
+        /// repeatable).
+        #[arg(long = "may-act", value_name = "ID")]
+        may_act: Vec<String>,
+        /// A Kubernetes service account whose token may be exchanged for this agent's token,
+        /// as system:serviceaccount:NAMESPACE:NAME (repeatable).
+        #[arg(long = "service-account", value_name = "SUB")]
+        service_accounts: Vec<String>,
+        /// An MCP client the agent is enrolled to use, e.g. claude-code (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
         /// Enroll disabled.
         #[arg(long)]
         disabled: bool,
@@ -176,6 +189,9 @@ fn request_for(command: AgentCommand) -> anyhow::Result<(reqwest::Method, String
             prompts,
             public_keys,
             kid,
+            may_act,
+            service_accounts,
+            clients,
             disabled,
         } => {
             if kid.is_some() && public_keys.len() != 1 {
@@ -192,6 +208,9 @@ fn request_for(command: AgentCommand) -> anyhow::Result<(reqwest::Method, String
             body.insert("servers".to_owned(), serde_json::to_value(servers)?);
             body.insert("keys".to_owned(), Value::from(keys));
             body.insert("enabled".to_owned(), Value::from(!disabled));
+            body.insert("mayAct".to_owned(), Value::from(may_act));
+            body.insert("serviceAccounts".to_owned(), Value::from(service_accounts));
+            body.insert("clients".to_owned(), Value::from(clients));
             if let Some(owner) = owner {
                 body.insert("owner".to_owned(), Value::from(owner));
             }
@@ -468,6 +487,18 @@ fn describe(agent: &Value) -> String {
         format!("  roles:  {}", join(field(agent, "roles"))),
         format!("  scopes: {}", join(field(agent, "scopes"))),
     ];
+    for (label, name) in [
+        ("may act", "mayAct"),
+        ("service accounts", "serviceAccounts"),
+        ("clients", "clients"),
+    ] {
+        if field(agent, name)
+            .as_array()
+            .is_some_and(|list| !list.is_empty())
+        {
+            lines.push(format!("  {label}: {}", join(field(agent, name))));
+        }
+    }
     if let Some(servers) = field(agent, "servers").as_object() {
         for (server, grant) in servers {
             lines.push(format!(
@@ -541,6 +572,9 @@ mod tests {
             prompts: vec![],
             public_keys: vec![],
             kid: Some("k".to_owned()),
+            may_act: vec![],
+            service_accounts: vec![],
+            clients: vec![],
             disabled: false,
         };
         assert!(request_for(command).is_err());
@@ -550,6 +584,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(path, "/admin/v1/agents/a%40b/keys/k%2F1");
+    }
+
+    #[test]
+    fn enroll_sends_delegation_fields() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AgentCommand,
+        }
+        let cli = Cli::try_parse_from([
+            "behavry",
+            "enroll",
+            "--id",
+            "worker",
+            "--may-act",
+            "orchestrator",
+            "--may-act",
+            "planner",
+            "--service-account",
+            "system:serviceaccount:agents:worker",
+            "--client",
+            "claude-code",
+        ])
+        .unwrap();
+        let (method, path, body) = request_for(cli.command).unwrap();
+        assert_eq!((method, path.as_str()), (reqwest::Method::POST, AGENTS));
+        let body = body.unwrap();
+        assert_eq!(
+            body["mayAct"],
+            serde_json::json!(["orchestrator", "planner"])
+        );
+        assert_eq!(
+            body["serviceAccounts"],
+            serde_json::json!(["system:serviceaccount:agents:worker"])
+        );
+        assert_eq!(body["clients"], serde_json::json!(["claude-code"]));
+        let described = describe(&serde_json::json!({
+            "id": "worker", "enabled": true, "mayAct": ["orchestrator"], "clients": [],
+        }));
+        assert!(described.contains("may act: orchestrator"), "{described}");
+        assert!(!described.contains("clients"), "{described}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod audit;
+mod key;
+mod secret;
 mod token;
 
 #[derive(Debug, Parser)]
@@ -39,6 +41,18 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The authz-sidecar's signing key ring.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// The encrypted secrets file of `secret` upstreams (values from stdin, never argv).
+    Secret {
+        #[command(flatten)]
+        location: secret::StoreLocation,
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -63,6 +77,17 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Make the published next key the signing key; the old one stays published until its
+    /// tokens expire. Restart the authz-sidecar afterwards.
+    Rotate {
+        /// The authz-sidecar config file (its `key_file` names the ring).
+        #[arg(long, env = "BEHAVRY_AUTHZ_CONFIG", default_value = "authz.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain and name the first bad record.
     Verify {
@@ -82,6 +107,10 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),
+        Command::Key {
+            command: KeyCommand::Rotate { config },
+        } => key::rotate(&config),
+        Command::Secret { location, command } => secret::run(&location, command),
         Command::Audit {
             command: AuditCommand::Verify { db },
         } => audit::verify(&db),

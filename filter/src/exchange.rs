@@ -716,7 +716,8 @@ impl Exchange {
                 }
                 // A client that is not one the agent is enrolled to use is recorded with the
                 // decision, whatever policy made of it.
-                if let (Some(matches), Some(map)) = (decision.client_matches, detail.as_object_mut())
+                if let (Some(matches), Some(map)) =
+                    (decision.client_matches, detail.as_object_mut())
                 {
                     map.insert("clientMatches".to_string(), json!(matches));
                 }

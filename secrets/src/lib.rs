@@ -11,8 +11,9 @@
 //! - [`VaultKvStore`]: HashiCorp Vault / OpenBao KV v2 over HTTP (production).
 //!
 //! [`SecretResolver`] holds the configured backends and sends each reference to its own.
-//! This crate is a library; wiring it into the upstream-credential path (filter / sidecar) and
-//! a management CLI come later (see `docs/secrets.md`).
+//! The authz-sidecar opens the backends of its `[secrets]` config section at start and answers
+//! `secret` upstreams' keys at `POST /v1/credentials`; `behavry secret` manages the encrypted
+//! file (see `docs/secrets.md`).
 
 pub mod file_store;
 pub mod reference;

@@ -7,6 +7,7 @@ tests/e2e/.logs/ so a failure can be read afterwards.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -21,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("BEHAVRY_TOOLS", ROOT / ".tools"))
 PROFILE = os.environ.get("BEHAVRY_PROFILE", "debug")
@@ -34,6 +37,18 @@ LOGS = ROOT / "tests" / "e2e" / ".logs"
 ISSUER = "behavry-authz"
 AUDIENCE = "behavry-gateway"
 AGENT = "demo-agent"
+# Secret references of the static-key upstreams, and the keys behind them (test values).
+KEYED_SECRET_REF = "file:upstream/keyed#api_key"
+VAULTED_SECRET_REF = "vault:kv/mcp/vaulted#token"
+# The test Kubernetes cluster whose service-account tokens the sidecar accepts.
+K8S_ISSUER = "https://kubernetes.default.svc.cluster.local"
+K8S_KID = "test-cluster-key"
+
+
+def _b64uint(value: int) -> str:
+    """A JWK integer (RFC 7518 §6.3.1): big-endian bytes, base64url without padding."""
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def free_port() -> int:
@@ -150,6 +165,46 @@ key_file = "state/authz-signing-key.pem"
 token_ttl_secs = 300
 policy_dir = "{policies}"
 admin_token_file = "admin-token"
+proxy_token_file = "proxy-token"
+
+# RFC 8693: a short chain keeps the depth test short (the default is 3).
+[token_exchange]
+max_delegation_depth = 2
+
+# Service-account tokens of a (test) Kubernetes cluster can be exchanged for agent tokens.
+[kubernetes]
+issuer = "{k8s_issuer}"
+jwks_file = "k8s-jwks.json"
+audiences = ["behavry"]
+
+# Upstreams with their own credential (docs/identity.md, "Upstream credentials").
+[[upstreams]]
+name = "exchanged"
+resource = "{exchanged_resource}"
+credential = "exchange"
+scopes = ["mcp"]
+claims = {{ tenant = "e2e" }}
+
+[[upstreams]]
+name = "keyed"
+resource = "http://127.0.0.1:{keyed_port}/mcp"
+credential = "secret"
+secret = "{keyed_secret_ref}"
+header = "x-api-key"
+
+[[upstreams]]
+name = "vaulted"
+resource = "http://127.0.0.1:{vaulted_port}/mcp"
+credential = "secret"
+secret = "{vaulted_secret_ref}"
+
+[secrets.file]
+path = "secrets.enc"
+key_file = "secrets.key"
+
+[secrets.vault]
+address = "http://127.0.0.1:{vault_port}"
+token_file = "vault-token"
 
 [[agents]]
 id = "{agent}"
@@ -161,6 +216,12 @@ prompts = ["simple-prompt"]
 tools = ["echo", "progress", "ask_client", "big", "fail"]
 [agents.servers.raw]
 tools = ["raw"]
+[agents.servers.exchanged]
+tools = ["echo", "raw"]
+[agents.servers.keyed]
+tools = ["echo", "raw"]
+[agents.servers.vaulted]
+tools = ["echo", "raw"]
 
 [[agents]]
 id = "conformance-agent"
@@ -168,6 +229,36 @@ id = "conformance-agent"
 tools = ["*"]
 resources = ["*"]
 prompts = ["*"]
+
+# An orchestrator that delegates to helpers through token exchange (RFC 8693 may_act).
+[[agents]]
+id = "orchestrator"
+may_act = ["helper-1", "helper-2", "helper-3"]
+[agents.servers.everything]
+tools = ["echo"]
+[agents.servers.exchanged]
+tools = ["echo", "raw"]
+
+[[agents]]
+id = "helper-1"
+[[agents]]
+id = "helper-2"
+[[agents]]
+id = "helper-3"
+
+# The agent a pod's service account is exchanged for.
+[[agents]]
+id = "pod-agent"
+service_accounts = ["system:serviceaccount:agents:pod-agent"]
+[agents.servers.everything]
+tools = ["echo"]
+
+[[agents]]
+id = "vault-probe-agent"
+[agents.servers.vaulted]
+tools = ["raw"]
+[agents.servers.exchanged]
+tools = ["raw"]
 
 [[agents]]
 id = "restricted-agent"
@@ -187,16 +278,36 @@ class Stack:
         self.logs.mkdir(parents=True)
         self.ports = {k: free_port() for k in
                       ("envoy", "admin", "authz", "audit", "everything", "scripted",
-                       "scripted_json")}
+                       "scripted_json", "exchanged", "keyed", "vaulted", "vault")}
         self.ports.update(ports or {})
         self.authz_config = self.dir / "authz.toml"
         self.audit_db = self.dir / "audit.db"
         # The admin API's credential (docs/identity.md); tests pass it to `behavry agent ...`.
         self.admin_token = secrets.token_urlsafe(32)
         (self.dir / "admin-token").write_text(self.admin_token + "\n")
+        # The filter's credential at /v1/credentials (in the Envoy config and the sidecar's).
+        self.proxy_token = secrets.token_urlsafe(32)
+        (self.dir / "proxy-token").write_text(self.proxy_token + "\n")
+        # The static keys only the upstreams and the secret store know.
+        self.keyed_key = "kk-" + secrets.token_urlsafe(16)
+        self.vaulted_key = "vk-" + secrets.token_urlsafe(16)
+        self.vault_token = secrets.token_urlsafe(24)
+        (self.dir / "vault-token").write_text(self.vault_token + "\n")
         self.authz_config.write_text(AUTHZ_CONFIG.format(
             port=self.ports["authz"], issuer=ISSUER, audience=AUDIENCE,
-            policies=ROOT / "policies", agent=AGENT))
+            policies=ROOT / "policies", agent=AGENT,
+            exchanged_resource=self.resource("exchanged"),
+            keyed_port=self.ports["keyed"], vaulted_port=self.ports["vaulted"],
+            keyed_secret_ref=KEYED_SECRET_REF, vaulted_secret_ref=VAULTED_SECRET_REF,
+            vault_port=self.ports["vault"], k8s_issuer=K8S_ISSUER))
+        # The test cluster's service-account signing key; its public half is the JWKS the
+        # sidecar trusts for [kubernetes].
+        self.k8s_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = self.k8s_key.public_key().public_numbers()
+        (self.dir / "k8s-jwks.json").write_text(json.dumps({"keys": [{
+            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": K8S_KID,
+            "n": _b64uint(numbers.n), "e": _b64uint(numbers.e)}]}))
+        self._write_secret_file()
         self.services: dict[str, Service] = {}
 
     # -- the parts -------------------------------------------------------------------------
@@ -230,6 +341,60 @@ class Stack:
                        self.logs / "scripted-server-json.log",
                        ready_url=f"http://127.0.0.1:{self.ports['scripted_json']}/raw/count")
 
+    def resource(self, server: str) -> str:
+        """The RFC 8707 resource indicator of an upstream with its own credential."""
+        return f"http://127.0.0.1:{self.ports[server]}/mcp"
+
+    def _write_secret_file(self) -> None:
+        """The encrypted secret store holding the keyed upstream's key, made with the CLI (new
+        each time: the key is made per stack)."""
+        for name in ("secrets.key", "secrets.enc"):
+            (self.dir / name).unlink(missing_ok=True)
+        self.cli("secret", "init-key", "--key-file", str(self.dir / "secrets.key"))
+        self.cli("secret", "put", "--file", str(self.dir / "secrets.enc"),
+                 "--key-file", str(self.dir / "secrets.key"), KEYED_SECRET_REF,
+                 input_text=self.keyed_key)
+
+    def vault(self) -> Service:
+        return Service("vault-standin", [BIN / "behavry-vault-standin", "--listen",
+                                         f"127.0.0.1:{self.ports['vault']}"],
+                       self.logs / "vault-standin.log",
+                       env={"BEHAVRY_VAULT_STANDIN_TOKEN": self.vault_token},
+                       ready_port=self.ports["vault"])
+
+    def _put_vault_secret(self) -> None:
+        status, _, body = http("POST", f"http://127.0.0.1:{self.ports['vault']}/v1/kv/data/mcp/vaulted",
+                               json.dumps({"data": {"token": self.vaulted_key}}).encode(),
+                               {"X-Vault-Token": self.vault_token, "Content-Type": "application/json"})
+        assert status == 200, body
+
+    def exchanged(self) -> Service:
+        """A scripted server that accepts only tokens exchanged for it (RS256, at+jwt, its aud)."""
+        jwks = self.dir / "upstream-jwks.json"
+        _, _, body = http("GET", f"{self.authz_url()}/.well-known/jwks.json")
+        jwks.write_bytes(body)
+        return Service("scripted-exchanged", [
+            BIN / "behavry-scripted-server", "--listen", f"127.0.0.1:{self.ports['exchanged']}",
+            "--require-bearer-jwks", jwks, "--require-issuer", ISSUER,
+            "--require-audience", self.resource("exchanged")],
+            self.logs / "scripted-exchanged.log",
+            ready_url=f"http://127.0.0.1:{self.ports['exchanged']}/raw/count")
+
+    def keyed(self) -> Service:
+        return Service("scripted-keyed", [
+            BIN / "behavry-scripted-server", "--listen", f"127.0.0.1:{self.ports['keyed']}",
+            "--require-header", "x-api-key"],
+            self.logs / "scripted-keyed.log", env={"BEHAVRY_SCRIPTED_REQUIRED_KEY": self.keyed_key},
+            ready_url=f"http://127.0.0.1:{self.ports['keyed']}/raw/count")
+
+    def vaulted(self) -> Service:
+        return Service("scripted-vaulted", [
+            BIN / "behavry-scripted-server", "--listen", f"127.0.0.1:{self.ports['vaulted']}",
+            "--require-header", "authorization"],
+            self.logs / "scripted-vaulted.log",
+            env={"BEHAVRY_SCRIPTED_REQUIRED_KEY": "Bearer " + self.vaulted_key},
+            ready_url=f"http://127.0.0.1:{self.ports['vaulted']}/raw/count")
+
     def envoy(self, concurrency: int = 2, log_level: str = "info") -> Service:
         """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`."""
         config = render_envoy("behavry.yaml.tmpl", self.dir / "envoy.yaml", {
@@ -237,6 +402,9 @@ class Stack:
             "AUTHZ_PORT": self.ports["authz"], "AUDIT_PORT": self.ports["audit"],
             "EVERYTHING_PORT": self.ports["everything"], "SCRIPTED_PORT": self.ports["scripted"],
             "SCRIPTED_JSON_PORT": self.ports["scripted_json"],
+            "EXCHANGED_PORT": self.ports["exchanged"], "KEYED_PORT": self.ports["keyed"],
+            "VAULTED_PORT": self.ports["vaulted"], "PROXY_TOKEN": self.proxy_token,
+            "JWKS_CACHE_SECS": 3,
             "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
         })
@@ -247,9 +415,12 @@ class Stack:
                        ready_url=f"http://127.0.0.1:{self.ports['admin']}/ready")
 
     def start(self) -> "Stack":
+        self.services["vault"] = self.vault().start()
+        self._put_vault_secret()
         for name, make in (("authz", self.authz), ("audit", self.audit),
                            ("everything", self.everything), ("scripted", self.scripted),
-                           ("scripted_json", self.scripted_json),
+                           ("scripted_json", self.scripted_json), ("exchanged", self.exchanged),
+                           ("keyed", self.keyed), ("vaulted", self.vaulted),
                            ("envoy", self.envoy)):
             self.services[name] = make().start()
         # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.
@@ -277,9 +448,10 @@ class Stack:
     def direct_url(self, server: str = "everything") -> str:
         return f"http://127.0.0.1:{self.ports[server]}/mcp"
 
-    def cli(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, env: dict | None = None,
+            input_text: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
-                              check=check, timeout=60,
+                              check=check, timeout=60, input=input_text,
                               env={**os.environ, **env} if env else None)
 
     def mint(self, agent: str = AGENT, ttl: int | None = None) -> str:
@@ -324,8 +496,8 @@ class Stack:
             return events if sorted(seen) == sorted(kinds) else None
         return wait_until(f"trace {trace_id} to hold {kinds}", complete, timeout=timeout)
 
-    def upstream_requests(self) -> int:
-        _, _, body = http("GET", f"http://127.0.0.1:{self.ports['scripted']}/raw/count")
+    def upstream_requests(self, server: str = "scripted") -> int:
+        _, _, body = http("GET", f"http://127.0.0.1:{self.ports[server]}/raw/count")
         return json.loads(body)["requests"]
 
     def envoy_panics(self) -> list[str]:

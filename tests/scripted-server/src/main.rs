@@ -75,8 +75,9 @@ fn upstream_auth(cli: &Cli) -> Result<UpstreamAuth, StartError> {
     if let Some(path) = &cli.require_bearer_jwks {
         let text = std::fs::read_to_string(path)
             .map_err(|err| StartError::Auth(format!("cannot read {}: {err}", path.display())))?;
-        let jwks = serde_json::from_str(&text)
-            .map_err(|err| StartError::Auth(format!("{} is not a JWK Set: {err}", path.display())))?;
+        let jwks = serde_json::from_str(&text).map_err(|err| {
+            StartError::Auth(format!("{} is not a JWK Set: {err}", path.display()))
+        })?;
         return Ok(UpstreamAuth::Bearer {
             jwks: std::sync::Arc::new(jwks),
             issuer: cli.require_issuer.clone().unwrap_or_default(),
