@@ -26,19 +26,18 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use crate::bearer;
 use crate::client_key::{ClientKey, KeyFormatError};
 use crate::config::{AdminCredential, AgentEnrollment, InvalidField, ServerGrant};
 use crate::directory::DirectoryError;
-use crate::http::{AppState, ErrorBody};
+use crate::http::AppState;
 use crate::registry::{AgentRecord, RegistryError, RevocationEntries, unix_now};
 use crate::revocation::{InvalidRevocation, RevocationRequest};
 
@@ -116,31 +115,12 @@ impl IntoResponse for AdminError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "registry_error")
             }
         };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "admin request failed");
-        } else {
-            tracing::warn!(error = %self, "admin request refused");
-        }
-        let body = ErrorBody {
-            error: code,
-            message: self.to_string(),
-        };
-        let mut response = (status, Json(body)).into_response();
-        // RFC 6750 §3: a 401 carries a Bearer challenge; §3.1: `invalid_token` when a credential
-        // was sent and is wrong, no error code when none was sent.
-        let challenge = match &self {
-            AdminError::MissingCredential => Some(format!("Bearer realm=\"{ADMIN_REALM}\"")),
-            AdminError::WrongCredential => Some(format!(
-                "Bearer realm=\"{ADMIN_REALM}\", error=\"invalid_token\""
-            )),
+        let refusal = match &self {
+            AdminError::MissingCredential => Some((bearer::Refusal::Missing, ADMIN_REALM)),
+            AdminError::WrongCredential => Some((bearer::Refusal::Wrong, ADMIN_REALM)),
             _ => None,
         };
-        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
+        bearer::error_response(status, code, self.to_string(), "admin request", refusal)
     }
 }
 
@@ -225,27 +205,11 @@ fn check_credential(
     expected: Option<&AdminCredential>,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), AdminError> {
-    let Some(expected) = expected else {
-        return Err(AdminError::Disabled);
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            // RFC 9110 §11.1: the auth scheme is case-insensitive.
-            let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .ok_or(AdminError::MissingCredential)?;
-    // Constant time: compare fixed-length digests with `subtle`, so neither the content nor the
-    // length of the secret leaks through timing.
-    let presented_digest = Sha256::digest(presented.as_bytes());
-    let expected_digest = Sha256::digest(expected.expose());
-    if bool::from(presented_digest.ct_eq(&expected_digest)) {
-        Ok(())
-    } else {
-        Err(AdminError::WrongCredential)
-    }
+    bearer::check(expected, headers).map_err(|refusal| match refusal {
+        bearer::Refusal::Disabled => AdminError::Disabled,
+        bearer::Refusal::Missing => AdminError::MissingCredential,
+        bearer::Refusal::Wrong => AdminError::WrongCredential,
+    })
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(
@@ -401,6 +365,8 @@ async fn revocations(State(state): State<AppState>) -> Result<Json<RevocationEnt
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
+
+    use axum::http::header;
 
     use super::*;
     use crate::client_key::tests::TestClientKey;

@@ -19,17 +19,16 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use behavry_core::wire::{CREDENTIALS_PATH, CredentialKind, CredentialRequest, CredentialResponse};
 use behavry_secrets::{SecretError, SecretRef, SecretResolver, SecretStore, VaultError};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use crate::bearer;
 use crate::config::{AdminCredential, Config, InvalidField};
-use crate::http::{AppState, ErrorBody};
+use crate::http::AppState;
 use crate::token::{TokenError, unix_now};
 use crate::token_exchange::{DelegatedGrant, DelegationError, mint_delegated};
 use crate::upstream::{CredentialSource, UpstreamConfig};
@@ -190,31 +189,18 @@ impl IntoResponse for CredentialError {
                 (StatusCode::SERVICE_UNAVAILABLE, "secret_store_unreachable")
             }
         };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "upstream credential failed");
-        } else {
-            tracing::warn!(error = %self, "upstream credential refused");
-        }
-        let body = ErrorBody {
-            error: code,
-            message: self.to_string(),
-        };
-        let mut response = (status, Json(body)).into_response();
-        // RFC 6750 §3: a 401 carries a Bearer challenge; §3.1: `invalid_token` when a credential
-        // was sent and is wrong, no error code when none was sent.
-        let challenge = match &self {
-            CredentialError::MissingCredential => Some(format!("Bearer realm=\"{PROXY_REALM}\"")),
-            CredentialError::WrongCredential => Some(format!(
-                "Bearer realm=\"{PROXY_REALM}\", error=\"invalid_token\""
-            )),
+        let refusal = match &self {
+            CredentialError::MissingCredential => Some((bearer::Refusal::Missing, PROXY_REALM)),
+            CredentialError::WrongCredential => Some((bearer::Refusal::Wrong, PROXY_REALM)),
             _ => None,
         };
-        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
+        bearer::error_response(
+            status,
+            code,
+            self.to_string(),
+            "upstream credential",
+            refusal,
+        )
     }
 }
 
@@ -230,27 +216,11 @@ fn check_proxy_credential(
     expected: Option<&AdminCredential>,
     headers: &HeaderMap,
 ) -> Result<(), CredentialError> {
-    let Some(expected) = expected else {
-        return Err(CredentialError::Disabled);
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            // RFC 9110 §11.1: the auth scheme is case-insensitive.
-            let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .ok_or(CredentialError::MissingCredential)?;
-    // Constant time: fixed-length digests compared with `subtle`, so neither the content nor
-    // the length of the secret leaks through timing.
-    let presented_digest = Sha256::digest(presented.as_bytes());
-    let expected_digest = Sha256::digest(expected.expose());
-    if bool::from(presented_digest.ct_eq(&expected_digest)) {
-        Ok(())
-    } else {
-        Err(CredentialError::WrongCredential)
-    }
+    bearer::check(expected, headers).map_err(|refusal| match refusal {
+        bearer::Refusal::Disabled => CredentialError::Disabled,
+        bearer::Refusal::Missing => CredentialError::MissingCredential,
+        bearer::Refusal::Wrong => CredentialError::WrongCredential,
+    })
 }
 
 /// Body parsed from raw bytes, after the credential check, so an unauthenticated caller learns
@@ -370,6 +340,8 @@ mod tests {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
     use serde_json::{Value, json};
     use tower::ServiceExt;
+
+    use axum::http::header;
 
     use super::*;
     use crate::config::{AgentEnrollment, ServerGrant};

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod assertion;
+pub mod bearer;
 pub mod client_key;
 pub mod config;
 pub mod credentials;
