@@ -3,6 +3,7 @@
 
 Every placeholder must be given (or have a default below): a missing one is an error that names it.
 """
+import os
 import string
 import sys
 
@@ -52,7 +53,10 @@ def main() -> None:
             sys.exit(f"render_envoy: argument {arg!r} is not NAME=VALUE")
         values[name] = value
     out = render(sys.argv[1], values)
-    with open(sys.argv[2], "w", encoding="utf-8") as f:
+    # The rendered bootstrap holds the filter's proxy credential: readable by its owner only.
+    fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(out)
 
 

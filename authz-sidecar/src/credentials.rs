@@ -126,6 +126,14 @@ pub enum CredentialError {
         /// The upstream.
         server: String,
     },
+    /// An actor of the chain is not one the agent lets act for it (RFC 8693 §4.4 `may_act`).
+    #[error("agent `{actor}` may not act for `{agent}`")]
+    MayNotAct {
+        /// The agent acted for.
+        agent: String,
+        /// The actor it does not list.
+        actor: String,
+    },
     /// Minting refused (expired subject, no scope left, cycle, chain too deep).
     #[error(transparent)]
     Delegation(#[from] DelegationError),
@@ -183,7 +191,9 @@ impl IntoResponse for CredentialError {
             CredentialError::Delegation(DelegationError::NoScope(_)) => {
                 (StatusCode::FORBIDDEN, "insufficient_scope")
             }
-            CredentialError::Delegation(_) => (StatusCode::FORBIDDEN, "invalid_delegation"),
+            CredentialError::Delegation(_) | CredentialError::MayNotAct { .. } => {
+                (StatusCode::FORBIDDEN, "invalid_delegation")
+            }
             CredentialError::Secret(_) => (StatusCode::BAD_GATEWAY, "secret_unavailable"),
             CredentialError::SecretStoreDown(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "secret_store_unreachable")
@@ -307,8 +317,22 @@ fn check_agent(
     let agent = enabled(&request.agent.id)?;
     // RFC 8693 §4.1: each actor of the chain acts with its own authority; a disabled or revoked
     // one ends the chain's right to act.
+    // RFC 8693 §4.4: every actor of the chain must be one the agent lets act for it, as the
+    // token exchange checked when the chain was made. Checked again here, so the credentials
+    // endpoint never extends a chain the token endpoint would have refused.
     for actor in &request.agent.delegation {
         enabled(actor)?;
+        if !agent
+            .enrollment
+            .may_act
+            .iter()
+            .any(|allowed| allowed == actor)
+        {
+            return Err(CredentialError::MayNotAct {
+                agent: request.agent.id.clone(),
+                actor: actor.clone(),
+            });
+        }
     }
     if !agent.enrollment.servers.contains_key(&upstream.name) {
         return Err(CredentialError::NotGranted {
@@ -429,7 +453,12 @@ secret = "file:upstream/keyed#no_such_field"
         let servers = all_servers();
         registry
             .seed(&[
-                enrollment("alice", &["mcp", "files:read", "admin"], &servers),
+                AgentEnrollment {
+                    may_act: ["bot", "assistant", "off", "gone", "stranger"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                    ..enrollment("alice", &["mcp", "files:read", "admin"], &servers)
+                },
                 enrollment("bot", &["mcp"], &[]),
                 enrollment("assistant", &["mcp"], &[]),
                 enrollment("nogrant", &["mcp"], &["other"]),
@@ -652,6 +681,12 @@ secret = "file:upstream/keyed#no_such_field"
                 body("files", "alice", &["bot", "alice"], &["mcp"], exp),
                 "invalid_delegation",
                 "alice",
+            ),
+            // An enabled agent alice does not let act for her (may_act).
+            (
+                body("files", "alice", &["nogrant"], &["mcp"], exp),
+                "invalid_delegation",
+                "nogrant",
             ),
         ] {
             let (status, json) = ask(&state, &request).await;

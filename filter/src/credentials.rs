@@ -22,12 +22,16 @@ pub const MAX_REFRESH_MARGIN_MS: u64 = 30_000;
 /// Most bytes of a sidecar error message repeated to the agent.
 const MAX_MESSAGE_CHARS: usize = 200;
 
-/// Who a credential is for: one agent, acting through one delegation chain, on one server.
+/// Who a credential is for: one agent, acting through one delegation chain, with one set of
+/// scopes, on one server. The scopes are part of the key: a token narrowed by exchange
+/// (RFC 8693 §2.1 `scope`) must not be served a credential fetched for a broader one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CredentialKey {
     pub server: String,
     pub agent: String,
     pub delegation: Vec<String>,
+    /// Sorted, without duplicates.
+    pub scopes: Vec<String>,
 }
 
 /// A credential ready to be set on a request.
@@ -270,6 +274,7 @@ mod tests {
             server: "s".into(),
             agent: agent.into(),
             delegation: vec![],
+            scopes: vec!["mcp".into()],
         }
     }
 
@@ -391,6 +396,10 @@ mod tests {
         let mut other_server = key("a");
         other_server.server = "t".into();
         assert!(cache.get(&other_server, NOW).is_none());
+        // A token narrowed to fewer scopes is not served the broader token's credential.
+        let mut narrowed = key("a");
+        narrowed.scopes = vec![];
+        assert!(cache.get(&narrowed, NOW).is_none());
         // A credential with no life left is used once, not kept.
         let zero = interpret(Some("200"), &answer(0), NOW, FAR).unwrap();
         cache.insert(key("z"), zero, NOW);

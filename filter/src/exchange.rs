@@ -581,10 +581,14 @@ impl Exchange {
 
     /// Whom the upstream credential is for.
     pub fn credential_key(&self) -> CredentialKey {
+        let mut scopes = self.claims.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
         CredentialKey {
             server: self.server.clone(),
             agent: self.head.agent.clone().unwrap_or_default(),
             delegation: self.claims.delegation.clone(),
+            scopes,
         }
     }
 

@@ -761,7 +761,17 @@ impl Context for BehavryHttp {
 
 impl HttpContext for BehavryHttp {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let path = request_header(":path").unwrap_or_default();
+        // A `:path` (or `:method`) that is missing or not UTF-8 cannot be matched against the
+        // routes; treating it as "not MCP" would let a governed call through undecided (Envoy's
+        // HTTP/2 codec passes bytes ≥ 0x80 in `:path`). Refused outright (RFC 9110 §15.5.1).
+        let (Some(path), Some(_)) = (request_header(":path"), request_header(":method")) else {
+            send_reply(&LocalReply {
+                status: 400,
+                headers: vec![],
+                body: b"request path or method is not valid UTF-8".to_vec(),
+            });
+            return Action::Pause;
+        };
         let Some(config) = self.config.clone() else {
             send_reply(&LocalReply {
                 status: 503,

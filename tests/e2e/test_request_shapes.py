@@ -69,3 +69,52 @@ def test_http2_trailers_cannot_release_an_undecided_call(stack):
     status = h2_post_with_trailers(stack.ports["envoy"], "/mcp/raw/echo-headers", token)
     assert status == 400
     assert stack.upstream_requests() == before
+
+
+def h2_post(port: int, path: bytes, token: str) -> int:
+    """One HTTP/2 POST with a raw `:path` (bytes, so it may hold anything Envoy accepts)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, [(b":method", b"POST"), (b":path", path), (b":scheme", b"http"),
+                               (b":authority", f"127.0.0.1:{port}".encode()),
+                               *[(k.encode(), v.encode()) for k, v in headers(token).items()]])
+    conn.send_data(stream, CALL, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status = None
+    while status is None:
+        data = sock.recv(65536)
+        if not data:
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                status = int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                status = 0
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    return status
+
+
+def test_a_path_that_is_not_utf8_cannot_skip_the_filter(stack):
+    """Envoy's HTTP/2 codec passes bytes >= 0x80 in `:path`; the filter must not read such a
+    path as "no route" and let a governed call through undecided. An agent without a grant on
+    the raw server: were the call forwarded, the upstream would count it."""
+    token = stack.mint("restricted-agent")
+    before = stack.upstream_requests()
+    status = h2_post(stack.ports["envoy"], b"/mcp/raw/echo-headers?\xff", token)
+    assert status in (0, 400), status
+    assert stack.upstream_requests() == before
+    assert not stack.envoy_panics()
+
+
+def test_a_token_in_the_query_is_not_accepted(stack, token):
+    """RFC 6750 §2.3 query tokens are not taken (from_headers only): the token would otherwise
+    travel on to the upstream in the URL."""
+    before = stack.upstream_requests()
+    got, _, _ = http("POST", stack.url("raw") + f"/echo-headers?access_token={token}", CALL, {
+        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+    assert got == 401
+    assert stack.upstream_requests() == before
