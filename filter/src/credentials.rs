@@ -83,6 +83,10 @@ pub enum CredentialFailure {
     /// Answered 503 `CREDENTIAL_UNAVAILABLE`: the sidecar or the secret store failed.
     #[error("no upstream credential: {0}")]
     Unavailable(String),
+    /// Answered 503 `CREDENTIAL_UNAVAILABLE`: the sidecar reported an error. Its `detail` (the
+    /// secret reference, the store's error) goes to the audit event, not to the agent.
+    #[error("no upstream credential: the authz-sidecar answered HTTP {status}")]
+    SidecarError { status: String, detail: String },
     /// Answered 403 `POLICY_DENIED`: the agent may not use this server.
     #[error("{0}")]
     Forbidden(String),
@@ -185,8 +189,10 @@ pub fn interpret(
             return unavailable("the upstream server has no credential configured".into());
         }
         Some(other) => {
-            let detail = sidecar_message(body).map_or(String::new(), |m| format!(": {m}"));
-            return unavailable(format!("the authz-sidecar answered HTTP {other}{detail}"));
+            return Err(CredentialFailure::SidecarError {
+                status: other.to_string(),
+                detail: sidecar_message(body).unwrap_or_default(),
+            });
         }
         None => return unavailable("the authz-sidecar is unreachable or timed out".into()),
     }
@@ -344,16 +350,29 @@ mod tests {
         ] {
             let result = interpret(status, body, NOW, FAR);
             assert!(
-                matches!(result, Err(CredentialFailure::Unavailable(_))),
+                matches!(
+                    result,
+                    Err(CredentialFailure::Unavailable(_) | CredentialFailure::SidecarError { .. })
+                ),
                 "{status:?}: {result:?}"
             );
         }
-        let Err(CredentialFailure::Unavailable(why)) =
-            interpret(Some("502"), b"vault down", NOW, FAR)
-        else {
-            panic!("a 502 is unavailable");
+        let failure = interpret(
+            Some("502"),
+            br#"{"error":"secret_unavailable","message":"secret vault:kv/x#y not found"}"#,
+            NOW,
+            FAR,
+        )
+        .unwrap_err();
+        let CredentialFailure::SidecarError { status, detail } = &failure else {
+            panic!("a 502 is a sidecar error: {failure:?}");
         };
-        assert!(why.contains("502") && why.contains("vault down"));
+        assert_eq!(
+            (status.as_str(), detail.as_str()),
+            ("502", "secret vault:kv/x#y not found")
+        );
+        // The agent is told the status only; the detail is for the audit event.
+        assert!(!failure.to_string().contains("vault:kv"));
     }
 
     #[test]

@@ -637,10 +637,18 @@ impl Exchange {
     /// would refuse the call without its credential anyway.
     pub fn credential_failure(&mut self, failure: CredentialFailure, now_ms: u64) -> LocalReply {
         let (status, code) = match &failure {
-            CredentialFailure::Unavailable(_) => (503, jsonrpc::CREDENTIAL_UNAVAILABLE),
+            CredentialFailure::Unavailable(_) | CredentialFailure::SidecarError { .. } => {
+                (503, jsonrpc::CREDENTIAL_UNAVAILABLE)
+            }
             CredentialFailure::Forbidden(_) => (403, jsonrpc::POLICY_DENIED),
         };
         let message = failure.to_string();
+        let audited = match &failure {
+            CredentialFailure::SidecarError { detail, .. } if !detail.is_empty() => {
+                format!("{message}: {detail}")
+            }
+            _ => message.clone(),
+        };
         let id = self.pending.as_ref().map(|p| p.id.clone());
         let body = jsonrpc::error_response(
             id.as_ref(),
@@ -654,7 +662,7 @@ impl Exchange {
             now_ms,
             json!({
                 "status": status, "local": true, "errorCode": code,
-                "credentialError": message, "responseBytes": body.len(),
+                "credentialError": audited, "responseBytes": body.len(),
             }),
         );
         LocalReply::json(status, body)

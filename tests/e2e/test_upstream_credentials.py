@@ -163,6 +163,8 @@ def test_credential_failure_fails_closed(stack, token):
         assert status == 503, body
         error = json.loads(body)["error"]
         assert error["code"] == CREDENTIAL_UNAVAILABLE
+        # The agent learns that there is no credential, not the store's internals.
+        assert VAULTED_SECRET_REF not in body.decode() and "vault" not in error["message"].lower()
         assert stack.upstream_requests("vaulted") == before
     finally:
         stack.services["vault"] = stack.vault().start()
