@@ -104,6 +104,22 @@ impl AuthorizationServer {
         &self.audience
     }
 
+    /// Whether a requested `resource` (RFC 8707 §2) names the gateway: the audience itself, or,
+    /// when the audience is the gateway's base URI (e.g. `https://gw.example/mcp`), an MCP
+    /// endpoint below it (`https://gw.example/mcp/github`), as an MCP client asks for the
+    /// server it connects to (MCP authorization, "Resource Parameter Implementation"). The
+    /// token's `aud` stays the gateway's.
+    pub fn names_gateway(&self, resource: &str) -> bool {
+        if resource == self.audience {
+            return true;
+        }
+        let is_uri = self.audience.starts_with("https://") || self.audience.starts_with("http://");
+        is_uri
+            && resource
+                .strip_prefix(self.audience.trim_end_matches('/'))
+                .is_some_and(|rest| rest.starts_with('/') && !rest.contains(['?', '#']))
+    }
+
     /// The token endpoint URL (`<public_url>/oauth/token`).
     pub fn token_endpoint(&self) -> &str {
         &self.token_endpoint
@@ -347,6 +363,17 @@ pub async fn token(
         .ok_or_else(|| AssertionError::UnknownClient(client_id.clone()))?;
 
     let scope = granted_scope(request.scope.as_deref(), &agent.enrollment.scopes)?;
+    // RFC 8707 §2: a client credentials token is for the gateway only; a `resource` naming
+    // anything else is `invalid_target` (upstream tokens come from token exchange).
+    if let Some(other) = request
+        .resource
+        .iter()
+        .find(|resource| !server.names_gateway(resource))
+    {
+        return Err(OAuthError::InvalidTarget(format!(
+            "`{other}` is not this gateway; ask for upstream tokens by token exchange"
+        )));
+    }
     let spec = AccessTokenSpec {
         issuer: &server.issuer,
         audience: &server.audience,
@@ -660,6 +687,64 @@ mod tests {
                 "{escalation:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_resource_must_name_the_gateway() {
+        let fixture = Fixture::new().await;
+        let audience = fixture.state.authorization_server.audience().to_owned();
+        let body = fixture.form(&fixture.assertion(|_| {}), &[("resource", &audience)]);
+        let (status, _, json) = fixture.post(body).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        for other in ["https://elsewhere.example/mcp", "behavry-gateway-2"] {
+            let body = fixture.form(&fixture.assertion(|_| {}), &[("resource", other)]);
+            let (status, code, _) = fixture.refused(body).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::BAD_REQUEST, "invalid_target")
+            );
+        }
+    }
+
+    #[test]
+    fn mcp_endpoints_below_a_uri_audience_name_the_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml_str(
+            "audience = \"https://gw.example/mcp\"\n",
+            &dir.path().join("authz.toml"),
+            dir.path(),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let server = AuthorizationServer::new(&config, crate::signing_key::tests::test_key());
+        for yes in [
+            "https://gw.example/mcp",
+            "https://gw.example/mcp/github",
+            "https://gw.example/mcp/a/b",
+        ] {
+            assert!(server.names_gateway(yes), "{yes}");
+        }
+        for no in [
+            "https://gw.example/mcpx",
+            "https://gw.example/mc",
+            "https://gw.example/mcp/x?y",
+            "https://gw.example/mcp/x#y",
+            "https://other.example/mcp/github",
+            "gw.example/mcp/github",
+        ] {
+            assert!(!server.names_gateway(no), "{no}");
+        }
+        // A name (not a URI) audience matches itself only.
+        let plain = Config::from_toml_str(
+            "",
+            &dir.path().join("authz.toml"),
+            dir.path(),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let server = AuthorizationServer::new(&plain, crate::signing_key::tests::test_key());
+        assert!(server.names_gateway("behavry-gateway"));
+        assert!(!server.names_gateway("behavry-gateway/x"));
     }
 
     #[tokio::test]

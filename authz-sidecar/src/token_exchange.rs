@@ -480,7 +480,7 @@ pub(crate) fn exchange(state: &AppState, request: &TokenRequest) -> Result<Respo
     // subject agent has a grant for; anything else is `invalid_target`.
     let upstream = match target {
         None => None,
-        Some(target) if target == server.audience => None,
+        Some(target) if server.names_gateway(target) => None,
         Some(target) => {
             let Some(upstream) = server.upstreams.iter().find(|u| u.resource == target) else {
                 return Err(OAuthError::InvalidTarget(format!(

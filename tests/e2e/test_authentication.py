@@ -8,7 +8,7 @@ import time
 import pytest
 
 import tokens
-from harness import AGENT, AUDIENCE, ISSUER, http
+from harness import AGENT, ISSUER, http
 
 CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                    "params": {"name": "raw", "arguments": {}}}).encode()
@@ -26,12 +26,12 @@ def forged(stack, case: str) -> str:
     header = tokens.decode_part(real, 0)
     now = int(time.time())
     if case == "expired":
-        return tokens.sign(key, header, tokens.claims(AGENT, ISSUER, AUDIENCE,
+        return tokens.sign(key, header, tokens.claims(AGENT, ISSUER, stack.audience,
                                                       iat=now - 3600, nbf=now - 3600, exp=now - 600))
     if case == "other-key":
-        return tokens.sign(tokens.new_key(), header, tokens.claims(AGENT, ISSUER, AUDIENCE))
+        return tokens.sign(tokens.new_key(), header, tokens.claims(AGENT, ISSUER, stack.audience))
     if case == "wrong-issuer":
-        return tokens.sign(key, header, tokens.claims(AGENT, "someone-else", AUDIENCE))
+        return tokens.sign(key, header, tokens.claims(AGENT, "someone-else", stack.audience))
     if case == "wrong-audience":
         return tokens.sign(key, header, tokens.claims(AGENT, ISSUER, "another-gateway"))
     if case == "tampered":
@@ -41,7 +41,7 @@ def forged(stack, case: str) -> str:
         return f"{head}.{tokens.b64url(json.dumps(claims).encode())}.{sig}"
     if case == "alg-none":
         return f"{tokens.b64url(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}." \
-               f"{tokens.b64url(json.dumps(tokens.claims(AGENT, ISSUER, AUDIENCE)).encode())}."
+               f"{tokens.b64url(json.dumps(tokens.claims(AGENT, ISSUER, stack.audience)).encode())}."
     raise ValueError(case)
 
 

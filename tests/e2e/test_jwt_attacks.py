@@ -18,7 +18,7 @@ import time
 import pytest
 
 import tokens
-from harness import AGENT, AUDIENCE, ISSUER, http
+from harness import AGENT, ISSUER, http
 
 CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                    "params": {"name": "raw", "arguments": {}}}).encode()
@@ -40,7 +40,7 @@ def attack(stack, case: str) -> str:
     kid = jwk["kid"]
     good_header = {"alg": "RS256", "typ": "at+jwt", "kid": kid}
     now = int(time.time())
-    claims = tokens.claims(AGENT, ISSUER, AUDIENCE)
+    claims = tokens.claims(AGENT, ISSUER, stack.audience)
     if case.startswith("alg-none-"):
         return unsigned({"alg": case.removeprefix("alg-none-"), "typ": "at+jwt", "kid": kid}, claims)
     if case == "hs256-with-public-key":

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 import tokens
-from harness import AUDIENCE, ISSUER, K8S_ISSUER, K8S_KID, http
+from harness import ISSUER, K8S_ISSUER, K8S_KID, http
 from mcp_client import connect
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -61,7 +61,7 @@ def test_a_helper_acts_for_the_orchestrator_end_to_end(stack):
     delegated = answer["access_token"]
     claims = tokens.decode_part(delegated, 1)
     assert (claims["sub"], claims["client_id"], claims["aud"]) == ("orchestrator", "helper-1",
-                                                                   AUDIENCE)
+                                                                   stack.audience)
     assert claims["act"] == {"sub": "helper-1"}
     assert claims["exp"] <= tokens.decode_part(orchestrator, 1)["exp"]
 
@@ -96,6 +96,17 @@ def test_a_helper_acts_for_the_orchestrator_end_to_end(stack):
     assert "max_delegation_depth" in refused["error_description"]
 
 
+def test_an_mcp_endpoint_of_the_gateway_as_resource_gets_a_gateway_token(stack):
+    """An MCP client asks for the URI of the server it connects to (RFC 8707, MCP
+    authorization); every route lies below the gateway's resource URI, which is the `aud`."""
+    status, answer = exchange(stack, stack.mint("orchestrator"), resource=stack.url("everything"))
+    assert status == 200, answer
+    assert tokens.decode_part(answer["access_token"], 1)["aud"] == stack.audience
+    status, refused = exchange(stack, stack.mint("orchestrator"),
+                               resource=stack.audience + "x/everything")
+    assert (status, refused["error"]) == (400, "invalid_target")
+
+
 def test_exchange_to_an_upstream_resource_narrows_the_audience(stack):
     status, answer = exchange(stack, stack.mint("orchestrator"),
                               resource=stack.resource("exchanged"))
@@ -114,7 +125,7 @@ def expired_token(stack, agent: str) -> str:
     key = tokens.load_key(stack.signing_key_path())
     header = tokens.decode_part(stack.mint(agent), 0)
     now = int(time.time())
-    return tokens.sign(key, header, tokens.claims(agent, ISSUER, AUDIENCE, iat=now - 3600,
+    return tokens.sign(key, header, tokens.claims(agent, ISSUER, stack.audience, iat=now - 3600,
                                                   nbf=now - 3600, exp=now - 600))
 
 
@@ -187,7 +198,7 @@ def test_a_pod_service_account_token_becomes_its_agents_token(stack):
     status, answer = exchange(stack, service_account_token(stack, sa), subject_token_type=JWT)
     assert status == 200, answer
     claims = tokens.decode_part(answer["access_token"], 1)
-    assert (claims["sub"], claims["aud"], claims["iss"]) == ("pod-agent", AUDIENCE, ISSUER)
+    assert (claims["sub"], claims["aud"], claims["iss"]) == ("pod-agent", stack.audience, ISSUER)
     assert "act" not in claims
 
     async def call():
