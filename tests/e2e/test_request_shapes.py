@@ -47,6 +47,11 @@ def h2_post_with_trailers(port: int, path: str, token: str) -> int:
                                *[(k, v) for k, v in headers(token).items()]])
     conn.send_data(stream, CALL)
     conn.send_headers(stream, [("x-trailer", "after-the-body")], end_stream=True)
+    return h2_status(sock, conn, stream)
+
+
+def h2_status(sock, conn, stream: int) -> int | None:
+    """Send what is queued, read until the stream's response headers (or a reset: 0), close."""
     sock.sendall(conn.data_to_send())
     status = None
     while status is None:
@@ -56,6 +61,8 @@ def h2_post_with_trailers(port: int, path: str, token: str) -> int:
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
                 status = int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                status = 0
         sock.sendall(conn.data_to_send())
     sock.close()
     return status
@@ -82,20 +89,7 @@ def h2_post(port: int, path: bytes, token: str) -> int:
                                (b":authority", f"127.0.0.1:{port}".encode()),
                                *[(k.encode(), v.encode()) for k, v in headers(token).items()]])
     conn.send_data(stream, CALL, end_stream=True)
-    sock.sendall(conn.data_to_send())
-    status = None
-    while status is None:
-        data = sock.recv(65536)
-        if not data:
-            break
-        for event in conn.receive_data(data):
-            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
-                status = int(dict(event.headers)[b":status"])
-            if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
-                status = 0
-        sock.sendall(conn.data_to_send())
-    sock.close()
-    return status
+    return h2_status(sock, conn, stream)
 
 
 def test_a_path_that_is_not_utf8_cannot_skip_the_filter(stack):
