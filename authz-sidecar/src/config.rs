@@ -41,6 +41,10 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 pub const DEFAULT_AGENT_SCOPE: &str = "mcp";
 /// Default `decision_timeout_ms`: the wall-clock budget of one Rego evaluation.
 pub const DEFAULT_DECISION_TIMEOUT_MS: u64 = 50;
+/// Default `policy_reload_ms`: how often the policy folder is checked for changes (0 = never).
+pub const DEFAULT_POLICY_RELOAD_MS: u64 = 1000;
+/// Shortest non-zero `policy_reload_ms`: each poll reads every policy file.
+pub const MIN_POLICY_RELOAD_MS: u64 = 100;
 /// Longest accepted agent id, server name, tool name, etc. in the config.
 pub const MAX_NAME_LEN: usize = 256;
 
@@ -52,6 +56,8 @@ pub const ENV_LISTEN: &str = "BEHAVRY_AUTHZ_LISTEN";
 pub const ENV_KEY_FILE: &str = "BEHAVRY_AUTHZ_KEY_FILE";
 /// Environment override of `policy_dir`.
 pub const ENV_POLICY_DIR: &str = "BEHAVRY_AUTHZ_POLICY_DIR";
+/// Environment override of `policy_reload_ms`.
+pub const ENV_POLICY_RELOAD_MS: &str = "BEHAVRY_AUTHZ_POLICY_RELOAD_MS";
 /// Environment override of `issuer`.
 pub const ENV_ISSUER: &str = "BEHAVRY_AUTHZ_ISSUER";
 /// Environment override of `audience`.
@@ -179,6 +185,10 @@ struct ConfigFile {
     /// Budget of one evaluation. Default [`DEFAULT_DECISION_TIMEOUT_MS`].
     #[serde(default = "default_decision_timeout_ms")]
     decision_timeout_ms: u64,
+    /// Poll period of the policy folder for hot reload, 0 = off. Default
+    /// [`DEFAULT_POLICY_RELOAD_MS`].
+    #[serde(default = "default_policy_reload_ms")]
+    policy_reload_ms: u64,
     /// Agents seeded into the registry at start when absent. Default: none.
     #[serde(default)]
     agents: Vec<AgentEnrollment>,
@@ -238,6 +248,9 @@ fn default_token_ttl_secs() -> u64 {
 }
 fn default_decision_timeout_ms() -> u64 {
     DEFAULT_DECISION_TIMEOUT_MS
+}
+fn default_policy_reload_ms() -> u64 {
+    DEFAULT_POLICY_RELOAD_MS
 }
 
 /// One agent's enrollment: `[[agents]]` in the config (seeds of the registry), and the body of
@@ -429,6 +442,9 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// Wall-clock budget of one evaluation, in milliseconds (at least 1).
     pub decision_timeout_ms: u64,
+    /// Poll period of `policy_dir` for hot reload in milliseconds; 0 = off, else at least
+    /// [`MIN_POLICY_RELOAD_MS`].
+    pub policy_reload_ms: u64,
     /// Agents seeded into the registry when absent, ids unique. Also what `behavry token mint`
     /// (offline) accepts.
     pub agents: Vec<AgentEnrollment>,
@@ -476,6 +492,14 @@ impl Config {
             message: err.to_string(),
         })?;
         apply_env_overrides(&mut file, env);
+        if let Some(text) = env.var(ENV_POLICY_RELOAD_MS) {
+            file.policy_reload_ms = text.trim().parse().map_err(|_| {
+                ConfigError::invalid(
+                    ENV_POLICY_RELOAD_MS,
+                    format!("must be a number of milliseconds, got {text:?}"),
+                )
+            })?;
+        }
         let admin_token_from_env = env.var(ENV_ADMIN_TOKEN);
         let proxy_token_from_env = env.var(ENV_PROXY_TOKEN);
         validate(file, base_dir, admin_token_from_env, proxy_token_from_env)
@@ -549,6 +573,15 @@ fn validate(
         return Err(ConfigError::invalid(
             "decision_timeout_ms",
             "must be at least 1",
+        ));
+    }
+    if file.policy_reload_ms != 0 && file.policy_reload_ms < MIN_POLICY_RELOAD_MS {
+        return Err(ConfigError::invalid(
+            "policy_reload_ms",
+            format!(
+                "must be 0 (off) or at least {MIN_POLICY_RELOAD_MS}, got {}",
+                file.policy_reload_ms
+            ),
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -631,6 +664,7 @@ fn validate(
         token_ttl_secs: file.token_ttl_secs,
         policy_dir: base_dir.join(file.policy_dir),
         decision_timeout_ms: file.decision_timeout_ms,
+        policy_reload_ms: file.policy_reload_ms,
         agents: file.agents,
         admin_token,
         registry,
@@ -993,5 +1027,32 @@ tools = ["echo", "get-sum"]
     fn missing_file_names_the_path() {
         let err = Config::load(Path::new("/nonexistent/authz.toml"), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/authz.toml"), "{err}");
+    }
+    #[test]
+    fn policy_reload_ms_defaults_overrides_and_bounds() {
+        assert_eq!(
+            parse("").unwrap().policy_reload_ms,
+            DEFAULT_POLICY_RELOAD_MS
+        );
+        assert_eq!(parse("policy_reload_ms = 0").unwrap().policy_reload_ms, 0);
+        let from_env = Config::from_toml_str(
+            "policy_reload_ms = 5000",
+            Path::new("/etc/behavry/authz.toml"),
+            Path::new("/etc/behavry"),
+            &env(&[(ENV_POLICY_RELOAD_MS, "250")]),
+        )
+        .unwrap();
+        assert_eq!(from_env.policy_reload_ms, 250);
+        let err = Config::from_toml_str(
+            "",
+            Path::new("/etc/behavry/authz.toml"),
+            Path::new("/etc/behavry"),
+            &env(&[(ENV_POLICY_RELOAD_MS, "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(ENV_POLICY_RELOAD_MS), "{err}");
+        let err = error_text("policy_reload_ms = 5");
+        assert!(err.contains("`policy_reload_ms`"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /healthz` | liveness: 200 `ok` |
+//! | `GET /healthz` | liveness: 200 `{"status": "ok", "policy": {digest, lastError, reloadedAt}}` |
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
 //! | `GET /v1/revocations` | the [`behavry_core::wire::RevocationList`] the filter enforces ([`crate::revocation`]) |
@@ -116,8 +116,25 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> &'static str {
-    "ok"
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize)]
+struct HealthBody {
+    status: &'static str,
+    /// The bundle in force and the outcome of the last reload.
+    policy: crate::directory::PolicyStatus,
+}
+
+/// Liveness, plus the policy bundle in force: a refused reload shows in `policy.lastError`
+/// while the service keeps answering with the previous bundle (still 200).
+async fn health(State(state): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(HealthBody {
+            status: "ok",
+            policy: state.directory.policy_status(),
+        }),
+    )
+        .into_response()
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -253,6 +270,13 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        let (status, body) = send(Request::get(HEALTH_PATH).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        let digest = body["policy"]["digest"].as_str().unwrap();
+        assert!(digest.starts_with("sha256:"), "{body}");
+        assert!(body["policy"]["lastError"].is_null(), "{body}");
+        assert!(body["policy"]["reloadedAt"].is_null(), "{body}");
     }
 
     #[tokio::test]

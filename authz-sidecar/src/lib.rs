@@ -8,7 +8,8 @@
 //!   with. `behavry token mint` mints offline for the config's agents ([`token::mint_token`]);
 //! - *may this call proceed?* — `POST /v1/decide` evaluates the Rego bundle (regorus) against a
 //!   [`behavry_core::wire::DecisionRequest`] from the filter, with the enabled agents' grants;
-//! - *which policy decided?* — every decision carries the bundle digest.
+//! - *which policy decided?* — every decision carries the bundle digest; the bundle is reloaded
+//!   from `policy_dir` when it changes (every `policy_reload_ms`), a bad one refused.
 //!
 //! Layout: [`config`] (TOML + env, validated at load), [`signing_key`] (RSA key file, JWKS),
 //! [`token`] (JWT minting), [`policy`] (bundle loading, decisions, Rego tests), [`registry`]
@@ -46,7 +47,7 @@ use std::time::Duration;
 pub use client_key::{ClientKey, KeyFormatError, parse_public_key};
 pub use config::{AgentEnrollment, Config, ConfigError, EnvSource, ProcessEnv, ServerGrant};
 pub use credentials::CredentialService;
-pub use directory::{AgentDirectory, DirectoryError};
+pub use directory::{AgentDirectory, DirectoryError, PolicyStatus, ReloadOutcome};
 pub use http::{AppState, app};
 pub use key_ring::{KeyRing, Rotation};
 pub use oauth::AuthorizationServer;
@@ -180,11 +181,22 @@ pub async fn run(
     })?;
     tracing::info!("authz-sidecar listening on {addr}");
     let sweeper = tokio::spawn(revocation::sweep_periodically(state.revocations.clone()));
+    // Hot reload of the policy folder (0 = off): a bad bundle is refused, the old one kept.
+    let reloader = (config.policy_reload_ms > 0).then(|| {
+        tokio::spawn(directory::reload_policy_periodically(
+            state.directory.clone(),
+            config.policy_dir.clone(),
+            Duration::from_millis(config.policy_reload_ms),
+        ))
+    });
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(StartError::Serve);
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     served?;
     tracing::info!("authz-sidecar stopped");
     Ok(())

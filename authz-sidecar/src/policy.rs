@@ -1,10 +1,11 @@
-//! Rego decisions with regorus: the policy bundle is loaded and checked once at start, then the
-//! warmed engine is cloned for each evaluation (cheap: policies and data are shared).
+//! Rego decisions with regorus: the policy bundle is loaded and checked at start (and on each
+//! reload), then the warmed engine is cloned for each evaluation (cheap: policies and data are shared).
 //!
 //! The bundle is every `.rego` file under the policy folder except `*_test.rego` (tests are not
 //! served), plus an optional top-level `data.json` merged into `data`. The enabled agents of the
-//! registry are put at `data.behavry.agents`. The files are read once ([`PolicySource`]); the
-//! engine is rebuilt with new agent data whenever the registry changes. The entry point is [`DECISION_RULE`], which must yield
+//! registry are put at `data.behavry.agents`. The files are read into a [`PolicySource`] at start
+//! and re-read when the folder changes (hot reload: [`crate::directory::AgentDirectory::reload_policy`]);
+//! the engine is rebuilt with new agent data whenever the registry changes. The entry point is [`DECISION_RULE`], which must yield
 //! `{"allow": bool, "reasons": [string], "ruleIds": [string]}`.
 
 use std::collections::BTreeMap;
@@ -127,6 +128,22 @@ impl PolicySource {
             files: read_bundle_files(policy_dir, false)?,
             decision_timeout,
         })
+    }
+
+    /// The budget of one evaluation, as given to [`PolicySource::load`].
+    pub fn decision_timeout(&self) -> Duration {
+        self.decision_timeout
+    }
+
+    /// Whether `other` holds the same files, byte for byte (paths and contents): a reload that
+    /// finds the same files has nothing to do.
+    pub fn same_files(&self, other: &PolicySource) -> bool {
+        self.files.len() == other.files.len()
+            && self
+                .files
+                .iter()
+                .zip(&other.files)
+                .all(|(a, b)| a.relative_path == b.relative_path && a.bytes == b.bytes)
     }
 
     /// The bundle with these agents' grants, checked: [`DECISION_RULE`] must evaluate.

@@ -270,8 +270,11 @@ tools = []
 class Stack:
     """The whole governed path on loopback, in one work directory."""
 
-    def __init__(self, workdir: Path, name: str = "stack", ports: dict | None = None):
+    def __init__(self, workdir: Path, name: str = "stack", ports: dict | None = None,
+                 policy_dir: Path | None = None):
         self.dir = workdir
+        # The Rego bundle the sidecar serves (and reloads): the repo's unless a test edits a copy.
+        self.policy_dir = policy_dir or ROOT / "policies"
         self.logs = LOGS / name
         if self.logs.exists():
             shutil.rmtree(self.logs)
@@ -295,7 +298,7 @@ class Stack:
         (self.dir / "vault-token").write_text(self.vault_token + "\n")
         self.authz_config.write_text(AUTHZ_CONFIG.format(
             port=self.ports["authz"], issuer=ISSUER, audience=self.audience,
-            policies=ROOT / "policies", agent=AGENT,
+            policies=self.policy_dir, agent=AGENT,
             exchanged_resource=self.resource("exchanged"),
             keyed_port=self.ports["keyed"], vaulted_port=self.ports["vaulted"],
             keyed_secret_ref=KEYED_SECRET_REF, vaulted_secret_ref=VAULTED_SECRET_REF,
