@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::UpstreamConfig;
+use crate::upstream::{SecretsConfigExt as _, UpstreamConfig};
 
 /// Config file used when neither `--config` nor `BEHAVRY_AUTHZ_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "authz.toml";

@@ -372,6 +372,7 @@ mod tests {
     use crate::http::tests::{call, test_state};
     use crate::revocation::Revocation;
     use crate::signing_key::tests::test_key;
+    use crate::upstream::SecretsConfigExt as _;
 
     const PROXY_TOKEN: &str = "test-proxy-credential-0123456789abcdef";
     const FILE_SECRET: &str = "sk_file_upstream_secret_value_42";

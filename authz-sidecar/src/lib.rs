@@ -44,6 +44,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::SecretsConfigExt as _;
+
 pub use client_key::{ClientKey, KeyFormatError, parse_public_key};
 pub use config::{AgentEnrollment, Config, ConfigError, EnvSource, ProcessEnv, ServerGrant};
 pub use credentials::CredentialService;

@@ -12,11 +12,11 @@
 //! The token exchange grant at `/oauth/token` accepts these `resource` values as targets too.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use behavry_secrets::{
-    EncryptedFileStore, FileStoreError, FileStoreKey, SecretBackend, SecretRef, SecretResolver,
-    VaultConfig, VaultError, VaultKvStore,
+    FileStoreError, SecretBackend, SecretConfigError, SecretRef, SecretResolver, SecretStoreConfig,
+    VaultError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -299,69 +299,30 @@ pub fn check_upstream_needs(
     Ok(())
 }
 
-/// `[secrets]`: where the keys of `secret` upstreams are read from. Each backend is optional; an
+/// `[secrets]`: where the keys of `secret` upstreams are read from — the secret store's own
+/// config type (its fields also take their snake_case TOML names). Each backend is optional; an
 /// upstream whose reference names a missing one is refused at load ([`check_upstream_needs`]).
 /// Relative paths resolve against the config file's folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// `[secrets.file]`: the encrypted local file (`file:` references).
-    #[serde(default)]
-    pub file: Option<FileSecretsConfig>,
-    /// `[secrets.vault]`: HashiCorp Vault / OpenBao KV v2 (`vault:` references).
-    #[serde(default)]
-    pub vault: Option<VaultSecretsConfig>,
-}
+pub type SecretsConfig = SecretStoreConfig;
 
-/// `[secrets.file]`: the secrets file (made with `behavry secret put`) and its key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSecretsConfig {
-    /// The encrypted secrets file.
-    pub path: PathBuf,
-    /// Key file (64 hex digits, mode 0600, `behavry secret init-key`). Exactly one of
-    /// `key_file` and `key_env`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Environment variable holding the key as 64 hex digits.
-    #[serde(default)]
-    pub key_env: Option<String>,
-}
-
-/// `[secrets.vault]`: Vault KV v2. The token is never in the config: `token_file` or `token_env`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaultSecretsConfig {
-    /// Base URL, e.g. `https://vault.internal:8200`.
-    pub address: String,
-    /// Enterprise / OpenBao namespace. Default: none.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// File holding the token (e.g. written by Vault Agent). Exactly one of `token_file` and
-    /// `token_env`.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Environment variable holding the token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// PEM file of extra CA certificates. Default: public roots only.
-    #[serde(default)]
-    pub ca_cert_file: Option<PathBuf>,
-    /// Whole-request timeout. Default [`behavry_secrets::vault::DEFAULT_REQUEST_TIMEOUT_MS`].
-    #[serde(default = "default_vault_timeout_ms")]
-    pub request_timeout_ms: u64,
-    /// How long a value read from Vault is reused. Default 0 (no cache).
-    #[serde(default)]
-    pub cache_ttl_ms: u64,
-}
-
-fn default_vault_timeout_ms() -> u64 {
-    behavry_secrets::vault::DEFAULT_REQUEST_TIMEOUT_MS
-}
-
-impl SecretsConfig {
+/// What the sidecar adds to the secret store's config: paths resolved against the config
+/// folder, the checks that need no I/O, and opening it with errors named by TOML field.
+pub trait SecretsConfigExt: Sized {
     /// The same config with relative paths joined to `base_dir` (the config file's folder).
-    pub fn resolved(mut self, base_dir: &Path) -> SecretsConfig {
+    fn resolved(self, base_dir: &Path) -> Self;
+    /// Whether `backend` is configured.
+    fn has_backend(&self, backend: SecretBackend) -> bool;
+    /// The checks that need no file or network: one key source, one token source.
+    fn validate(&self) -> Result<(), InvalidField>;
+    /// Open the configured backends once, at start ([`SecretResolver::from_config`]: the key is
+    /// read and the file decrypted, so a wrong key fails here; the Vault token is read and the
+    /// client built). Errors name the `[secrets]` field to fix; none holds key material or a
+    /// secret.
+    fn open(&self, env: &dyn EnvSource) -> Result<SecretResolver, InvalidField>;
+}
+
+impl SecretsConfigExt for SecretStoreConfig {
+    fn resolved(mut self, base_dir: &Path) -> SecretStoreConfig {
         if let Some(file) = &mut self.file {
             file.path = base_dir.join(&file.path);
             file.key_file = file.key_file.as_ref().map(|path| base_dir.join(path));
@@ -373,16 +334,14 @@ impl SecretsConfig {
         self
     }
 
-    /// Whether `backend` is configured.
-    pub fn has_backend(&self, backend: SecretBackend) -> bool {
+    fn has_backend(&self, backend: SecretBackend) -> bool {
         match backend {
             SecretBackend::File => self.file.is_some(),
             SecretBackend::Vault => self.vault.is_some(),
         }
     }
 
-    /// The checks that need no file or network: one key source, one token source.
-    pub fn validate(&self) -> Result<(), InvalidField> {
+    fn validate(&self) -> Result<(), InvalidField> {
         if let Some(file) = &self.file {
             if file.path.as_os_str().is_empty() {
                 return Err(InvalidField::new("secrets.file.path", "must not be empty"));
@@ -405,82 +364,65 @@ impl SecretsConfig {
         Ok(())
     }
 
-    /// Open the configured backends once, at start: the key is read and the file decrypted (a
-    /// wrong key fails here), the Vault token is read and the client built. Errors name the
-    /// `[secrets]` field to fix; none holds key material or a secret.
-    pub fn open(&self, env: &dyn EnvSource) -> Result<SecretResolver, InvalidField> {
+    fn open(&self, env: &dyn EnvSource) -> Result<SecretResolver, InvalidField> {
         let lookup = |name: &str| env.var(name);
-        let file = match &self.file {
-            None => None,
-            Some(file) => {
-                let (key_field, key) = match (&file.key_file, &file.key_env) {
-                    (Some(path), _) => ("secrets.file.key_file", FileStoreKey::from_key_file(path)),
-                    (None, Some(var)) => {
-                        ("secrets.file.key_env", FileStoreKey::from_env(var, &lookup))
-                    }
-                    (None, None) => {
-                        return Err(InvalidField::new(
-                            "secrets.file.key_file",
-                            "set exactly one of `key_file` and `key_env`",
-                        ));
-                    }
-                };
-                let key = key.map_err(|err| InvalidField::new(key_field, err.to_string()))?;
-                let store = EncryptedFileStore::open(&file.path, key).map_err(|err| {
-                    // A file that does not decrypt was most likely opened with the wrong key.
-                    let field = match err {
-                        FileStoreError::Decrypt { .. } => key_field,
-                        _ => "secrets.file.path",
-                    };
-                    InvalidField::new(field, err.to_string())
-                })?;
-                Some(store)
-            }
-        };
-        let vault = match &self.vault {
-            None => None,
-            Some(vault) => {
-                let config = VaultConfig {
-                    address: vault.address.clone(),
-                    namespace: vault.namespace.clone(),
-                    token_file: vault.token_file.clone(),
-                    token_env: vault.token_env.clone(),
-                    ca_cert_file: vault.ca_cert_file.clone(),
-                    request_timeout_ms: vault.request_timeout_ms,
-                    cache_ttl_ms: vault.cache_ttl_ms,
-                };
-                let token_field = if vault.token_file.is_some() {
-                    "secrets.vault.token_file"
-                } else {
-                    "secrets.vault.token_env"
-                };
-                let vault_field = |err: &VaultError| match err {
-                    VaultError::Config { field, .. } => match *field {
-                        "address" => "secrets.vault.address",
-                        "namespace" => "secrets.vault.namespace",
-                        "requestTimeoutMs" => "secrets.vault.request_timeout_ms",
-                        "cacheTtlMs" => "secrets.vault.cache_ttl_ms",
-                        "caCertFile" => "secrets.vault.ca_cert_file",
-                        _ => token_field,
-                    },
-                    VaultError::Token(_) => token_field,
-                    _ => "secrets.vault",
-                };
-                let (settings, token) = config
-                    .load(&lookup)
-                    .map_err(|err| InvalidField::new(vault_field(&err), err.to_string()))?;
-                let store = VaultKvStore::new(settings, token)
-                    .map_err(|err| InvalidField::new(vault_field(&err), err.to_string()))?;
-                Some(store)
-            }
-        };
-        Ok(SecretResolver::new(file, vault))
+        SecretResolver::from_config(self, &lookup)
+            .map_err(|err| InvalidField::new(toml_field(self, &err), err.to_string()))
+    }
+}
+
+/// The `[secrets]` TOML field a secret store error is about.
+fn toml_field(config: &SecretStoreConfig, err: &SecretConfigError) -> &'static str {
+    let key_field = match config.file.as_ref().map(|file| file.key_file.is_some()) {
+        Some(false) => "secrets.file.key_env",
+        _ => "secrets.file.key_file",
+    };
+    let token_field = match config
+        .vault
+        .as_ref()
+        .map(|vault| vault.token_file.is_some())
+    {
+        Some(false) => "secrets.vault.token_env",
+        _ => "secrets.vault.token_file",
+    };
+    match err {
+        SecretConfigError::Parse { .. } => "secrets",
+        SecretConfigError::File { .. } => key_field,
+        // The key could not be had, or the file does not decrypt (most likely the wrong key).
+        SecretConfigError::FileStore(
+            FileStoreError::KeyFileTooOpen { .. }
+            | FileStoreError::InvalidKey { .. }
+            | FileStoreError::KeyEnvMissing { .. }
+            | FileStoreError::Decrypt { .. },
+        ) => key_field,
+        SecretConfigError::FileStore(FileStoreError::Io { path, .. })
+            if config
+                .file
+                .as_ref()
+                .and_then(|file| file.key_file.as_ref())
+                .is_some_and(|key_file| key_file == path) =>
+        {
+            key_field
+        }
+        SecretConfigError::FileStore(_) => "secrets.file.path",
+        SecretConfigError::Vault(VaultError::Config { field, .. }) => match *field {
+            "address" => "secrets.vault.address",
+            "namespace" => "secrets.vault.namespace",
+            "requestTimeoutMs" => "secrets.vault.request_timeout_ms",
+            "cacheTtlMs" => "secrets.vault.cache_ttl_ms",
+            "caCertFile" => "secrets.vault.ca_cert_file",
+            _ => token_field,
+        },
+        SecretConfigError::Vault(VaultError::Token(_)) => token_field,
+        SecretConfigError::Vault(_) => "secrets.vault",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use behavry_secrets::{EncryptedFileStore, FileStoreKey};
 
     use super::*;
     use crate::config::{Config, ConfigError, ENV_ADMIN_TOKEN, ENV_PROXY_TOKEN};
@@ -580,7 +522,9 @@ mod tests {
                 "[secrets.vault]\naddress = \"http://v\"",
                 "`secrets.vault.token_file`",
             ),
-            ("[secrets.file]\npath = \"s\"\nkeyFile = \"k\"", "keyFile"),
+            // Unknown keys are refused (the store's camelCase names are accepted too: it is
+            // the secret store's own config type).
+            ("[secrets.file]\npath = \"s\"\nkey_path = \"k\"", "key_path"),
         ] {
             let err = load(dir.path(), bad, &[]).unwrap_err().to_string();
             assert!(err.contains(field), "{bad}: {err}");

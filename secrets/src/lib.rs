@@ -87,7 +87,8 @@ pub fn process_env(var: &str) -> Option<String> {
     std::env::var(var).ok()
 }
 
-/// Where secrets come from, as written in config (camelCase JSON). Both backends are
+/// Where secrets come from, as written in config (camelCase JSON; the authz-sidecar's TOML
+/// `[secrets]` section uses the snake_case names, accepted as aliases). Both backends are
 /// optional; a reference to one that is not configured fails with
 /// [`SecretError::BackendNotConfigured`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -108,10 +109,10 @@ pub struct FileStoreConfig {
     /// The secrets file (created by the management tooling, see [`EncryptedFileStore::create`]).
     pub path: PathBuf,
     /// Key file (64 hex digits, mode 0600). Exactly one of `keyFile` and `keyEnv` must be set.
-    #[serde(default)]
+    #[serde(default, alias = "key_file")]
     pub key_file: Option<PathBuf>,
     /// Environment variable holding the key as 64 hex digits.
-    #[serde(default)]
+    #[serde(default, alias = "key_env")]
     pub key_env: Option<String>,
 }
 

@@ -47,20 +47,20 @@ pub struct VaultConfig {
     #[serde(default)]
     pub namespace: Option<String>,
     /// File holding the token. Exactly one of `tokenFile` and `tokenEnv` must be set.
-    #[serde(default)]
+    #[serde(default, alias = "token_file")]
     pub token_file: Option<PathBuf>,
     /// Environment variable holding the token.
-    #[serde(default)]
+    #[serde(default, alias = "token_env")]
     pub token_env: Option<String>,
     /// PEM file with extra CA certificates to trust (a private CA); default: public roots only.
-    #[serde(default)]
+    #[serde(default, alias = "ca_cert_file")]
     pub ca_cert_file: Option<PathBuf>,
     /// Whole-request timeout in milliseconds; default [`DEFAULT_REQUEST_TIMEOUT_MS`].
-    #[serde(default = "default_request_timeout_ms")]
+    #[serde(default = "default_request_timeout_ms", alias = "request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// How long a value read from Vault is reused, in milliseconds; default
     /// [`DEFAULT_CACHE_TTL_MS`] (off); at most [`MAX_CACHE_TTL_MS`].
-    #[serde(default)]
+    #[serde(default, alias = "cache_ttl_ms")]
     pub cache_ttl_ms: u64,
 }
 

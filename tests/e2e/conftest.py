@@ -12,16 +12,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        s.start()
-    except Exception:
-        s.stop()
-        raise
-    yield s
-    s.stop()
-    panics = s.envoy_panics()
-    assert not panics, "the filter panicked inside Envoy:\n" + "\n".join(panics)
+    with Stack(tmp_path_factory.mktemp("stack")).running() as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

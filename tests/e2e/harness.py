@@ -8,6 +8,7 @@ tests/e2e/.logs/ so a failure can be read afterwards.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -436,6 +437,19 @@ class Stack:
         # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.
         wait_until("JWKS to reach Envoy", self._jwks_loaded, timeout=30)
         return self
+
+    @contextlib.contextmanager
+    def running(self):
+        """Started for the `with` block, stopped after it; the filter must not have panicked."""
+        try:
+            self.start()
+        except Exception:
+            self.stop()
+            raise
+        yield self
+        self.stop()
+        panics = self.envoy_panics()
+        assert not panics, "the filter panicked inside Envoy:\n" + "\n".join(panics)
 
     def _jwks_loaded(self) -> bool:
         _, _, body = http("GET", f"http://127.0.0.1:{self.ports['admin']}/stats?filter=jwks_fetch_success")

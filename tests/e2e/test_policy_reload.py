@@ -50,14 +50,9 @@ def write_atomically(path: Path, text: str) -> None:
 def reload_stack(tmp_path_factory):
     policies = tmp_path_factory.mktemp("reload-policies")
     shutil.copytree(ROOT / "policies", policies, dirs_exist_ok=True)
-    s = Stack(tmp_path_factory.mktemp("reload-stack"), name="policy-reload", policy_dir=policies)
-    try:
-        s.start()
-    except Exception:
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    stack = Stack(tmp_path_factory.mktemp("reload-stack"), name="policy-reload", policy_dir=policies)
+    with stack.running() as s:
+        yield s
 
 
 def health(stack) -> dict:
