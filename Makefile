@@ -16,7 +16,7 @@ BUILD_ID   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 HOST_BINS  := behavry-authz-sidecar behavry-audit-sink behavry behavry-scripted-server \
               behavry-vault-standin
 
-.PHONY: help setup build wasm host run test test-unit test-e2e lint bench clean
+.PHONY: help setup build wasm host run test test-unit test-policy test-e2e lint bench clean
 
 help:
 	@echo "make run    build everything and start the whole stack locally"
@@ -64,10 +64,14 @@ run: setup build
 test-unit:
 	cargo test --workspace
 
+# The default policy bundle's Rego tests and YAML decision cases (docs/policy.md).
+test-policy: host
+	target/debug/behavry policy test policies
+
 test-e2e: setup build
 	BEHAVRY_TOOLS=$(abspath $(TOOLS)) $(PY) -m pytest -p no:cacheprovider tests/e2e
 
-test: setup build test-unit test-e2e
+test: setup build test-unit test-policy test-e2e
 
 ## Lint --------------------------------------------------------------------------------------
 

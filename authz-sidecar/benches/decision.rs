@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use behavry_authz::policy::{Counters, PolicyInput};
+use behavry_authz::policy_cases::zero_counters;
 use behavry_authz::{AgentEnrollment, PolicyBundle, ServerGrant};
 use behavry_core::wire::{AgentIdentity, DecisionRequest, RequestFacts};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -50,6 +52,7 @@ fn call(agent: &str, tool: &str) -> DecisionRequest {
             arguments: Some(json!({"message": "hello", "n": 3})),
             ..RequestFacts::default()
         },
+        tool: None,
     }
 }
 
@@ -69,8 +72,10 @@ fn decisions(c: &mut Criterion) {
         ("deny (step-up scope)", call("agent-42", "get-sum")),
         ("deny (unknown agent)", call("intruder", "echo")),
     ] {
+        let counters = zero_counters(&["1m".to_owned(), "1h".to_owned()], &Counters::new());
+        let input = PolicyInput::new(&request, None, &counters, SystemTime::now());
         group.bench_function(name, |b| {
-            b.iter(|| black_box(bundle.decide(black_box(&request))));
+            b.iter(|| black_box(bundle.decide(black_box(&input))));
         });
     }
     group.finish();

@@ -220,6 +220,10 @@ struct ConfigFile {
     /// `[kubernetes]`: service-account token exchange. Default: none (such tokens refused).
     #[serde(default)]
     kubernetes: Option<crate::kubernetes::KubernetesFile>,
+    /// `[blast_radius]`: budget windows and where the counters live. Default: `1m` and `1h` in
+    /// memory.
+    #[serde(default)]
+    blast_radius: crate::blast_radius::BlastRadiusConfig,
 }
 
 fn default_listen() -> String {
@@ -467,6 +471,8 @@ pub struct Config {
     pub token_exchange: crate::token_exchange::TokenExchangeConfig,
     /// Kubernetes service-account token exchange, with its JWKS loaded; `None` refuses it.
     pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
+    /// `[blast_radius]`: budget windows and counter store.
+    pub blast_radius: crate::blast_radius::BlastRadiusConfig,
 }
 
 impl Config {
@@ -652,6 +658,9 @@ fn validate(
     secrets.validate()?;
     crate::upstream::check_upstream_needs(&file.upstreams, &secrets, proxy_token.is_some())?;
     file.token_exchange.validate()?;
+    file.blast_radius
+        .validate()
+        .map_err(|err| ConfigError::invalid("blast_radius", err.to_string()))?;
     let kubernetes = match &file.kubernetes {
         Some(section) => Some(section.load(base_dir)?),
         None => None,
@@ -674,6 +683,7 @@ fn validate(
         secrets,
         token_exchange: file.token_exchange,
         kubernetes,
+        blast_radius: file.blast_radius,
     })
 }
 
@@ -863,7 +873,7 @@ tools = ["echo", "get-sum"]
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("authz.example.toml");
         let config = Config::load(&path, &env(&[])).unwrap();
         assert!(config.agent("demo-agent").is_some());
-        assert!(config.policy_dir.join("behavry.rego").is_file());
+        assert!(config.policy_dir.join("authz.rego").is_file());
     }
 
     #[test]

@@ -341,7 +341,7 @@ mod tests {
     use behavry_core::wire::{AgentIdentity, DecisionRequest, DecisionResponse, RequestFacts};
 
     use super::*;
-    use crate::policy::tests::demo_agents;
+    use crate::policy::tests::{decide_plain, demo_agents};
     use crate::registry::tests::sqlite_registry;
 
     const POLICY_FILE: &str = "authz.rego";
@@ -368,11 +368,12 @@ mod tests {
                 tool: Some(tool.to_owned()),
                 ..RequestFacts::default()
             },
+            tool: None,
         }
     }
 
     fn decide(directory: &AgentDirectory, tool: &str) -> DecisionResponse {
-        directory.snapshot().bundle.decide(&call(tool)).unwrap()
+        decide_plain(&directory.snapshot().bundle, &call(tool)).unwrap()
     }
 
     async fn directory_on(state: &Path, policy_dir: &Path) -> AgentDirectory {
@@ -414,7 +415,7 @@ mod tests {
         assert_eq!(echo.rule_ids, ["deny.default"]);
         assert_eq!(echo.bundle_digest, v2);
         assert_eq!(decide(&directory, "get-sum").rule_ids, ["allow.v2"]);
-        let in_flight = first.bundle.decide(&call("echo")).unwrap();
+        let in_flight = decide_plain(&first.bundle, &call("echo")).unwrap();
         assert_eq!(
             (in_flight.allow, in_flight.bundle_digest),
             (true, v1.clone())

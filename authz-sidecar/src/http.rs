@@ -13,6 +13,7 @@
 //! | `/admin/v1/agents...`, `/admin/v1/revocations` | the admin API ([`crate::admin`]) |
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,11 +25,13 @@ use axum::{Json, Router};
 use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH};
 use serde::Serialize;
 
+use crate::blast_radius::BlastRadius;
+use crate::budget::BudgetError;
 use crate::config::AdminCredential;
 use crate::credentials::CredentialService;
 use crate::directory::AgentDirectory;
 use crate::oauth::AuthorizationServer;
-use crate::policy::PolicyError;
+use crate::policy::{Counters, PolicyError, PolicyInput};
 use crate::revocation::RevocationStore;
 use crate::signing_key::JwkSet;
 
@@ -55,6 +58,8 @@ pub struct AppState {
     pub admin_credential: Option<Arc<AdminCredential>>,
     /// `POST /v1/credentials`: proxy credential, upstreams, secret store.
     pub credentials: Arc<CredentialService>,
+    /// Blast-radius counters read before each governed decision and fed after an allow.
+    pub blast_radius: Arc<BlastRadius>,
 }
 
 /// Errors a request can end in.
@@ -69,6 +74,10 @@ pub enum AppError {
     /// Policy evaluation failed; the caller must fail closed.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// An allowed call's budget consumption could not be recorded; the caller must fail closed
+    /// (an uncounted call would escape the blast-radius limits).
+    #[error("cannot record the call's budget: {0}")]
+    Budget(#[from] BudgetError),
 }
 
 /// JSON body of every error answer.
@@ -88,6 +97,7 @@ impl IntoResponse for AppError {
             AppError::Body(rejection) => (rejection.status(), "unreadable_body"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AppError::Policy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error"),
+            AppError::Budget(_) => (StatusCode::SERVICE_UNAVAILABLE, "budget_unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "decision failed");
@@ -165,8 +175,35 @@ async fn decide(
             .unwrap_or_default();
         behavry_core::fingerprint::matches_enrolled(client, enrolled)
     });
-    let mut response = snapshot.bundle.decide(&request)?;
+    let enrollment = snapshot
+        .agent(&request.agent.id)
+        .map(|agent| &agent.enrollment);
+    let now = SystemTime::now();
+    // Usage before the call, for the methods that consume budget. Unreadable counters leave the
+    // input without them, and the policy refuses a call whose budget it cannot check.
+    let counters = if is_budgeted(&request.request.method) {
+        state
+            .blast_radius
+            .usage(&request.agent, now)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "cannot read blast-radius counters");
+                Counters::new()
+            })
+    } else {
+        Counters::new()
+    };
+    let input = PolicyInput::new(&request, enrollment, &counters, now);
+    let mut response = snapshot.bundle.decide(&input)?;
     response.client_matches = request.agent.client_matches;
+    if response.allow
+        && let Some(consumption) = &response.obligations.budget
+    {
+        state
+            .blast_radius
+            .consume(&request.agent, consumption, now)
+            .await?;
+    }
     // Debug level: every decision is already recorded by the audit-sink through the filter.
     tracing::debug!(
         trace_id = %request.trace_id,
@@ -178,6 +215,11 @@ async fn decide(
         "decision"
     );
     Ok(Json(response))
+}
+
+/// The methods whose calls count against the blast-radius budgets.
+fn is_budgeted(method: &str) -> bool {
+    matches!(method, "tools/call" | "resources/read" | "prompts/get")
 }
 
 #[cfg(test)]
@@ -220,6 +262,7 @@ pub(crate) mod tests {
                 CredentialService::new(&config, behavry_secrets::SecretResolver::default())
                     .unwrap(),
             ),
+            blast_radius: Arc::new(BlastRadius::open(&config.blast_radius).await.unwrap()),
         }
     }
 
@@ -306,7 +349,7 @@ pub(crate) mod tests {
         assert_eq!(body["allow"], false);
         assert_eq!(
             body["reasons"][0],
-            "agent 'demo-agent' may not call tool 'printEnv' on server 'everything'"
+            "agent 'demo-agent' may not use tool 'printEnv' on server 'everything'"
         );
         assert_eq!(body["ruleIds"][0], "behavry.tools.not_granted");
 

@@ -23,6 +23,8 @@
 pub mod admin;
 pub mod assertion;
 pub mod bearer;
+pub mod blast_radius;
+pub mod budget;
 pub mod client_key;
 pub mod config;
 pub mod credentials;
@@ -32,6 +34,7 @@ pub mod key_ring;
 pub mod kubernetes;
 pub mod oauth;
 pub mod policy;
+pub mod policy_cases;
 pub mod registry;
 pub mod revocation;
 pub mod signing_key;
@@ -74,6 +77,9 @@ pub enum StartError {
     /// The agent registry could not be opened, migrated or seeded.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The blast-radius counter store could not be opened.
+    #[error("blast radius counters: {0}")]
+    BlastRadius(#[from] budget::BudgetError),
     /// The first snapshot of the registry could not be built.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
@@ -113,6 +119,12 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         file_secrets = config.secrets.file.is_some(),
         vault_secrets = config.secrets.vault.is_some(),
         "upstream credentials ready"
+    );
+    let blast_radius = blast_radius::BlastRadius::open(&config.blast_radius).await?;
+    tracing::info!(
+        backend = blast_radius.backend_name(),
+        windows = ?blast_radius.window_labels(),
+        "blast radius counters ready"
     );
     let registry = AgentRegistry::open(&config.registry).await?;
     let seeded = registry.seed(&config.agents).await?;
@@ -161,6 +173,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         authorization_server: Arc::new(authorization_server),
         admin_credential: config.admin_token.clone().map(Arc::new),
         credentials: Arc::new(credentials),
+        blast_radius: Arc::new(blast_radius),
     })
 }
 

@@ -1,19 +1,21 @@
 //! Rego decisions with regorus: the policy bundle is loaded and checked at start (and on each
 //! reload), then the warmed engine is cloned for each evaluation (cheap: policies and data are shared).
 //!
-//! The bundle is every `.rego` file under the policy folder except `*_test.rego` (tests are not
-//! served), plus an optional top-level `data.json` merged into `data`. The enabled agents of the
-//! registry are put at `data.behavry.agents`. The files are read into a [`PolicySource`] at start
-//! and re-read when the folder changes (hot reload: [`crate::directory::AgentDirectory::reload_policy`]);
-//! the engine is rebuilt with new agent data whenever the registry changes. The entry point is [`DECISION_RULE`], which must yield
-//! `{"allow": bool, "reasons": [string], "ruleIds": [string]}`.
+//! The bundle is in OPA's layout: every `.rego` file under the policy folder except `*_test.rego`
+//! (tests are not served), and every `data.json` or `data.yaml` file, merged into `data` at the
+//! path of its folder (`a/b/data.yaml` becomes `data.a.b`). The enabled agents of the registry are
+//! put at `data.behavry.agents`. The files are read into a [`PolicySource`] at start and re-read
+//! when the folder changes (hot reload: [`crate::directory::AgentDirectory::reload_policy`]); the
+//! engine is rebuilt with new agent data whenever the registry changes. Each decision evaluates
+//! [`DECISION_RULE`] with a [`PolicyInput`] (version [`POLICY_INPUT_VERSION`], docs/policy.md);
+//! it must yield `{"allow": bool, "reasons": [string], "ruleIds": [string], "obligations": {...}}`.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use behavry_core::wire::{DecisionRequest, DecisionResponse};
+use behavry_core::wire::{DecisionRequest, DecisionResponse, Obligations, RequestFacts, ToolFacts};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::{Deserialize, Serialize};
@@ -23,8 +25,11 @@ use crate::config::{AgentEnrollment, ServerGrant};
 
 /// The rule evaluated for each decision.
 pub const DECISION_RULE: &str = "data.behavry.authz.decision";
-/// Optional data document at the top of the policy folder.
-pub const DATA_FILE: &str = "data.json";
+/// Version of the input document policy sees (docs/policy.md); raised on any change that could
+/// make a policy written for the previous version decide differently.
+pub const POLICY_INPUT_VERSION: u32 = 1;
+/// Data documents of the bundle, in any folder (OPA bundle layout).
+pub const DATA_FILES: [&str; 2] = ["data.json", "data.yaml"];
 /// Rego files with this suffix are tests: loaded by [`run_rego_tests`], never served.
 pub const TEST_FILE_SUFFIX: &str = "_test.rego";
 /// Rules whose name starts with this are Rego tests (the `opa test` convention).
@@ -56,10 +61,10 @@ pub enum PolicyError {
         /// The regorus error.
         message: String,
     },
-    /// `data.json` or the agent data could not be added.
+    /// A data document or the agent data could not be added.
     #[error("invalid policy data {origin}: {message}")]
     Data {
-        /// `data.json` path or `agents`.
+        /// Data file path or `agents`.
         origin: String,
         /// The error.
         message: String,
@@ -75,18 +80,128 @@ pub enum PolicyError {
     BadDecision(String),
 }
 
-/// The decision document produced by the policy.
+/// The decision document produced by the policy. Unknown members are refused: an obligation
+/// nobody enforces must not pass for enforced.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PolicyDecision {
     allow: bool,
     #[serde(default)]
     reasons: Vec<String>,
     #[serde(default)]
     rule_ids: Vec<String>,
-    /// A denial for want of this scope (step-up, RFC 6750 §3.1 `insufficient_scope`).
     #[serde(default)]
-    required_scope: Option<String>,
+    obligations: Obligations,
+}
+
+/// Blast-radius usage before the call: scope (`agent`, `chain`) → window label (`1m`) → counter
+/// (`calls`, `destructive`, `resources`, `bytes`) → amount.
+pub type Counters = BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>;
+
+/// The input document of one decision (docs/policy.md, version [`POLICY_INPUT_VERSION`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyInput<'a> {
+    /// [`POLICY_INPUT_VERSION`].
+    pub version: u32,
+    /// W3C trace id of the call.
+    pub trace_id: &'a str,
+    /// Who asks.
+    pub agent: AgentFacts<'a>,
+    /// What is asked.
+    pub request: &'a RequestFacts,
+    /// The called tool as its server listed it, when the proxy has seen the listing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<&'a ToolFacts>,
+    /// Content-security findings in the request (none yet: filled by the content scanners).
+    pub findings: &'a [serde_json::Value],
+    /// Blast-radius usage before this call.
+    pub counters: &'a Counters,
+    /// When the decision is made.
+    pub time: TimeFacts,
+}
+
+/// The agent as policy sees it: the verified token facts plus the registry's.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentFacts<'a> {
+    /// Agent id (the token's `sub`).
+    pub id: &'a str,
+    /// Roles from the registry (empty when not enrolled).
+    pub roles: &'a [String],
+    /// Owner from the registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'a str>,
+    /// Delegation chain: current actor first (RFC 8693 §4.1 `act`).
+    pub delegation: &'a [String],
+    /// The token's scopes.
+    pub scopes: &'a [String],
+    /// Whether the client fingerprint matches an enrolled client; absent without fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_matches: Option<bool>,
+}
+
+/// The time of the decision, UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeFacts {
+    /// Seconds since the Unix epoch.
+    pub unix: i64,
+    /// RFC 3339, e.g. `2026-11-30T19:20:00Z`.
+    pub rfc3339: String,
+    /// `monday` ... `sunday`.
+    pub weekday: String,
+    /// Hour of the day, 0–23.
+    pub hour: u8,
+}
+
+impl TimeFacts {
+    /// The facts of `now` (before the epoch counts as the epoch).
+    pub fn at(now: SystemTime) -> TimeFacts {
+        let unix = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let moment = time::OffsetDateTime::from_unix_timestamp(unix)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        TimeFacts {
+            unix,
+            rfc3339: moment
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            weekday: moment.weekday().to_string().to_ascii_lowercase(),
+            hour: moment.hour(),
+        }
+    }
+}
+
+impl<'a> PolicyInput<'a> {
+    /// The input for `request` from an agent with this registry `enrollment` (none when not
+    /// enrolled), with the given blast-radius usage, at `now`.
+    pub fn new(
+        request: &'a DecisionRequest,
+        enrollment: Option<&'a AgentEnrollment>,
+        counters: &'a Counters,
+        now: SystemTime,
+    ) -> PolicyInput<'a> {
+        PolicyInput {
+            version: POLICY_INPUT_VERSION,
+            trace_id: &request.trace_id,
+            agent: AgentFacts {
+                id: &request.agent.id,
+                roles: enrollment.map(|e| e.roles.as_slice()).unwrap_or_default(),
+                owner: enrollment.and_then(|e| e.owner.as_deref()),
+                delegation: &request.agent.delegation,
+                scopes: &request.agent.scopes,
+                client_matches: request.agent.client_matches,
+            },
+            request: &request.request,
+            tool: request.tool.as_ref(),
+            findings: &[],
+            counters,
+            time: TimeFacts::at(now),
+        }
+    }
 }
 
 /// One file of the bundle, as hashed into the digest.
@@ -190,9 +305,9 @@ impl PolicyBundle {
     }
 
     /// Decide one request.
-    pub fn decide(&self, request: &DecisionRequest) -> Result<DecisionResponse, PolicyError> {
+    pub fn decide(&self, input: &PolicyInput<'_>) -> Result<DecisionResponse, PolicyError> {
         let input =
-            serde_json::to_value(request).map_err(|err| PolicyError::Eval(err.to_string()))?;
+            serde_json::to_value(input).map_err(|err| PolicyError::Eval(err.to_string()))?;
         let mut engine = self.engine.clone();
         engine.set_input(Value::from(input));
         let result = engine
@@ -204,7 +319,7 @@ impl PolicyBundle {
             reasons: decision.reasons,
             rule_ids: decision.rule_ids,
             bundle_digest: self.digest.clone(),
-            required_scope: decision.required_scope.filter(|_| !decision.allow),
+            obligations: decision.obligations,
             client_matches: None,
         })
     }
@@ -216,7 +331,40 @@ fn parse_decision(result: Value) -> Result<PolicyDecision, PolicyError> {
     }
     let json =
         serde_json::to_value(&result).map_err(|err| PolicyError::BadDecision(err.to_string()))?;
-    serde_json::from_value(json).map_err(|err| PolicyError::BadDecision(err.to_string()))
+    let decision: PolicyDecision =
+        serde_json::from_value(json).map_err(|err| PolicyError::BadDecision(err.to_string()))?;
+    check_obligations(&decision)?;
+    Ok(decision)
+}
+
+/// Obligations that only make sense with one outcome are refused with the other: a policy that
+/// asks to conceal an allowed call or to filter a denied listing is wrong, not half right.
+fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
+    let o = &decision.obligations;
+    let misplaced = if decision.allow {
+        [
+            (o.conceal, "conceal"),
+            (o.require_scope.is_some(), "requireScope"),
+            (o.require_approval.is_some(), "requireApproval"),
+        ]
+    } else {
+        [
+            (o.budget.is_some(), "budget"),
+            (!o.redact.is_empty(), "redact"),
+            (o.visible.is_some(), "visible"),
+        ]
+    };
+    match misplaced.iter().find(|(present, _)| *present) {
+        Some((_, name)) => Err(PolicyError::BadDecision(format!(
+            "obligation {name} does not apply to {}",
+            if decision.allow {
+                "an allow"
+            } else {
+                "a denial"
+            }
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Outcome of one Rego `test_` rule.
@@ -303,19 +451,13 @@ fn test_rule_names(text: &str) -> Vec<String> {
 fn engine_with(files: &[BundleFile], agent_data: &[u8]) -> Result<Engine, PolicyError> {
     let mut engine = Engine::new();
     for file in files {
-        if file.relative_path == DATA_FILE {
-            let text = std::str::from_utf8(&file.bytes).map_err(|err| PolicyError::Data {
-                origin: file.path.display().to_string(),
-                message: err.to_string(),
-            })?;
-            let data = Value::from_json_str(text).map_err(|err| PolicyError::Data {
-                origin: file.path.display().to_string(),
-                message: err.to_string(),
-            })?;
-            engine.add_data(data).map_err(|err| PolicyError::Data {
-                origin: file.path.display().to_string(),
-                message: err.to_string(),
-            })?;
+        if let Some(data) = data_document(file)? {
+            engine
+                .add_data(Value::from(data))
+                .map_err(|err| PolicyError::Data {
+                    origin: file.path.display().to_string(),
+                    message: err.to_string(),
+                })?;
             continue;
         }
         let text = String::from_utf8(file.bytes.clone()).map_err(|err| PolicyError::Parse {
@@ -388,23 +530,52 @@ fn bundle_digest(files: &[BundleFile], agent_data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
-/// Every `.rego` file under `dir` (tests only when `include_tests`) and a top-level `data.json`,
-/// sorted by relative path.
+/// A data file's document placed at the path of its folder (OPA bundle layout: `a/b/data.yaml`
+/// is `data.a.b`), or `None` when the file is Rego. The document must be an object.
+fn data_document(file: &BundleFile) -> Result<Option<serde_json::Value>, PolicyError> {
+    let (folder, name) = match file.relative_path.rsplit_once('/') {
+        Some((folder, name)) => (folder, name),
+        None => ("", file.relative_path.as_str()),
+    };
+    if !DATA_FILES.contains(&name) {
+        return Ok(None);
+    }
+    let data_err = |message: String| PolicyError::Data {
+        origin: file.path.display().to_string(),
+        message,
+    };
+    let text = std::str::from_utf8(&file.bytes).map_err(|err| data_err(err.to_string()))?;
+    let document: serde_json::Value = if name.ends_with(".yaml") {
+        yaml_serde::from_str(text).map_err(|err| data_err(err.to_string()))?
+    } else {
+        serde_json::from_str(text).map_err(|err| data_err(err.to_string()))?
+    };
+    if !document.is_object() {
+        return Err(data_err("the document is not an object".to_owned()));
+    }
+    let placed = folder
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .rev()
+        .fold(document, |inner, segment| {
+            serde_json::Value::Object(serde_json::Map::from_iter([(segment.to_owned(), inner)]))
+        });
+    Ok(Some(placed))
+}
+
+/// Every `.rego` file under `dir` (tests only when `include_tests`) and every data file, sorted
+/// by relative path.
 fn read_bundle_files(dir: &Path, include_tests: bool) -> Result<Vec<BundleFile>, PolicyError> {
     let mut files = Vec::new();
-    collect_rego_files(dir, dir, include_tests, &mut files)?;
+    collect_bundle_files(dir, dir, include_tests, &mut files)?;
     if !files.iter().any(|f| f.relative_path.ends_with(".rego")) {
         return Err(PolicyError::Empty(dir.to_owned()));
-    }
-    let data_path = dir.join(DATA_FILE);
-    if data_path.is_file() {
-        files.push(read_file(dir, &data_path)?);
     }
     files.sort_by(|a, b| a.relative_path.cmp(&b.relative_path));
     Ok(files)
 }
 
-fn collect_rego_files(
+fn collect_bundle_files(
     root: &Path,
     dir: &Path,
     include_tests: bool,
@@ -417,7 +588,7 @@ fn collect_rego_files(
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
         if path.is_dir() {
-            collect_rego_files(root, &path, include_tests, files)?;
+            collect_bundle_files(root, &path, include_tests, files)?;
             continue;
         }
         let name = path
@@ -425,7 +596,7 @@ fn collect_rego_files(
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let is_test = name.ends_with(TEST_FILE_SUFFIX);
-        if name.ends_with(".rego") && (include_tests || !is_test) {
+        if (name.ends_with(".rego") && (include_tests || !is_test)) || DATA_FILES.contains(&name) {
             files.push(read_file(root, &path)?);
         }
     }
@@ -452,7 +623,7 @@ fn read_file(root: &Path, path: &Path) -> Result<BundleFile, PolicyError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use behavry_core::wire::{AgentIdentity, RequestFacts};
+    use behavry_core::wire::AgentIdentity;
 
     use super::*;
 
@@ -476,6 +647,21 @@ pub(crate) mod tests {
 
     const TIMEOUT: Duration = Duration::from_millis(500);
 
+    /// Decide `request` as the sidecar would for an agent with no budget used.
+    pub(crate) fn decide_plain(
+        bundle: &PolicyBundle,
+        request: &DecisionRequest,
+    ) -> Result<DecisionResponse, PolicyError> {
+        let windows = ["1m".to_owned(), "1h".to_owned()];
+        let counters = crate::policy_cases::zero_counters(&windows, &Counters::new());
+        bundle.decide(&PolicyInput::new(
+            request,
+            None,
+            &counters,
+            SystemTime::now(),
+        ))
+    }
+
     fn request(agent: &str, method: &str, facts: RequestFacts) -> DecisionRequest {
         DecisionRequest {
             trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
@@ -488,6 +674,7 @@ pub(crate) mod tests {
                 method: method.to_owned(),
                 ..facts
             },
+            tool: None,
         }
     }
 
@@ -500,8 +687,11 @@ pub(crate) mod tests {
 
     #[test]
     fn shipped_rego_tests_all_pass() {
-        let outcomes = run_rego_tests(&shipped_policy_dir(), &[]).unwrap();
-        assert!(outcomes.len() >= 10, "found only {} tests", outcomes.len());
+        let cases =
+            crate::policy_cases::read_case_file(&shipped_policy_dir().join("tests/default.yaml"))
+                .unwrap();
+        let outcomes = run_rego_tests(&shipped_policy_dir(), &cases.agents).unwrap();
+        assert!(outcomes.len() >= 8, "found only {} tests", outcomes.len());
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
         assert!(failed.is_empty(), "failing Rego tests: {failed:#?}");
     }
@@ -510,8 +700,8 @@ pub(crate) mod tests {
     fn a_failing_rego_test_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
-            shipped_policy_dir().join("behavry.rego"),
-            dir.path().join("behavry.rego"),
+            shipped_policy_dir().join("authz.rego"),
+            dir.path().join("authz.rego"),
         )
         .unwrap();
         std::fs::write(
@@ -538,66 +728,73 @@ pub(crate) mod tests {
         let bundle = PolicyBundle::load(&shipped_policy_dir(), &demo_agents(), TIMEOUT).unwrap();
         let mut asked = request("demo-agent", "tools/call", tool("get-sum"));
         asked.agent.scopes = vec!["mcp".to_owned()];
-        let denied = bundle.decide(&asked).unwrap();
+        let denied = decide_plain(&bundle, &asked).unwrap();
         assert!(!denied.allow);
         assert_eq!(denied.rule_ids, ["behavry.scope.insufficient"]);
-        assert_eq!(denied.required_scope.as_deref(), Some("mcp:compute"));
+        assert_eq!(
+            denied.obligations.require_scope.as_deref(),
+            Some("mcp:compute")
+        );
 
         asked.agent.scopes.push("mcp:compute".to_owned());
-        let allowed = bundle.decide(&asked).unwrap();
+        let allowed = decide_plain(&bundle, &asked).unwrap();
         assert!(allowed.allow);
-        assert_eq!(allowed.required_scope, None);
+        assert_eq!(allowed.obligations.require_scope, None);
         // Other denials carry no scope.
-        let other = bundle
-            .decide(&request("demo-agent", "tools/call", tool("printEnv")))
-            .unwrap();
-        assert_eq!(other.required_scope, None);
+        let other = decide_plain(
+            &bundle,
+            &request("demo-agent", "tools/call", tool("printEnv")),
+        )
+        .unwrap();
+        assert_eq!(other.obligations.require_scope, None);
     }
 
     #[test]
     fn granted_tool_is_allowed_and_others_denied() {
         let bundle = PolicyBundle::load(&shipped_policy_dir(), &demo_agents(), TIMEOUT).unwrap();
-        let allowed = bundle
-            .decide(&request("demo-agent", "tools/call", tool("echo")))
-            .unwrap();
+        let allowed =
+            decide_plain(&bundle, &request("demo-agent", "tools/call", tool("echo"))).unwrap();
         assert!(allowed.allow);
         assert_eq!(allowed.rule_ids, ["behavry.tools.granted"]);
         assert_eq!(allowed.bundle_digest, bundle.digest());
 
-        let denied = bundle
-            .decide(&request("demo-agent", "tools/call", tool("printEnv")))
-            .unwrap();
+        let denied = decide_plain(
+            &bundle,
+            &request("demo-agent", "tools/call", tool("printEnv")),
+        )
+        .unwrap();
         assert!(!denied.allow);
         assert_eq!(
             denied.reasons,
-            ["agent 'demo-agent' may not call tool 'printEnv' on server 'everything'"]
+            ["agent 'demo-agent' may not use tool 'printEnv' on server 'everything'"]
         );
 
-        let stranger = bundle
-            .decide(&request("intruder", "tools/call", tool("echo")))
-            .unwrap();
+        let stranger =
+            decide_plain(&bundle, &request("intruder", "tools/call", tool("echo"))).unwrap();
         assert!(!stranger.allow);
         assert_eq!(stranger.reasons, ["agent 'intruder' is not enrolled"]);
         assert_eq!(stranger.rule_ids, ["behavry.agent.not_enrolled"]);
 
-        let resource = bundle
-            .decide(&request(
+        let resource = decide_plain(
+            &bundle,
+            &request(
                 "demo-agent",
                 "resources/read",
                 RequestFacts {
                     resource_uri: Some("test://static/resource/1".to_owned()),
                     ..RequestFacts::default()
                 },
-            ))
-            .unwrap();
+            ),
+        )
+        .unwrap();
         assert!(resource.allow);
     }
 
     #[test]
     fn digest_is_stable_and_covers_files_and_agents() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = dir.path().join("behavry.rego");
-        std::fs::copy(shipped_policy_dir().join("behavry.rego"), &policy).unwrap();
+        let policy = dir.path().join("authz.rego");
+        std::fs::copy(shipped_policy_dir().join("authz.rego"), &policy).unwrap();
         let load = |agents: &[AgentEnrollment]| {
             PolicyBundle::load(dir.path(), agents, TIMEOUT)
                 .unwrap()
@@ -640,9 +837,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let bundle = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap();
-        let decision = bundle
-            .decide(&request("anyone", "tools/call", tool("x")))
-            .unwrap();
+        let decision = decide_plain(&bundle, &request("anyone", "tools/call", tool("x"))).unwrap();
         assert!(decision.allow);
         assert_eq!(decision.rule_ids, ["open"]);
     }
@@ -693,11 +888,242 @@ pub(crate) mod tests {
         )
         .unwrap();
         let bundle = PolicyBundle::load(dir.path(), &[], Duration::from_millis(1)).unwrap();
-        let err = bundle
-            .decide(&request("a", "slow", RequestFacts::default()))
-            .unwrap_err();
+        let err =
+            decide_plain(&bundle, &request("a", "slow", RequestFacts::default())).unwrap_err();
         assert!(matches!(err, PolicyError::Eval(_)), "{err}");
         assert!(err.to_string().contains("time limit"), "{err}");
+    }
+
+    /// The default bundle with the agents of its YAML cases.
+    fn default_bundle() -> (PolicyBundle, Vec<AgentEnrollment>) {
+        let cases =
+            crate::policy_cases::read_case_file(&shipped_policy_dir().join("tests/default.yaml"))
+                .unwrap();
+        let bundle = PolicyBundle::load(&shipped_policy_dir(), &cases.agents, TIMEOUT).unwrap();
+        (bundle, cases.agents)
+    }
+
+    fn scripted_call(agent: &str, tool: &str, arguments: serde_json::Value) -> DecisionRequest {
+        let mut call = request(
+            agent,
+            "tools/call",
+            RequestFacts {
+                tool: Some(tool.to_owned()),
+                arguments: Some(arguments),
+                ..RequestFacts::default()
+            },
+        );
+        call.request.server = "scripted".to_owned();
+        call.agent.scopes = vec!["mcp".to_owned()];
+        call
+    }
+
+    fn decide_with(
+        bundle: &PolicyBundle,
+        request: &DecisionRequest,
+        counters: &Counters,
+    ) -> DecisionResponse {
+        bundle
+            .decide(&PolicyInput::new(
+                request,
+                None,
+                counters,
+                SystemTime::now(),
+            ))
+            .unwrap()
+    }
+
+    fn zero() -> Counters {
+        crate::policy_cases::zero_counters(&["1m".to_owned(), "1h".to_owned()], &Counters::new())
+    }
+
+    #[test]
+    fn length_and_size_limits_of_the_default_bundle() {
+        let (bundle, _) = default_bundle();
+        let at_limit = scripted_call(
+            "direct",
+            "echo",
+            serde_json::json!({"message": "é".repeat(4096)}),
+        );
+        assert!(decide_with(&bundle, &at_limit, &zero()).allow);
+        let over = scripted_call(
+            "direct",
+            "echo",
+            serde_json::json!({"message": "é".repeat(4097)}),
+        );
+        let denied = decide_with(&bundle, &over, &zero());
+        assert_eq!(denied.rule_ids, ["behavry.arguments.too_long"]);
+        assert_eq!(
+            denied.reasons,
+            ["argument 'message' of tool 'echo' exceeds 4096 characters"]
+        );
+
+        let mut huge = scripted_call(
+            "ops",
+            "echo",
+            serde_json::json!({"blob": "a".repeat(32_768)}),
+        );
+        huge.request.server = "everything".to_owned();
+        let denied = decide_with(&bundle, &huge, &zero());
+        assert_eq!(denied.rule_ids, ["behavry.arguments.too_large"]);
+    }
+
+    #[test]
+    fn a_budget_without_usage_fails_closed() {
+        let (bundle, _) = default_bundle();
+        let call = scripted_call("direct", "echo", serde_json::json!({"message": "hi"}));
+        let denied = decide_with(&bundle, &call, &Counters::new());
+        assert!(!denied.allow);
+        assert!(
+            denied
+                .rule_ids
+                .iter()
+                .all(|r| r == "behavry.budget.unavailable"),
+            "{:?}",
+            denied.rule_ids
+        );
+        assert!(
+            denied.reasons.contains(
+                &"no agent usage for the 1m window: the budget cannot be checked".to_owned()
+            ),
+            "{:?}",
+            denied.reasons
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_and_concealment_wins() {
+        let (bundle, _) = default_bundle();
+        let mut over = zero();
+        over.get_mut("agent")
+            .unwrap()
+            .get_mut("1m")
+            .unwrap()
+            .insert("calls".to_owned(), 1200);
+        // A tool the agent may not use, with a bad URL, over budget.
+        let call = scripted_call("direct", "fetchx", serde_json::json!({"url": "http://x"}));
+        let denied = decide_with(&bundle, &call, &over);
+        let mut rules = denied.rule_ids.clone();
+        rules.sort();
+        assert_eq!(
+            rules,
+            ["behavry.budget.exceeded", "behavry.tools.not_granted"]
+        );
+        assert_eq!(denied.reasons.len(), 2);
+        assert!(denied.obligations.conceal);
+        // Not only about who asks for what: not cacheable.
+        assert_eq!(denied.obligations.cache_seconds, None);
+
+        // A destructive call that is also over budget: an approval would not be enough.
+        let mut destructive = scripted_call("direct", "delete_item", serde_json::json!({}));
+        destructive.tool = None;
+        let denied = decide_with(&bundle, &destructive, &over);
+        assert!(
+            denied
+                .rule_ids
+                .contains(&"behavry.destructive.needs_approval".to_owned())
+        );
+        assert_eq!(denied.obligations.require_approval, None);
+        let alone = decide_with(&bundle, &destructive, &zero());
+        assert_eq!(alone.rule_ids, ["behavry.destructive.needs_approval"]);
+        assert!(alone.obligations.require_approval.is_some());
+    }
+
+    #[test]
+    fn policy_sees_the_versioned_input() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\n\
+             decision := {\"allow\": true, \"reasons\": [sprintf(\"%v %v %v %v %v %v\", [input.version, input.agent.roles, input.agent.owner, input.time.weekday, input.time.hour, input.tool.annotations.destructiveHint])]} if input.version == 1\n",
+        )
+        .unwrap();
+        let agents = vec![AgentEnrollment {
+            owner: Some("team-a".to_owned()),
+            roles: vec!["developer".to_owned()],
+            ..AgentEnrollment::new("dev")
+        }];
+        let bundle = PolicyBundle::load(dir.path(), &agents, TIMEOUT).unwrap();
+        let mut call = request("dev", "tools/call", tool("x"));
+        call.tool = Some(ToolFacts {
+            annotations: Some(serde_json::json!({"destructiveHint": true})),
+        });
+        // 2026-11-30 was a Monday; 19:20 UTC.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_066_400);
+        let decision = bundle
+            .decide(&PolicyInput::new(
+                &call,
+                agents.first(),
+                &Counters::new(),
+                now,
+            ))
+            .unwrap();
+        assert_eq!(
+            decision.reasons,
+            ["1 [\"developer\"] team-a monday 19 true"]
+        );
+    }
+
+    #[test]
+    fn unknown_or_misplaced_obligations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |decision: &str| {
+            std::fs::write(
+                dir.path().join("p.rego"),
+                format!("package behavry.authz\nimport rego.v1\ndecision := {decision}\n"),
+            )
+            .unwrap();
+        };
+        write(r#"{"allow": true, "obligations": {"launchMissiles": true}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(err.to_string().contains("launchMissiles"), "{err}");
+        write(r#"{"allow": true, "obligations": {"conceal": true}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("conceal does not apply to an allow"),
+            "{err}"
+        );
+        write(r#"{"allow": false, "obligations": {"redact": ["/a"]}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("redact does not apply to a denial"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_yaml_is_placed_at_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("limits/tools")).unwrap();
+        std::fs::write(
+            dir.path().join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\ndecision := {\"allow\": true, \"reasons\": [sprintf(\"%v %v\", [data.top.flag, data.limits.tools.max])]} if data.limits.tools.max == 3\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("data.yaml"), "top:\n  flag: yes-string\n").unwrap();
+        std::fs::write(
+            dir.path().join("limits/tools/data.yaml"),
+            "max: 3 # comment\n",
+        )
+        .unwrap();
+        let bundle = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap();
+        let decision = decide_plain(&bundle, &request("a", "tools/call", tool("x"))).unwrap();
+        assert!(decision.allow);
+        assert_eq!(decision.reasons, ["yes-string 3"]);
+
+        std::fs::write(
+            dir.path().join("limits/tools/data.yaml"),
+            "max: [unclosed\n",
+        )
+        .unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(matches!(err, PolicyError::Data { .. }), "{err}");
+        assert!(err.to_string().contains("limits/tools/data.yaml"), "{err}");
+        std::fs::write(dir.path().join("limits/tools/data.yaml"), "- a list\n").unwrap();
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(err.to_string().contains("not an object"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod audit;
 mod key;
+mod policy;
 mod secret;
 mod token;
 
@@ -53,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: secret::SecretCommand,
     },
+    /// Policy bundles.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -88,6 +94,23 @@ enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Run a bundle's Rego `test_` rules and its YAML decision cases (`<DIR>/tests/*.yaml`).
+    Test {
+        /// The bundle folder.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// A blast-radius window label the cases have usage for (repeat; default: the
+        /// authz-sidecar's default windows).
+        #[arg(long = "window", value_name = "LABEL")]
+        windows: Vec<String>,
+        /// Print passing tests too.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Recompute the hash chain and name the first bad record.
     Verify {
@@ -111,6 +134,14 @@ fn main() -> ExitCode {
             command: KeyCommand::Rotate { config },
         } => key::rotate(&config),
         Command::Secret { location, command } => secret::run(&location, command),
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    dir,
+                    windows,
+                    verbose,
+                },
+        } => policy::run_test(&dir, &windows, verbose),
         Command::Audit {
             command: AuditCommand::Verify { db },
         } => audit::verify(&db),

@@ -24,11 +24,15 @@ pub const JSONRPC_VERSION: &str = "2.0";
 pub const PARSE_ERROR: i64 = -32700;
 /// The JSON sent is not a valid Request object (JSON-RPC 2.0 §5.1).
 pub const INVALID_REQUEST: i64 = -32600;
-/// The method does not exist or is not available (JSON-RPC 2.0 §5.1). Behavry also answers it for
-/// a tool the agent may not see: a hidden tool is reported as unknown, not as forbidden.
+/// The method does not exist or is not available (JSON-RPC 2.0 §5.1).
 pub const METHOD_NOT_FOUND: i64 = -32601;
 /// Invalid method parameters (JSON-RPC 2.0 §5.1), e.g. a `tools/call` without a string `name`.
+/// MCP servers answer it for an unknown tool or prompt, and so does Behavry for one the agent
+/// may not see: a hidden tool is reported as unknown, not as forbidden.
 pub const INVALID_PARAMS: i64 = -32602;
+/// MCP: the resource a `resources/read` names does not exist (server/resources, "Error
+/// Handling"). Behavry also answers it for a resource the agent may not see.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// Internal JSON-RPC error (JSON-RPC 2.0 §5.1).
 pub const INTERNAL_ERROR: i64 = -32603;
 /// MCP 2026-07-28 (Streamable HTTP, SEP-2243): a standard header (`Mcp-Method`, `Mcp-Name`,

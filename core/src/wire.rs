@@ -40,6 +40,19 @@ pub struct DecisionRequest {
     pub agent: AgentIdentity,
     /// What the agent asks for.
     pub request: RequestFacts,
+    /// What the proxy knows of the called tool from the server's listing, when it has seen one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolFacts>,
+}
+
+/// Facts about the tool a `tools/call` names, as the server described it in `tools/list`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolFacts {
+    /// The tool's `annotations` (MCP `ToolAnnotations`: `readOnlyHint`, `destructiveHint`, ...),
+    /// hints from the server that policy may only use to restrict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
 }
 
 /// The verified identity of the calling agent.
@@ -168,15 +181,105 @@ pub struct DecisionResponse {
     /// `sha256:<hex>` digest of the policy bundle that decided.
     #[serde(default)]
     pub bundle_digest: String,
-    /// On a denial for want of a scope: the scope the agent must step up to (RFC 6750 §3.1
-    /// `insufficient_scope`). The filter answers HTTP 403 with a `WWW-Authenticate` challenge
-    /// naming it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required_scope: Option<String>,
+    /// What the proxy must do with the decision (docs/policy.md, "Obligations").
+    #[serde(default, skip_serializing_if = "Obligations::is_empty")]
+    pub obligations: Obligations,
     /// Whether the client fingerprint matched the agent's enrolled clients (see
     /// [`AgentIdentity::client_matches`]); the filter audits a mismatch with the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_matches: Option<bool>,
+}
+
+/// What a decision obliges the proxy (or the sidecar) to do. An obligation the enforcing side does
+/// not know is an error, never ignored: every member is listed here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Obligations {
+    /// Denial: answer as if the target did not exist (a tool the agent may not see is reported
+    /// as unknown, not as forbidden).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conceal: bool,
+    /// Denial for want of this scope: the filter answers HTTP 403 with an RFC 6750 §3.1
+    /// `insufficient_scope` challenge naming it (MCP authorization, step-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_scope: Option<String>,
+    /// Denial that a human approval would lift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<ApprovalRequirement>,
+    /// The proxy may reuse this decision for the same agent, delegation chain, scopes, server,
+    /// method and target for this many seconds (dropped when the bundle digest changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_seconds: Option<u32>,
+    /// Allow: what the call consumes of the blast-radius budgets (recorded by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConsumption>,
+    /// Allow: JSON pointers (RFC 6901) into the call's `result` to replace with `[REDACTED]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// Allow of a listing (`tools/list`, ...): which entries the agent may see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<Visibility>,
+}
+
+impl Obligations {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self == &Obligations::default()
+    }
+}
+
+/// Why a human approval is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalRequirement {
+    /// Shown to the approver and the agent.
+    pub reason: String,
+}
+
+/// What one allowed call adds to the blast-radius counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetConsumption {
+    /// Calls.
+    #[serde(default)]
+    pub calls: u64,
+    /// Destructive operations.
+    #[serde(default)]
+    pub destructive: u64,
+    /// Targets touched (counted distinct).
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+/// Which entries of a listing the agent may see, by name (tools, prompts) or URI (resources).
+/// A pattern is an exact name, `*` (every name) or `prefix*`; `deny` wins over `allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Visibility {
+    /// Patterns of visible entries.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Patterns of hidden entries.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl Visibility {
+    /// Whether the entry called `name` may be shown.
+    pub fn shows(&self, name: &str) -> bool {
+        pattern_list_matches(&self.allow, name) && !pattern_list_matches(&self.deny, name)
+    }
+}
+
+/// Whether `name` matches one of `patterns`: exactly, by `*`, or by `prefix*`. The same rule as
+/// the default bundle's `matches` (policies/authz.rego).
+pub fn pattern_list_matches(patterns: &[String], name: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        })
 }
 
 /// The three stages of a Decision Trace.

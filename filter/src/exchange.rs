@@ -16,7 +16,10 @@
 //!   [`claims`](crate::claims)) go into every decision request and audit event.
 //! - On routes with `upstreamCredential`, every request that is forwarded first gets the
 //!   upstream credential in place of the agent's (see [`credentials`](crate::credentials)).
-//! - A denial that names a `required_scope` is an RFC 6750 §3.1 `insufficient_scope` challenge.
+//! - A denial whose obligations name a `requireScope` is an RFC 6750 §3.1 `insufficient_scope`
+//!   challenge; one that says `conceal` is answered as an unknown tool, prompt or resource.
+//! - An allowed listing (`tools/list`, ...) is answered with only the entries its `visible`
+//!   obligation shows.
 
 use behavry_core::fingerprint::{self, ClientFingerprint, ClientObservation};
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
@@ -27,6 +30,7 @@ use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
     AgentIdentity, AuditEvent, AuditKind, DecisionRequest, DecisionResponse, RequestFacts,
+    ToolFacts, Visibility,
 };
 use serde_json::{Value, json};
 
@@ -282,7 +286,51 @@ pub struct Exchange {
     outcome_recorded: bool,
     /// A POST whose body has not been read whole yet.
     awaiting_body: bool,
+    /// The listing method of this request, if it is one.
+    listing: Option<ListingKind>,
+    /// What the agent may see of the listing's answer (the decision's `visible`).
+    visibility: Option<Visibility>,
+    /// The tools of a `tools/list` answer with their annotations, for [`Self::take_listed_tools`].
+    listed_tools: Vec<(String, ToolFacts)>,
+    /// Names of the listing entries removed from the answer (audited with the outcome).
+    hidden_entries: Vec<String>,
     audit: Vec<AuditEvent>,
+}
+
+/// The four MCP listings whose answers are filtered: which member of `result` holds the entries
+/// and which member of an entry names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingKind {
+    /// `tools/list`: `result.tools[].name`.
+    Tools,
+    /// `prompts/list`: `result.prompts[].name`.
+    Prompts,
+    /// `resources/list`: `result.resources[].uri`.
+    Resources,
+    /// `resources/templates/list`: `result.resourceTemplates[].uriTemplate`.
+    ResourceTemplates,
+}
+
+impl ListingKind {
+    /// The listing a method asks for.
+    pub fn of(method: &str) -> Option<ListingKind> {
+        match method {
+            "tools/list" => Some(ListingKind::Tools),
+            "prompts/list" => Some(ListingKind::Prompts),
+            "resources/list" => Some(ListingKind::Resources),
+            "resources/templates/list" => Some(ListingKind::ResourceTemplates),
+            _ => None,
+        }
+    }
+
+    fn members(self) -> (&'static str, &'static str) {
+        match self {
+            ListingKind::Tools => ("tools", "name"),
+            ListingKind::Prompts => ("prompts", "name"),
+            ListingKind::Resources => ("resources", "uri"),
+            ListingKind::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
+        }
+    }
 }
 
 impl Exchange {
@@ -312,8 +360,17 @@ impl Exchange {
             mode: ResponseMode::Passthrough,
             outcome_recorded: false,
             awaiting_body: false,
+            listing: None,
+            visibility: None,
+            listed_tools: Vec::new(),
+            hidden_entries: Vec::new(),
             audit: Vec::new(),
         })
+    }
+
+    /// The logical name of the route's MCP server.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// Audit events produced so far, handed over once.
@@ -469,12 +526,16 @@ impl Exchange {
 
     /// Request body progress: `buffered` bytes so far; `body` is the whole body once
     /// `end_of_stream` is true.
+    ///
+    /// `known_tool` answers what the proxy knows of a tool of this route's server from a listing
+    /// (its annotations), for the decision input of a `tools/call`.
     pub fn on_request_body(
         &mut self,
         config: &FilterConfig,
         buffered: usize,
         body: Option<&[u8]>,
         now_ms: u64,
+        known_tool: &dyn Fn(&str) -> Option<ToolFacts>,
     ) -> BodyAction {
         let limit = config.limits.max_body_bytes;
         if buffered > limit {
@@ -526,7 +587,12 @@ impl Exchange {
             ));
         }
         self.record_facts(&call);
-        let governed = call.kind == CallKind::Governed;
+        // Governed calls and listings are decided; a listing's answer is filtered to what the
+        // decision lets the agent see.
+        let governed = matches!(call.kind, CallKind::Governed | CallKind::Listing);
+        self.listing = (call.kind == CallKind::Listing)
+            .then(|| ListingKind::of(&call.method))
+            .flatten();
         if let Some(id) = id {
             self.pending = Some(PendingCall { id, governed });
         }
@@ -534,10 +600,12 @@ impl Exchange {
             return self.forward_body();
         }
         self.record(AuditKind::Intent, now_ms, json!({}));
+        let tool = self.facts.tool.as_deref().and_then(known_tool);
         let request = DecisionRequest {
             trace_id: self.ids.trace_id.clone(),
             agent: self.agent_identity(),
             request: self.facts.clone(),
+            tool,
         };
         match serde_json::to_vec(&request) {
             Ok(bytes) => BodyAction::AskAuthz(bytes),
@@ -722,9 +790,10 @@ impl Exchange {
                     "ruleIds": decision.rule_ids,
                     "bundleDigest": decision.bundle_digest,
                 });
-                if let (Some(scope), Some(map)) = (&decision.required_scope, detail.as_object_mut())
+                if let (false, Some(map)) =
+                    (decision.obligations.is_empty(), detail.as_object_mut())
                 {
-                    map.insert("requiredScope".to_string(), json!(scope));
+                    map.insert("obligations".to_string(), json!(decision.obligations));
                 }
                 // A client that is not one the agent is enrolled to use is recorded with the
                 // decision, whatever policy made of it.
@@ -735,10 +804,17 @@ impl Exchange {
                 }
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
+                    self.visibility = decision.obligations.visible;
                     return self.resume();
                 }
+                if decision.obligations.conceal
+                    && let Some(reply) = self.concealed(now_ms)
+                {
+                    return DecisionAction::Reply(reply);
+                }
                 if let Some(scope) = decision
-                    .required_scope
+                    .obligations
+                    .require_scope
                     .as_deref()
                     .filter(|s| is_scope_list(s))
                 {
@@ -784,6 +860,34 @@ impl Exchange {
                 ))
             }
         }
+    }
+
+    /// The answer to a call the agent may not know exists: what an MCP server answers for an
+    /// unknown tool or prompt (JSON-RPC -32602, MCP server/tools "Error Handling") or resource
+    /// (-32002, MCP server/resources "Error Handling"). The audit trail keeps the real denial.
+    fn concealed(&mut self, now_ms: u64) -> Option<LocalReply> {
+        let (code, message) = match self.facts.method.as_str() {
+            "tools/call" => (
+                jsonrpc::INVALID_PARAMS,
+                format!("Unknown tool: {}", self.facts.tool.as_deref()?),
+            ),
+            "prompts/get" => (
+                jsonrpc::INVALID_PARAMS,
+                format!("Unknown prompt: {}", self.facts.prompt_name.as_deref()?),
+            ),
+            "resources/read" => (
+                jsonrpc::RESOURCE_NOT_FOUND,
+                "Resource not found".to_string(),
+            ),
+            _ => return None,
+        };
+        let data = match self.facts.method.as_str() {
+            "resources/read" => {
+                json!({"traceId": self.ids.trace_id, "uri": self.facts.resource_uri})
+            }
+            _ => json!({"traceId": self.ids.trace_id}),
+        };
+        Some(self.rpc_error_reply(code, &message, data, now_ms))
     }
 
     /// RFC 6750 §3.1 `insufficient_scope` (MCP authorization, "Scope Challenge Handling"): HTTP
@@ -964,9 +1068,13 @@ impl Exchange {
         self.response_bytes = body.len();
         match mcp::parse_message(body, &config.limits) {
             Ok(message) => {
+                let filtered = self.filter_listing(&message);
                 self.observe_upstream_message(&message, now_ms);
                 self.finish_outcome(now_ms, true);
-                ChunkAction::Continue
+                match filtered {
+                    Some(bytes) => ChunkAction::ReplaceBody(bytes),
+                    None => ChunkAction::Continue,
+                }
             }
             Err(err) => self.replace_with_upstream_error(
                 &format!("upstream sent an invalid JSON-RPC message: {err}"),
@@ -1039,7 +1147,18 @@ impl Exchange {
             };
             match mcp::parse_message(data.as_bytes(), limits) {
                 Ok(message) => {
-                    out.extend_from_slice(event.raw());
+                    match self.filter_listing(&message) {
+                        // The same event (type and id kept, for resumption) with the filtered
+                        // answer.
+                        Some(json) => {
+                            let text = String::from_utf8_lossy(&json);
+                            let rebuilt =
+                                SseEvent::message(Some(event.event_type()), event.id(), &text)
+                                    .unwrap_or_else(|_| SseEvent::json_message(&json));
+                            out.extend_from_slice(rebuilt.raw());
+                        }
+                        None => out.extend_from_slice(event.raw()),
+                    }
                     messages.push(message);
                 }
                 Err(err) => {
@@ -1081,6 +1200,57 @@ impl Exchange {
         } else {
             ChunkAction::Replace(out)
         }
+    }
+
+    /// The answer to the pending listing with the entries the agent may not see removed, or
+    /// `None` when the message is not that answer or nothing is removed. The tools of a
+    /// `tools/list` answer are remembered with their annotations ([`Self::take_listed_tools`]).
+    fn filter_listing(&mut self, message: &Message) -> Option<Vec<u8>> {
+        let kind = self.listing?;
+        let Message::Response { id, result } = message else {
+            return None;
+        };
+        if self.pending.as_ref().map(|p| &p.id) != Some(id) {
+            return None;
+        }
+        let (member, key) = kind.members();
+        let entries = result.get(member)?.as_array()?;
+        let name_of = |entry: &Value| entry.get(key).and_then(Value::as_str).map(str::to_owned);
+        if kind == ListingKind::Tools {
+            self.listed_tools = entries
+                .iter()
+                .filter_map(|entry| {
+                    let facts = ToolFacts {
+                        annotations: entry.get("annotations").filter(|a| a.is_object()).cloned(),
+                    };
+                    Some((name_of(entry)?, facts))
+                })
+                .collect();
+        }
+        // A decision without `visible` shows the whole listing.
+        let visibility = self.visibility.as_ref()?;
+        let (kept, hidden): (Vec<&Value>, Vec<&Value>) = entries.iter().partition(|entry| {
+            // An entry without a name cannot be judged: it is not shown.
+            name_of(entry).is_some_and(|name| visibility.shows(&name))
+        });
+        if hidden.is_empty() {
+            return None;
+        }
+        self.hidden_entries = hidden.iter().filter_map(|e| name_of(e)).collect();
+        let mut result = result.clone();
+        if let Some(map) = result.as_object_mut() {
+            map.insert(
+                member.to_owned(),
+                Value::Array(kept.into_iter().cloned().collect()),
+            );
+        }
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": result})).ok()
+    }
+
+    /// The tools (and their annotations) of the `tools/list` answer seen on this exchange,
+    /// handed over once, for the next calls' decision input.
+    pub fn take_listed_tools(&mut self) -> Vec<(String, ToolFacts)> {
+        std::mem::take(&mut self.listed_tools)
     }
 
     /// Looks at one message from upstream: the answer to the pending call ends its outcome.
@@ -1134,6 +1304,9 @@ impl Exchange {
         if let Some(map) = detail.as_object_mut() {
             map.entry("responseBytes")
                 .or_insert(json!(self.response_bytes));
+            if !self.hidden_entries.is_empty() {
+                map.insert("hidden".to_string(), json!(self.hidden_entries));
+            }
             // Kind and reference only: the credential itself never reaches the audit log.
             if let Some(credential) = &self.credential_audit {
                 map.insert("upstreamCredential".to_string(), credential.clone());
@@ -1175,6 +1348,8 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
+    use behavry_core::wire::Obligations;
+
     use super::*;
 
     const CONFIG: &str = r#"{
@@ -1208,19 +1383,30 @@ mod tests {
         }
     }
 
+    fn no_tool(_: &str) -> Option<ToolFacts> {
+        None
+    }
+
     const CALL: &[u8] =
         br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+
+    /// An exchange of `agent` whose request `body` has been sent to the sidecar, and the
+    /// decision request it sent.
+    fn asked_for(config: &FilterConfig, agent: &str, body: &[u8]) -> (Exchange, DecisionRequest) {
+        let mut ex = Exchange::start(config, head(Some(agent)), [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(config, body.len(), Some(body), 1, &no_tool)
+        else {
+            panic!("must be decided: {}", String::from_utf8_lossy(body));
+        };
+        (ex, serde_json::from_slice(&request).unwrap())
+    }
 
     /// An exchange whose governed call has been sent to the sidecar.
     fn asked() -> (FilterConfig, Exchange) {
         let config = config();
-        let mut ex = Exchange::start(&config, head(Some("agent-a")), [7; 24]).unwrap();
-        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
-        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
-        else {
-            panic!("a tools/call must be decided");
-        };
-        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        let (ex, request) = asked_for(&config, "agent-a", CALL);
         assert_eq!(request.agent.id, "agent-a");
         assert_eq!(request.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(request.request.tool.as_deref(), Some("echo"));
@@ -1234,7 +1420,7 @@ mod tests {
             reasons: vec![],
             rule_ids: vec!["r.allow".into()],
             bundle_digest: "sha256:ab".into(),
-            required_scope: None,
+            obligations: Obligations::default(),
             client_matches: None,
         }
     }
@@ -1301,7 +1487,10 @@ mod tests {
         let config = config();
         let mut ex = Exchange::start(&config, head(Some("a")), [0; 24]).unwrap();
         assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
-        assert_eq!(ex.on_request_body(&config, 10, None, 1), BodyAction::Buffer);
+        assert_eq!(
+            ex.on_request_body(&config, 10, None, 1, &no_tool),
+            BodyAction::Buffer
+        );
         let reply = ex.on_request_trailers().unwrap();
         assert_eq!(reply.status, 400);
         let (_, mut decided) = asked();
@@ -1455,7 +1644,7 @@ mod tests {
             reasons: vec!["not granted".into()],
             rule_ids: vec!["r.deny".into()],
             bundle_digest: "sha256:ab".into(),
-            required_scope: None,
+            obligations: Obligations::default(),
             client_matches: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
@@ -1512,7 +1701,8 @@ mod tests {
         ];
         for (body, status, code) in cases {
             let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
-            let BodyAction::Reply(reply) = ex.on_request_body(&config, body.len(), Some(body), 1)
+            let BodyAction::Reply(reply) =
+                ex.on_request_body(&config, body.len(), Some(body), 1, &no_tool)
             else {
                 panic!("must refuse {body:?}");
             };
@@ -1520,7 +1710,7 @@ mod tests {
             assert_eq!(error_of(&reply.body)["code"], *code);
         }
         let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
-        let BodyAction::Reply(reply) = ex.on_request_body(&config, 5000, None, 1) else {
+        let BodyAction::Reply(reply) = ex.on_request_body(&config, 5000, None, 1, &no_tool) else {
             panic!("must refuse an oversized body");
         };
         assert_eq!(reply.status, 413);
@@ -1533,7 +1723,8 @@ mod tests {
         h.mcp_method = Some("tools/call".into());
         h.mcp_name = Some("other".into());
         let mut ex = Exchange::start(&config, h, [1; 24]).unwrap();
-        let BodyAction::Reply(reply) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        let BodyAction::Reply(reply) =
+            ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &no_tool)
         else {
             panic!("must refuse");
         };
@@ -1542,20 +1733,203 @@ mod tests {
     }
 
     #[test]
-    fn notifications_and_listings_are_forwarded_without_decision() {
+    fn notifications_and_answers_are_forwarded_without_decision() {
         let config = config();
         for body in [
             &br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#[..],
-            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
             br#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
         ] {
             let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
             assert_eq!(
-                ex.on_request_body(&config, body.len(), Some(body), 1),
+                ex.on_request_body(&config, body.len(), Some(body), 1, &no_tool),
                 BodyAction::Forward
             );
             assert!(ex.take_audit_events().is_empty());
         }
+    }
+
+    const LIST: &[u8] = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+
+    const LISTED: &str = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"printEnv","annotations":{"readOnlyHint":true},"inputSchema":{"type":"object"}},{"name":"get-sum","annotations":{"destructiveHint":true},"inputSchema":{"type":"object"}},{"inputSchema":{}}],"nextCursor":"c2"}}"#;
+
+    /// A `tools/list` exchange allowed with `visible`.
+    fn listing_allowed(visible: Option<Visibility>) -> (FilterConfig, Exchange) {
+        let config = config();
+        let (mut ex, request) = asked_for(&config, "a", LIST);
+        assert_eq!(request.request.method, "tools/list");
+        let decision = DecisionResponse {
+            obligations: Obligations {
+                visible,
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        assert_eq!(
+            ex.on_decision(&config, Ok(decision), 2),
+            DecisionAction::Resume
+        );
+        (config, ex)
+    }
+
+    fn echo_only() -> Option<Visibility> {
+        Some(Visibility {
+            allow: vec!["echo".into(), "get-*".into()],
+            deny: vec!["get-sum".into()],
+        })
+    }
+
+    #[test]
+    fn a_listing_is_answered_with_what_the_agent_may_see() {
+        let (config, mut ex) = listing_allowed(echo_only());
+        assert_eq!(
+            ex.on_response_head(200, Some("application/json"), false, &config, 3),
+            ResponseHeadAction::WaitForBody
+        );
+        let body = LISTED.as_bytes();
+        let ChunkAction::ReplaceBody(filtered) =
+            ex.on_response_body(&config, body.len(), body, true, 4)
+        else {
+            panic!("the listing must be filtered");
+        };
+        let value: Value = serde_json::from_slice(&filtered).unwrap();
+        assert_eq!(value["id"], 2);
+        assert_eq!(value["result"]["nextCursor"], "c2");
+        let names: Vec<&str> = value["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["echo"]);
+        // Every listed tool is remembered with its annotations, hidden or not.
+        let listed = ex.take_listed_tools();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(
+            listed[1],
+            (
+                "printEnv".to_string(),
+                ToolFacts {
+                    annotations: Some(json!({"readOnlyHint": true}))
+                }
+            )
+        );
+        assert_eq!(listed[0].1, ToolFacts::default());
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert_eq!(events[2].detail["hidden"], json!(["printEnv", "get-sum"]));
+    }
+
+    #[test]
+    fn a_listing_without_visible_or_with_nothing_hidden_is_unchanged() {
+        for visible in [
+            None,
+            Some(Visibility {
+                allow: vec!["*".into()],
+                deny: vec![],
+            }),
+        ] {
+            let (config, mut ex) = listing_allowed(visible);
+            ex.on_response_head(200, Some("application/json"), false, &config, 3);
+            let body = br#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"}]}}"#;
+            assert_eq!(
+                ex.on_response_body(&config, body.len(), body, true, 4),
+                ChunkAction::Continue
+            );
+        }
+    }
+
+    #[test]
+    fn a_streamed_listing_is_filtered_in_its_event() {
+        let stream = format!(
+            "id: 41\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{}}}}\n\nid: 42\nevent: message\ndata: {LISTED}\n\n"
+        );
+        for chunk_size in [1, 7, 64, stream.len()] {
+            let (config, mut ex) = listing_allowed(echo_only());
+            assert_eq!(
+                ex.on_response_head(200, Some("text/event-stream"), false, &config, 3),
+                ResponseHeadAction::StreamWithoutLength
+            );
+            let mut out = Vec::new();
+            let chunks: Vec<&[u8]> = stream.as_bytes().chunks(chunk_size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                match ex.on_response_body(&config, chunk.len(), chunk, last, 4) {
+                    ChunkAction::Continue => out.extend_from_slice(chunk),
+                    ChunkAction::Replace(bytes) => out.extend_from_slice(&bytes),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let mut decoder = SseDecoder::new(1 << 20);
+            let events = decoder.feed(&out).unwrap();
+            assert_eq!(events.len(), 2, "chunk size {chunk_size}");
+            assert_eq!(events[1].id(), Some("42"));
+            let value: Value = serde_json::from_str(events[1].data().unwrap()).unwrap();
+            assert_eq!(value["result"]["tools"].as_array().unwrap().len(), 1);
+            assert_eq!(value["result"]["tools"][0]["name"], "echo");
+        }
+    }
+
+    #[test]
+    fn a_concealed_denial_looks_like_an_unknown_target() {
+        let conceal = DecisionResponse {
+            allow: false,
+            reasons: vec!["agent 'a' may not use tool 'echo'".into()],
+            rule_ids: vec!["behavry.tools.not_granted".into()],
+            obligations: Obligations {
+                conceal: true,
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        let (config, mut ex) = asked();
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(conceal.clone()), 2) else {
+            panic!("must deny");
+        };
+        assert_eq!(reply.status, 200);
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::INVALID_PARAMS);
+        assert_eq!(error["message"], "Unknown tool: echo");
+        // Nothing tells the agent why; the audit trail does.
+        assert!(error["data"].get("reason").is_none());
+        let events = ex.take_audit_events();
+        assert_eq!(
+            events[1].detail["ruleIds"],
+            json!(["behavry.tools.not_granted"])
+        );
+        assert_eq!(events[1].detail["obligations"]["conceal"], true);
+
+        let read = br#"{"jsonrpc":"2.0","id":8,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#;
+        let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+        ex.on_request_head(false);
+        ex.on_request_body(&config, read.len(), Some(read), 1, &no_tool);
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(conceal), 2) else {
+            panic!("must deny");
+        };
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::RESOURCE_NOT_FOUND);
+        assert_eq!(error["data"]["uri"], "file:///etc/passwd");
+    }
+
+    #[test]
+    fn what_a_listing_said_of_a_tool_goes_into_its_decision() {
+        let config = config();
+        let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
+        ex.on_request_head(false);
+        let known = |tool: &str| {
+            (tool == "echo").then(|| ToolFacts {
+                annotations: Some(json!({"destructiveHint": true})),
+            })
+        };
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &known)
+        else {
+            panic!("must ask");
+        };
+        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        assert_eq!(
+            request.tool.unwrap().annotations,
+            Some(json!({"destructiveHint": true}))
+        );
     }
 
     const STREAM: &[u8] = b"id: 0\ndata: \n\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\r\n\r\n: comment\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"isError\":false}}\n\n";
@@ -1678,7 +2052,7 @@ mod tests {
     fn asked_on(config: &FilterConfig, head: RequestHead) -> Exchange {
         let mut ex = Exchange::start(config, head, [7; 24]).unwrap();
         assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
-        let action = ex.on_request_body(config, CALL.len(), Some(CALL), 1);
+        let action = ex.on_request_body(config, CALL.len(), Some(CALL), 1, &no_tool);
         assert!(matches!(action, BodyAction::AskAuthz(_)), "{action:?}");
         ex
     }
@@ -1698,7 +2072,8 @@ mod tests {
         let config = config();
         let mut ex = Exchange::start(&config, delegated_head(), [7; 24]).unwrap();
         assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
-        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &no_tool)
         else {
             panic!("a tools/call must be decided");
         };
@@ -1715,7 +2090,7 @@ mod tests {
                 .iter()
                 .all(|e| e.delegation == ["agent-b", "agent-c"])
         );
-        assert!(events[1].detail.get("requiredScope").is_none());
+        assert!(events[1].detail.get("obligations").is_none());
     }
 
     #[test]
@@ -1734,7 +2109,8 @@ mod tests {
         h.session_client = Some(session_client.clone());
         let mut ex = Exchange::start(&config, h.clone(), [7; 24]).unwrap();
         ex.on_request_head(false);
-        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, CALL.len(), Some(CALL), 1)
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &no_tool)
         else {
             panic!("a tools/call must be decided");
         };
@@ -1758,7 +2134,8 @@ mod tests {
         h.mcp_name = Some("echo".into());
         let mut ex = Exchange::start(&config, h, [8; 24]).unwrap();
         ex.on_request_head(false);
-        let BodyAction::AskAuthz(request) = ex.on_request_body(&config, own.len(), Some(own), 1)
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(&config, own.len(), Some(own), 1, &no_tool)
         else {
             panic!("a tools/call must be decided");
         };
@@ -1774,7 +2151,7 @@ mod tests {
         let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"claude-code","version":"2.1.328"}}}"#;
         let mut ex = Exchange::start(&config, head(Some("a")), [9; 24]).unwrap();
         ex.on_request_head(false);
-        ex.on_request_body(&config, init.len(), Some(init), 1);
+        ex.on_request_body(&config, init.len(), Some(init), 1, &no_tool);
         let stored: ClientFingerprint =
             serde_json::from_str(&ex.session_client_json().unwrap()).unwrap();
         assert_eq!(stored.known.as_deref(), Some("claude-code"));
@@ -1823,14 +2200,13 @@ mod tests {
         // Non-governed methods and the client's answers to server requests.
         for body in [
             &br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#[..],
-            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
             br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
             br#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
         ] {
             let mut ex = Exchange::start(&config, head(Some("a")), [1; 24]).unwrap();
             assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
             assert_eq!(
-                ex.on_request_body(&config, body.len(), Some(body), 1),
+                ex.on_request_body(&config, body.len(), Some(body), 1, &no_tool),
                 BodyAction::NeedCredential,
                 "{}",
                 String::from_utf8_lossy(body)
@@ -2020,7 +2396,10 @@ mod tests {
             reasons: vec!["needs admin".into()],
             rule_ids: vec!["r.scope".into()],
             bundle_digest: "sha256:ab".into(),
-            required_scope: Some("tools:admin mcp".into()),
+            obligations: Obligations {
+                require_scope: Some("tools:admin mcp".into()),
+                ..Obligations::default()
+            },
             client_matches: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny.clone()), 2) else {
@@ -2048,14 +2427,20 @@ mod tests {
         );
         let events = ex.take_audit_events();
         assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
-        assert_eq!(events[1].detail["requiredScope"], "tools:admin mcp");
+        assert_eq!(
+            events[1].detail["obligations"]["requireScope"],
+            "tools:admin mcp"
+        );
         assert_eq!(events[2].detail["status"], 403);
 
         // A scope that cannot be quoted safely is not echoed: a plain denial instead.
         for bad in ["a\"b", "a\\b", "", "two  spaces", "tab\tx", "é"] {
             let mut ex = asked_on(&config, head(Some("alice")));
             let deny = DecisionResponse {
-                required_scope: Some(bad.into()),
+                obligations: Obligations {
+                    require_scope: Some(bad.into()),
+                    ..Obligations::default()
+                },
                 client_matches: None,
                 ..deny.clone()
             };

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
+    ToolFacts,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -435,6 +436,42 @@ const SESSION_KEY_PREFIX: &str = "behavry.session/";
 /// Shared-data key prefix of the client fingerprint recorded when a session was opened.
 const SESSION_CLIENT_KEY_PREFIX: &str = "behavry.session-client/";
 
+/// Shared-data key prefix of what a server's `tools/list` said of each tool (its annotations),
+/// for the decision input of later calls on any worker. The rest of the key is the JSON array
+/// `[server, tool]`, so no name can make two keys collide.
+const TOOL_KEY_PREFIX: &str = "behavry.tool/";
+/// At most this many tools of one listing are remembered, so an upstream cannot fill the shared
+/// data with names.
+const MAX_REMEMBERED_TOOLS: usize = 1000;
+
+fn tool_key(server: &str, tool: &str) -> String {
+    let names = serde_json::to_string(&[server, tool]).unwrap_or_default();
+    format!("{TOOL_KEY_PREFIX}{names}")
+}
+
+/// What the last listing of `server` said of `tool`.
+fn known_tool(server: &str, tool: &str) -> Option<ToolFacts> {
+    let (value, _) = hostcalls::get_shared_data(&tool_key(server, tool)).ok()?;
+    serde_json::from_slice(&value?).ok()
+}
+
+/// Record the tools of a listing; the latest listing wins.
+fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
+    for (name, facts) in tools.iter().take(MAX_REMEMBERED_TOOLS) {
+        let Ok(json) = serde_json::to_vec(facts) else {
+            continue;
+        };
+        if let Err(status) = hostcalls::set_shared_data(&tool_key(server, name), Some(&json), None)
+        {
+            log(
+                LogLevel::Warn,
+                &format!("tool facts not stored: {status:?}"),
+            );
+            return;
+        }
+    }
+}
+
 fn jwt_metadata_bytes(key: &str, field: &str) -> Option<Vec<u8>> {
     let path = vec![
         "metadata",
@@ -696,7 +733,11 @@ impl BehavryHttp {
         } else {
             None
         };
-        let action = exchange.on_request_body(&config, body_size, body.as_deref(), now_ms());
+        let server = exchange.server().to_owned();
+        let action =
+            exchange.on_request_body(&config, body_size, body.as_deref(), now_ms(), &|tool| {
+                known_tool(&server, tool)
+            });
         self.flush_audit();
         match action {
             BodyAction::Buffer => Action::Pause,
@@ -953,6 +994,10 @@ impl HttpContext for BehavryHttp {
             Vec::new()
         };
         let action = exchange.on_response_body(&config, body_size, &chunk, end_of_stream, now_ms());
+        let listed = exchange.take_listed_tools();
+        if !listed.is_empty() {
+            remember_tools(exchange.server(), &listed);
+        }
         self.flush_audit();
         match action {
             ChunkAction::Continue => Action::Continue,

@@ -8,31 +8,55 @@ from mcp import MCPError
 from mcp_client import connect
 
 POLICY_DENIED = -32080
+UNKNOWN_TOOL = -32602
+RESOURCE_NOT_FOUND = -32002
+# What the demo agent may call on server-everything (tests/e2e/harness.py).
+GRANTED = {"echo", "get-sum", "trigger-long-running-operation"}
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_python_sdk_allowed_and_denied_calls_are_governed_and_audited(stack, token, mode):
     async def scenario():
         async with connect(stack.url("everything"), token, mode=mode) as client:
+            # The listing shows only what the agent may call; get-env (blocked by the default
+            # bundle) and every other tool are hidden.
             tools = await client.list_tools()
             names = {t.name for t in tools.tools}
-            assert {"echo", "get-env"} <= names
+            assert names == GRANTED
+            listing_trace = client.recorder.trace_of("tools/list", None)
 
             result = await client.call_tool("echo", {"message": "governed hello"})
             assert not result.is_error
             assert result.content[0].text == "Echo: governed hello"
             allowed_trace = client.recorder.trace_of("tools/call", "echo")
 
-            with pytest.raises(MCPError) as denied:
+            # A hidden tool is reported as unknown, not as forbidden.
+            with pytest.raises(MCPError) as hidden:
                 await client.call_tool("get-env", {})
-            denied_trace = client.recorder.trace_of("tools/call", "get-env")
-            return allowed_trace, denied_trace, denied.value
+            hidden_trace = client.recorder.trace_of("tools/call", "get-env")
 
-    allowed_trace, denied_trace, error = anyio.run(scenario)
+            # An argument rule (the default bundle's 32 KiB cap on arguments): a plain denial.
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("echo", {"message": "x" * 40_000})
+            denied_trace = client.recorder.trace_of("tools/call", "echo")
+            return (listing_trace, allowed_trace, hidden_trace, hidden.value,
+                    denied_trace, denied.value)
+
+    listing_trace, allowed_trace, hidden_trace, hidden, denied_trace, error = anyio.run(scenario)
+    assert hidden.code == UNKNOWN_TOOL
+    assert hidden.message == "Unknown tool: get-env"
+    assert hidden.data["traceId"] == hidden_trace
+    assert "reason" not in hidden.data
+
     assert error.code == POLICY_DENIED
-    assert "get-env" in error.message
+    assert "exceed 32768 bytes" in error.message
     assert error.data["traceId"] == denied_trace
-    assert error.data["reason"]
+    assert error.data["ruleIds"] == ["behavry.arguments.too_large"]
+
+    listing = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(listing_trace)}
+    assert listing["decision"]["detail"]["ruleIds"] == ["behavry.listing.filtered"]
+    assert "get-env" in listing["outcome"]["detail"]["hidden"]
+    assert not GRANTED & set(listing["outcome"]["detail"]["hidden"])
 
     allowed = stack.wait_trace(allowed_trace)
     by_kind = {e["event"]["kind"]: e["event"] for e in allowed}
@@ -40,13 +64,20 @@ def test_python_sdk_allowed_and_denied_calls_are_governed_and_audited(stack, tok
     assert by_kind["intent"]["request"]["tool"] == "echo"
     assert by_kind["decision"]["detail"]["allow"] is True
     assert by_kind["decision"]["detail"]["bundleDigest"].startswith("sha256:")
+    assert by_kind["decision"]["detail"]["obligations"]["budget"]["calls"] == 1
     assert by_kind["outcome"]["detail"]["isError"] is False
     assert [e["event"]["kind"] for e in allowed] == ["intent", "decision", "outcome"]
 
-    denied = stack.wait_trace(denied_trace)
-    by_kind = {e["event"]["kind"]: e["event"] for e in denied}
-    assert by_kind["decision"]["detail"]["allow"] is False
-    assert by_kind["outcome"]["detail"]["errorCode"] == POLICY_DENIED
+    concealed = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(hidden_trace)}
+    assert concealed["decision"]["detail"]["allow"] is False
+    assert sorted(concealed["decision"]["detail"]["ruleIds"]) == [
+        "behavry.tools.blocked", "behavry.tools.not_granted"]
+    assert concealed["decision"]["detail"]["obligations"]["conceal"] is True
+    assert concealed["outcome"]["detail"]["errorCode"] == UNKNOWN_TOOL
+
+    denied = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(denied_trace)}
+    assert denied["decision"]["detail"]["allow"] is False
+    assert denied["outcome"]["detail"]["errorCode"] == POLICY_DENIED
 
     verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -64,9 +95,12 @@ def test_resources_and_prompts_are_decided_too(stack, token):
                 await client.get_prompt("args-prompt", {"city": "Paris"})
             return denied_resource.value, denied_prompt.value
 
+    # Targets the agent may not use are concealed: answered like targets that do not exist.
     denied_resource, denied_prompt = anyio.run(scenario)
-    assert denied_resource.code == POLICY_DENIED
-    assert denied_prompt.code == POLICY_DENIED
+    assert denied_resource.code == RESOURCE_NOT_FOUND
+    assert denied_resource.data["uri"] == "demo://resource/static/document/features.md"
+    assert denied_prompt.code == UNKNOWN_TOOL
+    assert denied_prompt.message == "Unknown prompt: args-prompt"
 
 
 def test_agent_without_grants_is_denied_everything(stack):
@@ -78,7 +112,8 @@ def test_agent_without_grants_is_denied_everything(stack):
                 await client.call_tool("echo", {"message": "x"})
             return denied.value
 
-    assert anyio.run(scenario).code == POLICY_DENIED
+    error = anyio.run(scenario)
+    assert (error.code, error.message) == (UNKNOWN_TOOL, "Unknown tool: echo")
 
 
 def test_revision_2026_07_28_client_passes_header_checks_and_is_audited(stack, token):

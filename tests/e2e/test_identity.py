@@ -19,7 +19,7 @@ from harness import ISSUER, http, wait_until
 from mcp_client import connect
 from tokens import b64url, decode_part
 
-POLICY_DENIED = -32080
+UNKNOWN_TOOL = -32602
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -107,8 +107,9 @@ def test_enrolled_agent_gets_a_token_calls_a_tool_and_is_cut_off_when_disabled(s
                     await client.call_tool("get-sum", {"a": 1, "b": 2})
                 return denied.value
 
+        # A tool the agent may not use is reported as unknown.
         denied = anyio.run(allowed_then_denied)
-        assert denied.code == POLICY_DENIED
+        assert (denied.code, denied.message) == (UNKNOWN_TOOL, "Unknown tool: get-sum")
 
         # The same assertion cannot be used twice.
         replayed = es256_assertion(key, "e2e-key-1", agent, token_endpoint, jti="once")

@@ -134,15 +134,20 @@ def test_credentials_are_audited_by_reference_only(stack, token):
 def test_agent_without_a_grant_gets_no_credential_and_nothing_reaches_the_upstream(stack):
     restricted = stack.mint("restricted-agent")
     before = stack.upstream_requests("keyed")
-    # A governed call is denied by policy first (a JSON-RPC error on HTTP 200)...
+    # A governed call, and a listing, are denied by policy first (a JSON-RPC error on HTTP
+    # 200)...
     status, _, body = http("POST", stack.url("keyed") + "/raw/echo-headers", CALL,
                            headers(restricted))
     assert status == 200, body
     assert json.loads(body)["error"]["code"] == POLICY_DENIED
+    listing = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).encode()
+    status, _, body = http("POST", stack.url("keyed"), listing, headers(restricted))
+    assert status == 200, body
+    assert json.loads(body)["error"]["code"] == POLICY_DENIED
     # ...and a method policy does not decide is still forwarded only with a credential, which
     # the sidecar refuses to an agent without a grant for the server: 403, nothing forwarded.
-    listing = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}).encode()
-    status, _, body = http("POST", stack.url("keyed"), listing, headers(restricted))
+    ping = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "ping"}).encode()
+    status, _, body = http("POST", stack.url("keyed"), ping, headers(restricted))
     assert status == 403, body
     error = json.loads(body)["error"]
     assert error["code"] == POLICY_DENIED

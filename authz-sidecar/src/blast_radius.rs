@@ -1,0 +1,279 @@
+//! Blast radius: the usage policy sees before a call, and what an allowed call consumes.
+//!
+//! Two subjects are counted: the agent (`agent:<id>`) and, for a delegated call, the whole
+//! delegation chain (`chain:<JSON array of the subject and its actors>`), so a fleet of helpers
+//! acting for one orchestrator shares one budget. Each subject has the four counters of
+//! [`CounterKind`] in every configured window (`[blast_radius] windows`, label → seconds). Usage
+//! is read before policy runs (input `counters.{agent, chain}[<window>][<counter>]`) and the
+//! decision's `budget` obligation is recorded after an allow. Between the read and the record a
+//! concurrent call can pass too: a limit may be overshot by the calls in flight at that moment.
+//!
+//! The counters live in memory (one sidecar) or in Redis (`[blast_radius.store] backend =
+//! "redis"`, shared by every sidecar with the same prefix): [`crate::budget`].
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use behavry_core::wire::{AgentIdentity, BudgetConsumption};
+use serde::Deserialize;
+
+use crate::budget::{
+    BudgetBackendConfig, BudgetError, BudgetStore, Consumption, CounterKey, CounterKind,
+    CounterUpdate, Window,
+};
+use crate::policy::Counters;
+
+/// The counters of each subject, in the order policy sees them.
+const KINDS: [CounterKind; 4] = [
+    CounterKind::Calls,
+    CounterKind::Destructive,
+    CounterKind::Resources,
+    CounterKind::Bytes,
+];
+
+/// `[blast_radius]` of the sidecar config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadiusConfig {
+    /// Window label (as policy names it) → length in seconds. Default `1m` = 60, `1h` = 3600.
+    #[serde(default = "default_windows")]
+    pub windows: BTreeMap<String, u64>,
+    /// Where the counters live. Default: memory.
+    #[serde(default)]
+    pub store: BudgetBackendConfig,
+}
+
+impl Default for BlastRadiusConfig {
+    fn default() -> Self {
+        BlastRadiusConfig {
+            windows: default_windows(),
+            store: BudgetBackendConfig::default(),
+        }
+    }
+}
+
+fn default_windows() -> BTreeMap<String, u64> {
+    BTreeMap::from([("1m".to_owned(), 60), ("1h".to_owned(), 3600)])
+}
+
+impl BlastRadiusConfig {
+    /// Check the windows and the store settings.
+    pub fn validate(&self) -> Result<(), BudgetError> {
+        for seconds in self.windows.values() {
+            Window::from_secs(*seconds)?;
+        }
+        self.store.validate()
+    }
+}
+
+/// The counters and their windows.
+#[derive(Debug)]
+pub struct BlastRadius {
+    store: BudgetStore,
+    windows: Vec<(String, Window)>,
+}
+
+impl BlastRadius {
+    /// Open the configured store (for Redis: connect, bounded by its connect timeout).
+    pub async fn open(config: &BlastRadiusConfig) -> Result<BlastRadius, BudgetError> {
+        config.validate()?;
+        Ok(BlastRadius {
+            store: config.store.open().await?,
+            windows: windows_of(config)?,
+        })
+    }
+
+    /// The window labels, as policy names them.
+    pub fn window_labels(&self) -> Vec<String> {
+        self.windows
+            .iter()
+            .map(|(label, _)| label.clone())
+            .collect()
+    }
+
+    /// The store's backend (`memory` or `redis`), for logs.
+    pub fn backend_name(&self) -> &'static str {
+        self.store.backend_name()
+    }
+
+    /// Usage of every counter of the agent (and of its chain, when delegated) before a call.
+    pub async fn usage(
+        &self,
+        agent: &AgentIdentity,
+        now: SystemTime,
+    ) -> Result<Counters, BudgetError> {
+        let mut labels = Vec::new();
+        let mut keys = Vec::new();
+        for (scope, subject) in subjects(agent) {
+            for (window_label, window) in &self.windows {
+                for kind in KINDS {
+                    labels.push((scope, window_label.clone(), kind));
+                    keys.push(CounterKey::new(subject.clone(), kind, *window));
+                }
+            }
+        }
+        let values = self.store.usage(&keys, now).await?;
+        let mut counters = Counters::new();
+        for ((scope, window, kind), value) in labels.into_iter().zip(values) {
+            counters
+                .entry(scope.to_owned())
+                .or_default()
+                .entry(window)
+                .or_default()
+                .insert(kind.as_str().to_owned(), value);
+        }
+        Ok(counters)
+    }
+
+    /// Record what an allowed call consumes, for the agent and its chain, in every window.
+    pub async fn consume(
+        &self,
+        agent: &AgentIdentity,
+        consumption: &BudgetConsumption,
+        now: SystemTime,
+    ) -> Result<(), BudgetError> {
+        let mut updates = Vec::new();
+        for (_, subject) in subjects(agent) {
+            for (_, window) in &self.windows {
+                let key = |kind| CounterKey::new(subject.clone(), kind, *window);
+                if consumption.calls > 0 {
+                    updates.push(CounterUpdate::new(
+                        key(CounterKind::Calls),
+                        Consumption::Add(consumption.calls),
+                    ));
+                }
+                if consumption.destructive > 0 {
+                    updates.push(CounterUpdate::new(
+                        key(CounterKind::Destructive),
+                        Consumption::Add(consumption.destructive),
+                    ));
+                }
+                for resource in &consumption.resources {
+                    updates.push(CounterUpdate::new(
+                        key(CounterKind::Resources),
+                        Consumption::Touch(resource.clone()),
+                    ));
+                }
+            }
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.store.consume(&updates, now).await
+    }
+}
+
+fn windows_of(config: &BlastRadiusConfig) -> Result<Vec<(String, Window)>, BudgetError> {
+    config
+        .windows
+        .iter()
+        .map(|(label, seconds)| Ok((label.clone(), Window::from_secs(*seconds)?)))
+        .collect()
+}
+
+/// The counted subjects of a call: `("agent", "agent:<id>")`, and `("chain", "chain:[...]")`
+/// when the call is delegated. The chain is written as a JSON array so no agent id can make two
+/// chains look the same.
+fn subjects(agent: &AgentIdentity) -> Vec<(&'static str, String)> {
+    let mut subjects = vec![("agent", format!("agent:{}", agent.id))];
+    if !agent.delegation.is_empty() {
+        let chain: Vec<&str> = std::iter::once(agent.id.as_str())
+            .chain(agent.delegation.iter().map(String::as_str))
+            .collect();
+        let encoded = serde_json::to_string(&chain).unwrap_or_default();
+        subjects.push(("chain", format!("chain:{encoded}")));
+    }
+    subjects
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn agent(id: &str, delegation: &[&str]) -> AgentIdentity {
+        AgentIdentity {
+            id: id.to_owned(),
+            delegation: delegation.iter().map(|s| (*s).to_owned()).collect(),
+            ..AgentIdentity::default()
+        }
+    }
+
+    fn call(resource: &str, destructive: u64) -> BudgetConsumption {
+        BudgetConsumption {
+            calls: 1,
+            destructive,
+            resources: vec![resource.to_owned()],
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_counts_the_agent_and_its_chain_in_every_window() {
+        let radius = BlastRadius::open(&BlastRadiusConfig::default())
+            .await
+            .unwrap();
+        let now = SystemTime::now();
+        let orchestrator = agent("orchestrator", &[]);
+        let delegated = agent("orchestrator", &["helper-1"]);
+        radius
+            .consume(&orchestrator, &call("s/a", 0), now)
+            .await
+            .unwrap();
+        radius
+            .consume(&delegated, &call("s/a", 1), now)
+            .await
+            .unwrap();
+        radius
+            .consume(&delegated, &call("s/b", 0), now)
+            .await
+            .unwrap();
+
+        let usage = radius.usage(&delegated, now).await.unwrap();
+        for window in ["1m", "1h"] {
+            assert_eq!(usage["agent"][window]["calls"], 3, "{usage:?}");
+            assert_eq!(usage["agent"][window]["destructive"], 1);
+            assert_eq!(usage["agent"][window]["resources"], 2);
+            assert_eq!(usage["agent"][window]["bytes"], 0);
+            assert_eq!(usage["chain"][window]["calls"], 2);
+        }
+        // An undelegated call has no chain.
+        let own = radius.usage(&orchestrator, now).await.unwrap();
+        assert!(!own.contains_key("chain"));
+        // Another chain of the same agent is counted apart.
+        let other = radius
+            .usage(&agent("orchestrator", &["helper-2"]), now)
+            .await
+            .unwrap();
+        assert_eq!(other["chain"]["1m"]["calls"], 0);
+    }
+
+    #[tokio::test]
+    async fn the_short_window_forgets_first() {
+        let radius = BlastRadius::open(&BlastRadiusConfig::default())
+            .await
+            .unwrap();
+        let start = SystemTime::now();
+        let who = agent("a", &[]);
+        radius.consume(&who, &call("s/x", 0), start).await.unwrap();
+        let later = start + Duration::from_secs(120);
+        let usage = radius.usage(&who, later).await.unwrap();
+        assert_eq!(usage["agent"]["1m"]["calls"], 0);
+        assert_eq!(usage["agent"]["1h"]["calls"], 1);
+    }
+
+    #[test]
+    fn chains_cannot_be_confused_by_separators_in_ids() {
+        let a = subjects(&agent("a\",\"b", &["c"]));
+        let b = subjects(&agent("a", &["b", "c"]));
+        assert_ne!(a[1].1, b[1].1);
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        let config: BlastRadiusConfig = toml::from_str("windows = { \"0s\" = 0 }").unwrap();
+        assert!(config.validate().is_err());
+        let err = toml::from_str::<BlastRadiusConfig>("window = {}").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,312 @@
+# Behavry default authorization policy for MCP requests (policy input v1, docs/policy.md).
+#
+# Entry: data.behavry.authz.decision =
+#   {"allow": bool, "reasons": [string], "ruleIds": [string], "obligations": {...}}
+# Data (data.yaml, and data.behavry.agents filled by the sidecar from its registry):
+#   roles, blocked, tool_scopes, destructive_tools, elevated_roles, arguments, limits, budgets,
+#   redact, cache.
+#
+# Deny by default: a request is allowed only when an allow rule matches and no deny rule does.
+# Every denial has a reason the agent can read and a stable rule id; a tool the agent may not see
+# is concealed (reported to the agent as unknown, MCP tools "Error Handling").
+package behavry.authz
+
+import rego.v1
+
+default decision := {
+	"allow": false,
+	"reasons": ["no policy rule allowed this request"],
+	"ruleIds": ["behavry.default_deny"],
+	"obligations": {},
+}
+
+decision := {
+	"allow": true,
+	"reasons": [],
+	"ruleIds": sort([id | some id in allowed_by]),
+	"obligations": allow_obligations,
+} if {
+	count(denials) == 0
+	count(allowed_by) > 0
+}
+
+decision := {
+	"allow": false,
+	"reasons": [d.reason | some d in denials],
+	"ruleIds": [d.rule | some d in denials],
+	"obligations": deny_obligations,
+} if {
+	count(denials) > 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# Facts
+
+agent_id := input.agent.id
+
+server := input.request.server
+
+method := input.request.method
+
+# The enrollment of the calling agent (registry), undefined when not enrolled.
+enrollment := data.behavry.agents[agent_id]
+
+# Which request field names the target of each governed method, and the grant list it is in.
+target_field := {"tools/call": "tool", "resources/read": "resourceUri", "prompts/get": "promptName"}
+
+grant_kind := {
+	"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts",
+	"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
+	"resources/templates/list": "resources",
+}
+
+# Listing answers are filtered to what the agent may use (the member that names each entry).
+listing_methods := {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+
+governed if target_field[method]
+
+listing if method in listing_methods
+
+target := input.request[target_field[method]]
+
+kind := grant_kind[method]
+
+# The grants that apply on the requested server: the agent's own (registry) and its roles' (data).
+server_grants contains g if g := enrollment.servers[server]
+
+server_grants contains g if {
+	some role in enrollment.roles
+	g := data.behavry.roles[role].servers[server]
+}
+
+# Name patterns granted for the method's kind: exact names, "*" (every name) or "prefix*".
+granted_patterns contains p if {
+	some g in server_grants
+	some p in g[kind]
+}
+
+# Token scopes (RFC 9068 §2.2.3) of the form "mcp:server:<name>" narrow the token to those
+# servers, whatever the roles grant; a token without such a scope is not narrowed.
+scope_servers contains substring(s, 11, -1) if {
+	some s in input.agent.scopes
+	startswith(s, "mcp:server:")
+}
+
+server_in_scope if count(scope_servers) == 0
+
+server_in_scope if server in scope_servers
+
+# A name matches a pattern list: exactly, by "*", or by a "prefix*" pattern.
+matches(patterns, name) if name in patterns
+
+matches(patterns, _) if "*" in patterns
+
+matches(patterns, name) if {
+	some p in patterns
+	endswith(p, "*")
+	startswith(name, trim_suffix(p, "*"))
+}
+
+# Tools blocked outright on this server (or on every server, key "*"): never callable, never listed.
+blocked_patterns contains p if {
+	some key in [server, "*"]
+	some p in data.behavry.blocked[key]
+}
+
+target_blocked if {
+	method == "tools/call"
+	matches(blocked_patterns, target)
+}
+
+target_granted if matches(granted_patterns, target)
+
+# Destructive tools: by annotation (MCP tools, ToolAnnotations: destructiveHint is meaningful only
+# when readOnlyHint is false; annotations are hints from the server, so they can only add
+# restrictions here) or by configured name.
+destructive if {
+	method == "tools/call"
+	input.tool.annotations.destructiveHint == true
+	not input.tool.annotations.readOnlyHint == true
+}
+
+destructive if {
+	method == "tools/call"
+	matches(object.get(data.behavry.destructive_tools, server, []), target)
+}
+
+elevated if {
+	some role in enrollment.roles
+	role in data.behavry.elevated_roles
+}
+
+# ---------------------------------------------------------------------------------------------
+# Allow rules: the rule id is the element.
+
+allowed_by contains sprintf("behavry.%s.granted", [kind]) if {
+	governed
+	target_granted
+}
+
+allowed_by contains "behavry.listing.filtered" if {
+	listing
+	count(server_grants) > 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# Deny rules: {"rule": id, "reason": text}, each naming exactly what was refused. Extra members:
+# "conceal" (answer as if the target did not exist), "scope" (step-up), "approval".
+
+denials contains {
+	"rule": "behavry.agent.not_enrolled",
+	"reason": sprintf("agent '%s' is not enrolled", [agent_id]),
+} if {
+	not enrollment
+}
+
+denials contains {
+	"rule": "behavry.method.not_governed",
+	"reason": sprintf("method '%s' is not decided by this policy", [method]),
+} if {
+	enrollment
+	not governed
+	not listing
+}
+
+denials contains {
+	"rule": "behavry.server.not_granted",
+	"reason": sprintf("agent '%s' has no access to server '%s'", [agent_id, server]),
+} if {
+	enrollment
+	kind
+	count(server_grants) == 0
+}
+
+denials contains {
+	"rule": "behavry.scope.server_not_in_token",
+	"reason": sprintf("the token's scopes do not include server '%s'", [server]),
+} if {
+	count(server_grants) > 0
+	not server_in_scope
+}
+
+denials contains {
+	"rule": "behavry.request.name_missing",
+	"reason": sprintf("%s request names no %s", [method, target_field[method]]),
+} if {
+	governed
+	count(server_grants) > 0
+	not is_string(target)
+}
+
+denials contains {
+	"rule": sprintf("behavry.%s.not_granted", [kind]),
+	"reason": sprintf("agent '%s' may not use %s '%s' on server '%s'", [agent_id, singular[kind], target, server]),
+	"conceal": true,
+} if {
+	governed
+	is_string(target)
+	count(server_grants) > 0
+	not target_granted
+}
+
+singular := {"tools": "tool", "resources": "resource", "prompts": "prompt"}
+
+denials contains {
+	"rule": "behavry.tools.blocked",
+	"reason": sprintf("tool '%s' on server '%s' is blocked", [target, server]),
+	"conceal": true,
+} if {
+	target_blocked
+}
+
+# The scope a granted tool needs beyond the grant (step-up, RFC 6750 §3.1 insufficient_scope).
+needed_scope := data.behavry.tool_scopes[server][target] if method == "tools/call"
+
+denials contains {
+	"rule": "behavry.scope.insufficient",
+	"reason": sprintf("tool '%s' on server '%s' needs scope '%s': ask for a token with it", [target, server, needed_scope]),
+	"scope": needed_scope,
+} if {
+	target_granted
+	not needed_scope in {s | some s in input.agent.scopes}
+}
+
+denials contains {
+	"rule": "behavry.destructive.needs_approval",
+	"reason": sprintf("tool '%s' on server '%s' is destructive: it needs an elevated role or a human approval", [target, server]),
+	"approval": true,
+} if {
+	destructive
+	target_granted
+	not elevated
+	not input.approval.granted == true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Obligations
+
+# Denials that depend only on who asks for which name: the filter may cache them.
+static_rules := {
+	"behavry.agent.not_enrolled", "behavry.server.not_granted", "behavry.scope.server_not_in_token",
+	"behavry.tools.not_granted", "behavry.resources.not_granted", "behavry.prompts.not_granted",
+	"behavry.tools.blocked", "behavry.method.not_governed",
+}
+
+deny_obligations := object.union_n([conceal_obligation, scope_obligation, approval_obligation, deny_cache_obligation])
+
+default conceal_obligation := {}
+
+conceal_obligation := {"conceal": true} if {
+	some d in denials
+	d.conceal
+}
+
+default scope_obligation := {}
+
+scope_obligation := {"requireScope": d.scope} if {
+	some d in denials
+	d.scope
+}
+
+# Approval is offered only when it is all that stands in the way.
+default approval_obligation := {}
+
+approval_obligation := {"requireApproval": {"reason": d.reason}} if {
+	count(denials) == 1
+	some d in denials
+	d.approval
+}
+
+default deny_cache_obligation := {}
+
+deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
+	every d in denials {
+		d.rule in static_rules
+	}
+}
+
+allow_obligations := object.union_n([listing_obligation, budget_obligation, redact_obligation])
+
+default listing_obligation := {}
+
+listing_obligation := {"visible": visible} if listing
+
+default budget_obligation := {}
+
+budget_obligation := {"budget": budget_consumption} if governed
+
+default redact_obligation := {}
+
+redact_obligation := {"redact": data.behavry.redact[server][target]} if governed
+
+# What a listing may show: granted patterns minus blocked ones (filtered by the proxy).
+visible := {
+	"allow": sort([p | some p in granted_patterns]),
+	"deny": sort([p | some p in blocked_patterns; kind == "tools"]),
+}
+
+budget_consumption := {
+	"calls": 1,
+	"destructive": count([1 | destructive]),
+	"resources": [sprintf("%s/%s", [server, target])],
+}

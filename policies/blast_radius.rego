@@ -1,0 +1,85 @@
+# Blast radius: budgets over sliding windows, per agent and per delegation chain.
+#
+# data.behavry.budgets.agent[<window>][<counter>] = limit applies to every agent, unless one of
+# its roles sets its own: data.behavry.budgets.roles[<role>][<window>][<counter>] (the highest
+# of its roles' limits wins). data.behavry.budgets.chain[...] applies to delegated calls (a
+# non-empty input.agent.delegation), shared by every call made through the same chain.
+# <window> is one of the sidecar's configured windows (e.g. "1m", "1h"); <counter> one of calls,
+# destructive, resources (distinct targets touched) and bytes (response bytes). The sidecar puts
+# the usage before this call at input.counters.{agent, chain}[<window>][<counter>]; a call is
+# refused when it would go over a limit, and when a limit's usage is missing (fail closed).
+package behavry.authz
+
+import rego.v1
+
+delegated if count(object.get(input.agent, "delegation", [])) > 0
+
+# [scope, window, counter, limit] for every limit that applies to this call.
+budget_limits contains ["agent", window, counter, agent_limit(window, counter)] if {
+	some [window, counter] in agent_limited
+}
+
+budget_limits contains ["chain", window, counter, limit] if {
+	delegated
+	some window, limits in data.behavry.budgets.chain
+	some counter, limit in limits
+}
+
+# The [window, counter] pairs limited for the agent, by default or by one of its roles.
+agent_limited contains [window, counter] if {
+	some window, limits in data.behavry.budgets.agent
+	some counter, _ in limits
+}
+
+agent_limited contains [window, counter] if {
+	some role in enrollment.roles
+	some window, limits in data.behavry.budgets.roles[role]
+	some counter, _ in limits
+}
+
+role_limits(window, counter) := [limit |
+	some role in enrollment.roles
+	limit := data.behavry.budgets.roles[role][window][counter]
+]
+
+agent_limit(window, counter) := max(role_limits(window, counter)) if {
+	count(role_limits(window, counter)) > 0
+} else := data.behavry.budgets.agent[window][counter]
+
+# What this call adds to a counter, before it runs.
+call_adds := {
+	"calls": 1,
+	"destructive": count([1 | destructive]),
+	"resources": 1,
+	"bytes": 0,
+}
+
+denials contains {
+	"rule": "behavry.budget.exceeded",
+	"reason": sprintf("%s budget exceeded: %s %s in %s (limit %d)", [scope, format_int(used, 10), counter, window, limit]),
+} if {
+	governed
+	some [scope, window, counter, limit] in budget_limits
+	used := input.counters[scope][window][counter]
+	call_adds[counter] > 0
+	used + call_adds[counter] > limit
+}
+
+denials contains {
+	"rule": "behavry.budget.bytes_exceeded",
+	"reason": sprintf("%s budget exceeded: %s bytes returned in %s (limit %d)", [scope, format_int(used, 10), window, limit]),
+} if {
+	governed
+	some [scope, window, "bytes", limit] in budget_limits
+	used := input.counters[scope][window].bytes
+	used >= limit
+}
+
+denials contains {
+	"rule": "behavry.budget.unavailable",
+	"reason": sprintf("no %s usage for the %s window: the budget cannot be checked", [scope, window]),
+} if {
+	governed
+	some [scope, window, counter, _] in budget_limits
+	not input.counters[scope][window][counter]
+}
