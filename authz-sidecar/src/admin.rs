@@ -189,6 +189,17 @@ pub fn routes(state: AppState) -> Router<AppState> {
             delete(remove_key),
         )
         .route(ADMIN_REVOCATIONS_PATH, post(revoke).get(revocations))
+        .route(
+            crate::approvals::ADMIN_APPROVALS_PATH,
+            get(crate::approvals::list),
+        )
+        .route(
+            &format!(
+                "{}/{{id}}/{{action}}",
+                crate::approvals::ADMIN_APPROVALS_PATH
+            ),
+            post(crate::approvals::decide),
+        )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }

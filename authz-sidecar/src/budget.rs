@@ -108,8 +108,14 @@ pub enum BudgetError {
     #[error("invalid Redis `url`: {0}")]
     RedisUrl(#[source] redis::RedisError),
     /// The first connection to Redis failed.
-    #[error("cannot connect to Redis: {0}")]
-    RedisConnect(#[source] redis::RedisError),
+    #[error("cannot connect to Redis at {address}: {source}")]
+    RedisConnect {
+        /// Host and port (never the password).
+        address: String,
+        /// The connection error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// A Redis command failed (connection lost, server error).
     #[error("Redis budget command failed: {0}")]
     Redis(#[from] redis::RedisError),
@@ -878,6 +884,7 @@ impl RedisCounters {
     ) -> Result<Self, BudgetError> {
         check_buckets(buckets)?;
         let client = redis::Client::open(url).map_err(BudgetError::RedisUrl)?;
+        let address = client.get_connection_info().addr().to_string();
         // The manager reconnects by itself after a lost connection; each attempt is bounded, and
         // the whole first connection too (its retries included), so a start never hangs.
         let config = ConnectionManagerConfig::new()
@@ -895,7 +902,7 @@ impl RedisCounters {
             what: "connect",
             limit: connect_timeout,
         })?
-        .map_err(BudgetError::RedisConnect)?;
+        .map_err(|source| BudgetError::RedisConnect { address, source })?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
@@ -1631,7 +1638,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                BudgetError::RedisConnect(_)
+                BudgetError::RedisConnect { .. }
                     | BudgetError::Timeout {
                         what: "connect",
                         ..

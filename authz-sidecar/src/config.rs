@@ -224,6 +224,9 @@ struct ConfigFile {
     /// memory.
     #[serde(default)]
     blast_radius: crate::blast_radius::BlastRadiusConfig,
+    /// How long a held call waits for a human, and how long an approval or a rejection stands.
+    #[serde(default = "default_approval_ttl_secs")]
+    approval_ttl_secs: u64,
 }
 
 fn default_listen() -> String {
@@ -244,6 +247,11 @@ fn default_registry_file() -> PathBuf {
 fn default_agent_scopes() -> Vec<String> {
     vec![DEFAULT_AGENT_SCOPE.to_owned()]
 }
+fn default_approval_ttl_secs() -> u64 {
+    crate::approvals::DEFAULT_APPROVAL_TTL_SECS
+}
+/// Longest an approval may stand: a week.
+pub const MAX_APPROVAL_TTL_SECS: u64 = 7 * 24 * 3600;
 fn default_policy_dir() -> PathBuf {
     PathBuf::from(DEFAULT_POLICY_DIR)
 }
@@ -473,6 +481,8 @@ pub struct Config {
     pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
     /// `[blast_radius]`: budget windows and counter store.
     pub blast_radius: crate::blast_radius::BlastRadiusConfig,
+    /// Lifetime of held calls, approvals and rejections, in seconds.
+    pub approval_ttl_secs: u64,
 }
 
 impl Config {
@@ -658,6 +668,12 @@ fn validate(
     secrets.validate()?;
     crate::upstream::check_upstream_needs(&file.upstreams, &secrets, proxy_token.is_some())?;
     file.token_exchange.validate()?;
+    if !(1..=MAX_APPROVAL_TTL_SECS).contains(&file.approval_ttl_secs) {
+        return Err(ConfigError::invalid(
+            "approval_ttl_secs",
+            format!("must be 1 to {MAX_APPROVAL_TTL_SECS} seconds"),
+        ));
+    }
     file.blast_radius
         .validate()
         .map_err(|err| ConfigError::invalid("blast_radius", err.to_string()))?;
@@ -684,6 +700,7 @@ fn validate(
         token_exchange: file.token_exchange,
         kubernetes,
         blast_radius: file.blast_radius,
+        approval_ttl_secs: file.approval_ttl_secs,
     })
 }
 

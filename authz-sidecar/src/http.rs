@@ -10,7 +10,8 @@
 //! | `POST /v1/credentials` | the filter's upstream credential for one agent ([`crate::credentials`]) |
 //! | `POST /oauth/token` | client credentials + `private_key_jwt` → access token ([`crate::oauth`]) |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata ([`crate::oauth`]) |
-//! | `/admin/v1/agents...`, `/admin/v1/revocations` | the admin API ([`crate::admin`]) |
+//! | `/admin/v1/agents...`, `/admin/v1/revocations`, `/admin/v1/approvals...` | the admin API ([`crate::admin`], [`crate::approvals`]) |
+//! | `GET /approvals/{id}` | the status page an approval URL points at ([`crate::approvals`]) |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +26,7 @@ use axum::{Json, Router};
 use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH};
 use serde::Serialize;
 
+use crate::approvals::Approvals;
 use crate::blast_radius::BlastRadius;
 use crate::budget::BudgetError;
 use crate::config::AdminCredential;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub credentials: Arc<CredentialService>,
     /// Blast-radius counters read before each governed decision and fed after an allow.
     pub blast_radius: Arc<BlastRadius>,
+    /// Held calls and their human approvals.
+    pub approvals: Arc<Approvals>,
 }
 
 /// Errors a request can end in.
@@ -78,6 +82,9 @@ pub enum AppError {
     /// (an uncounted call would escape the blast-radius limits).
     #[error("cannot record the call's budget: {0}")]
     Budget(#[from] BudgetError),
+    /// The approval store could not be read or written; the caller must fail closed.
+    #[error("approval store unavailable: {0}")]
+    Approvals(#[from] crate::registry::RegistryError),
 }
 
 /// JSON body of every error answer.
@@ -98,6 +105,7 @@ impl IntoResponse for AppError {
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             AppError::Policy(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error"),
             AppError::Budget(_) => (StatusCode::SERVICE_UNAVAILABLE, "budget_unavailable"),
+            AppError::Approvals(_) => (StatusCode::SERVICE_UNAVAILABLE, "approvals_unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "decision failed");
@@ -119,6 +127,10 @@ pub fn app(state: AppState) -> Router {
         .route(JWKS_PATH, get(jwks))
         .route(DECIDE_PATH, post(decide))
         .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
+        .route(
+            &format!("{}/{{id}}", crate::approvals::APPROVAL_PAGE_PATH),
+            get(crate::approvals::page),
+        )
         .layer(DefaultBodyLimit::max(MAX_DECIDE_BODY_BYTES))
         .merge(crate::oauth::routes())
         .merge(crate::credentials::routes())
@@ -193,9 +205,34 @@ async fn decide(
     } else {
         Counters::new()
     };
-    let input = PolicyInput::new(&request, enrollment, &counters, now);
+    let unix = unix_seconds(now);
+    // A human approval of exactly this call, approved and not used yet.
+    let approval = if is_budgeted(&request.request.method) {
+        state.approvals.granted(&request, unix).await?
+    } else {
+        None
+    };
+    let mut input = PolicyInput::new(&request, enrollment, &counters, now);
+    input.approval = approval.as_ref();
     let mut response = snapshot.bundle.decide(&input)?;
     response.client_matches = request.agent.client_matches;
+    if response.allow
+        && let Some(grant) = &approval
+    {
+        // One approval, one call: a retry that lost the race to another is refused.
+        match state.approvals.use_grant(grant, unix).await? {
+            Some(used) => response.approval = Some(used),
+            None => {
+                response.allow = false;
+                response.reasons = vec![format!(
+                    "approval `{}` was already used by another call",
+                    grant.id
+                )];
+                response.rule_ids = vec!["behavry.approval.used".to_owned()];
+                response.obligations = Default::default();
+            }
+        }
+    }
     if response.allow
         && let Some(consumption) = &response.obligations.budget
     {
@@ -203,6 +240,9 @@ async fn decide(
             .blast_radius
             .consume(&request.agent, consumption, now)
             .await?;
+    }
+    if let Some(requirement) = &mut response.obligations.require_approval {
+        state.approvals.hold(&request, requirement, unix).await?;
     }
     // Debug level: every decision is already recorded by the audit-sink through the filter.
     tracing::debug!(
@@ -215,6 +255,12 @@ async fn decide(
         "decision"
     );
     Ok(Json(response))
+}
+
+fn unix_seconds(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 /// The methods whose calls count against the blast-radius budgets.
@@ -253,7 +299,6 @@ pub(crate) mod tests {
         let revocations = RevocationStore::open(registry.clone()).await.unwrap();
         let directory = AgentDirectory::open(registry, policy).await.unwrap();
         AppState {
-            directory: Arc::new(directory),
             revocations: Arc::new(revocations),
             jwks: Arc::new(test_key().jwks()),
             authorization_server: Arc::new(AuthorizationServer::new(&config, test_key())),
@@ -263,6 +308,12 @@ pub(crate) mod tests {
                     .unwrap(),
             ),
             blast_radius: Arc::new(BlastRadius::open(&config.blast_radius).await.unwrap()),
+            approvals: Arc::new(Approvals::new(
+                directory.registry().clone(),
+                config.approval_ttl_secs,
+                &config.public_url,
+            )),
+            directory: Arc::new(directory),
         }
     }
 

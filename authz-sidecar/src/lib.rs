@@ -21,6 +21,7 @@
 //! `behavry-authz-sidecar` is a thin shell over [`run`].
 
 pub mod admin;
+pub mod approvals;
 pub mod assertion;
 pub mod bearer;
 pub mod blast_radius;
@@ -129,6 +130,11 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
     let registry = AgentRegistry::open(&config.registry).await?;
     let seeded = registry.seed(&config.agents).await?;
     let revocations = RevocationStore::open(registry.clone()).await?;
+    let approvals = approvals::Approvals::new(
+        registry.clone(),
+        config.approval_ttl_secs,
+        &config.public_url,
+    );
     let directory = AgentDirectory::open(registry, policy).await?;
     let snapshot = directory.snapshot();
     tracing::info!(
@@ -174,6 +180,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         admin_credential: config.admin_token.clone().map(Arc::new),
         credentials: Arc::new(credentials),
         blast_radius: Arc::new(blast_radius),
+        approvals: Arc::new(approvals),
     })
 }
 
@@ -196,6 +203,7 @@ pub async fn run(
     })?;
     tracing::info!("authz-sidecar listening on {addr}");
     let sweeper = tokio::spawn(revocation::sweep_periodically(state.revocations.clone()));
+    let approval_purger = tokio::spawn(approvals::purge_periodically(state.approvals.clone()));
     // Hot reload of the policy folder (0 = off): a bad bundle is refused, the old one kept.
     let reloader = (config.policy_reload_ms > 0).then(|| {
         tokio::spawn(directory::reload_policy_periodically(
@@ -209,6 +217,7 @@ pub async fn run(
         .await
         .map_err(StartError::Serve);
     sweeper.abort();
+    approval_purger.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }

@@ -117,6 +117,9 @@ pub struct PolicyInput<'a> {
     pub findings: &'a [serde_json::Value],
     /// Blast-radius usage before this call.
     pub counters: &'a Counters,
+    /// A human approval of exactly this call, when one is approved and unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<&'a crate::approvals::ApprovalFacts>,
     /// When the decision is made.
     pub time: TimeFacts,
 }
@@ -199,6 +202,7 @@ impl<'a> PolicyInput<'a> {
             tool: request.tool.as_ref(),
             findings: &[],
             counters,
+            approval: None,
             time: TimeFacts::at(now),
         }
     }
@@ -321,6 +325,7 @@ impl PolicyBundle {
             bundle_digest: self.digest.clone(),
             obligations: decision.obligations,
             client_matches: None,
+            approval: None,
         })
     }
 }

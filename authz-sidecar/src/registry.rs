@@ -224,6 +224,46 @@ macro_rules! upsert_agent_revocation {
 
 const AGENT_COLUMNS: &str = "id, owner, roles, scopes, servers, may_act, service_accounts, clients, enabled, created_at, updated_at";
 
+const APPROVAL_COLUMNS: &str = "id, request_key, agent_id, delegation, server, method, target, \
+     arguments, reason, trace_id, status, created_at, expires_at, decided_at, decided_by, used_at";
+
+/// One held request and what became of it (table `authz_approvals`, migration 0004).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApprovalRecord {
+    /// Random id, shown to approvers and agents.
+    pub id: String,
+    /// SHA-256 (hex) of what is approved: a retry of the same call has the same key.
+    pub request_key: String,
+    /// The agent the call is for.
+    pub agent_id: String,
+    /// Its delegation chain, as a JSON array.
+    pub delegation: String,
+    /// Server, method and target of the call.
+    pub server: String,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool name, resource URI or prompt name.
+    pub target: String,
+    /// The call's arguments, as JSON, shown to the approver.
+    pub arguments: String,
+    /// Why the policy wants an approval.
+    pub reason: String,
+    /// Trace id of the call that was held.
+    pub trace_id: String,
+    /// `pending`, `approved`, `rejected` or `used`.
+    pub status: String,
+    /// When it was held.
+    pub created_at: i64,
+    /// After this it counts for nothing.
+    pub expires_at: i64,
+    /// When it was approved or rejected.
+    pub decided_at: Option<i64>,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// When the approved call went through.
+    pub used_at: Option<i64>,
+}
+
 /// The registry, over a connection pool.
 #[derive(Debug, Clone)]
 pub struct AgentRegistry {
@@ -642,6 +682,131 @@ impl AgentRegistry {
             .ok_or_else(|| RegistryError::NotFound(id.to_owned()))
     }
 
+    /// Store a new held request.
+    pub async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), RegistryError> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO authz_approvals (id, request_key, agent_id, delegation, server, method, \
+             target, arguments, reason, trace_id, status, created_at, expires_at, decided_at, \
+             decided_by, used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&approval.id)
+        .bind(&approval.request_key)
+        .bind(&approval.agent_id)
+        .bind(&approval.delegation)
+        .bind(&approval.server)
+        .bind(&approval.method)
+        .bind(&approval.target)
+        .bind(&approval.arguments)
+        .bind(&approval.reason)
+        .bind(&approval.trace_id)
+        .bind(&approval.status)
+        .bind(approval.created_at)
+        .bind(approval.expires_at)
+        .bind(approval.decided_at)
+        .bind(&approval.decided_by)
+        .bind(approval.used_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// The newest approval for `request_key` that still counts at `now` (not used, not expired).
+    pub async fn current_approval(
+        &self,
+        request_key: &str,
+        now: i64,
+    ) -> Result<Option<ApprovalRecord>, RegistryError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM authz_approvals WHERE request_key = $1 \
+             AND status <> 'used' AND expires_at > $2 ORDER BY created_at DESC, id LIMIT 1"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(request_key)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// One approval by id, whatever its state.
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, RegistryError> {
+        let sql = format!("SELECT {APPROVAL_COLUMNS} FROM authz_approvals WHERE id = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// Approvals that have not expired at `now`, newest first (at most `limit`), with `status`
+    /// when given.
+    pub async fn list_approvals(
+        &self,
+        status: Option<&str>,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRecord>, RegistryError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM authz_approvals WHERE expires_at > $1 \
+             AND ($2 = '' OR status = $2) ORDER BY created_at DESC, id LIMIT $3"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(now)
+            .bind(status.unwrap_or_default())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Decide a pending, unexpired approval: `approved` or `rejected`, by `by` at `now`; an
+    /// approval then counts until `expires_at`. `false` when there is no such pending approval.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RegistryError> {
+        let result = on_pool!(self, pool => sqlx::query(
+            "UPDATE authz_approvals SET status = $1, decided_by = $2, decided_at = $3, \
+             expires_at = $4 WHERE id = $5 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(status)
+        .bind(by)
+        .bind(now)
+        .bind(expires_at)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(result == 1)
+    }
+
+    /// Mark an approved, unexpired approval used: `false` when it is not (any more) — each
+    /// approval lets exactly one call through, also when two retries race for it.
+    pub async fn use_approval(&self, id: &str, now: i64) -> Result<bool, RegistryError> {
+        let result = on_pool!(self, pool => sqlx::query(
+            "UPDATE authz_approvals SET status = 'used', used_at = $1 \
+             WHERE id = $2 AND status = 'approved' AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(result == 1)
+    }
+
+    /// Delete approvals that expired before `cutoff` or were used before it.
+    pub async fn purge_approvals(&self, cutoff: i64) -> Result<u64, RegistryError> {
+        let result = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM authz_approvals WHERE expires_at <= $1 OR used_at <= $1",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(result)
+    }
+
     /// Close the pool.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
@@ -956,11 +1121,115 @@ pub(crate) mod tests {
         assert!(record.keys.is_empty());
     }
 
+    /// The approval queries, the same on both databases.
+    async fn exercise_approvals(registry: &AgentRegistry) {
+        let record = |id: &str, key: &str, created_at: i64| ApprovalRecord {
+            id: id.to_owned(),
+            request_key: key.to_owned(),
+            agent_id: "bot".to_owned(),
+            delegation: "[]".to_owned(),
+            server: "files".to_owned(),
+            method: "tools/call".to_owned(),
+            target: "delete_item".to_owned(),
+            arguments: r#"{"id":7}"#.to_owned(),
+            reason: "destructive".to_owned(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(),
+            status: "pending".to_owned(),
+            created_at,
+            expires_at: created_at + 100,
+            decided_at: None,
+            decided_by: None,
+            used_at: None,
+        };
+        registry
+            .insert_approval(&record("a1", "k", 1000))
+            .await
+            .unwrap();
+        registry
+            .insert_approval(&record("a2", "k", 1001))
+            .await
+            .unwrap();
+        registry
+            .insert_approval(&record("b1", "other", 1002))
+            .await
+            .unwrap();
+        // The newest one for the key counts.
+        let current = registry.current_approval("k", 1050).await.unwrap().unwrap();
+        assert_eq!(current.id, "a2");
+        assert_eq!(current, record("a2", "k", 1001));
+        // Expired: nothing.
+        assert!(
+            registry
+                .current_approval("k", 1101)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        assert!(
+            registry
+                .decide_approval("a2", "approved", "alice", 1060, 2000)
+                .await
+                .unwrap()
+        );
+        // Only once, and not after it expired.
+        assert!(
+            !registry
+                .decide_approval("a2", "rejected", "bob", 1061, 2000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !registry
+                .decide_approval("a1", "approved", "bob", 1200, 2000)
+                .await
+                .unwrap()
+        );
+        let approved = registry.approval("a2").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                approved.status.as_str(),
+                approved.decided_by.as_deref(),
+                approved.expires_at
+            ),
+            ("approved", Some("alice"), 2000)
+        );
+        let pending = registry
+            .list_approvals(Some("pending"), 1050, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b1", "a1"]
+        );
+        assert_eq!(
+            registry.list_approvals(None, 1050, 10).await.unwrap().len(),
+            3
+        );
+
+        assert!(registry.use_approval("a2", 1070).await.unwrap());
+        assert!(!registry.use_approval("a2", 1071).await.unwrap());
+        assert!(!registry.use_approval("b1", 1071).await.unwrap());
+        assert!(
+            registry
+                .current_approval("k", 1072)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.id == "a1")
+        );
+
+        // a1 and b1 expired at 1100 and 1102, a2 was used at 1070.
+        assert_eq!(registry.purge_approvals(1101).await.unwrap(), 2);
+        assert!(registry.approval("a2").await.unwrap().is_none());
+        assert!(registry.approval("b1").await.unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn sqlite_registry_behaves_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let registry = sqlite_registry(dir.path()).await;
         exercise(&registry).await;
+        exercise_approvals(&registry).await;
         registry.close().await;
         // Reopening the file (migrations already applied) finds the same agents.
         let reopened = sqlite_registry(dir.path()).await;
@@ -971,6 +1240,7 @@ pub(crate) mod tests {
     async fn postgres_registry_behaves_the_same() {
         let (schema, registry) = PostgresSchema::create().await;
         exercise(&registry).await;
+        exercise_approvals(&registry).await;
         schema.drop_now(registry).await;
     }
 }

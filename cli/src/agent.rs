@@ -37,7 +37,7 @@ pub struct AdminConnection {
     admin_token_file: Option<PathBuf>,
     /// Print the admin API's JSON answer instead of a summary.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// The `behavry agent` subcommands.
@@ -306,7 +306,7 @@ fn read_public_jwk(path: &Path, kid: Option<&str>) -> anyhow::Result<Value> {
 }
 
 /// Percent-encode a path segment (RFC 3986 §3.3): everything but unreserved characters.
-fn encode_segment(segment: &str) -> String {
+pub(crate) fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -318,14 +318,14 @@ fn encode_segment(segment: &str) -> String {
     out
 }
 
-struct AdminClient {
+pub(crate) struct AdminClient {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl AdminClient {
-    fn new(connection: &AdminConnection) -> anyhow::Result<AdminClient> {
+    pub(crate) fn new(connection: &AdminConnection) -> anyhow::Result<AdminClient> {
         let token = match (&connection.admin_token, &connection.admin_token_file) {
             (Some(token), _) => token.trim().to_owned(),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -348,7 +348,7 @@ impl AdminClient {
     }
 
     /// Send one request; a non-2xx answer is an error naming the status and the API's message.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,

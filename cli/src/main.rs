@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod approvals;
 mod audit;
 mod key;
 mod policy;
@@ -36,6 +37,13 @@ enum Command {
         connection: agent::AdminConnection,
         #[command(subcommand)]
         command: agent::AgentCommand,
+    },
+    /// Calls held for a human approval, through the authz-sidecar's admin API.
+    Approvals {
+        #[command(flatten)]
+        connection: agent::AdminConnection,
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
     },
     /// Agent access tokens.
     Token {
@@ -127,6 +135,10 @@ fn main() -> ExitCode {
             connection,
             command,
         } => agent::run(&connection, command),
+        Command::Approvals {
+            connection,
+            command,
+        } => approvals::run(&connection, command),
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),

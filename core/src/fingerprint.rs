@@ -185,6 +185,11 @@ pub struct ClientFingerprint {
     pub known: Option<String>,
     /// Human name of the recognised client, e.g. "Claude Code".
     pub product: Option<String>,
+    /// Whether the client declared URL-mode elicitation (`capabilities.elicitation.url`, MCP
+    /// 2025-11-25 client/elicitation): only such a client may be sent a URL elicitation. Not
+    /// part of `id`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub url_elicitation: bool,
 }
 
 /// Where a [`KnownClient`] row comes from.
@@ -437,6 +442,11 @@ pub fn fingerprint(observation: &ClientObservation<'_>) -> ClientFingerprint {
         header_shape: present.iter().map(|h| h.name.to_owned()).collect(),
         known: known.map(|client| client.name.to_owned()),
         product: known.map(|client| client.product.to_owned()),
+        url_elicitation: observation
+            .capabilities
+            .and_then(|caps| caps.get("elicitation"))
+            .and_then(|elicitation| elicitation.get("url"))
+            .is_some_and(Value::is_object),
     }
 }
 

@@ -30,6 +30,10 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 /// MCP servers answer it for an unknown tool or prompt, and so does Behavry for one the agent
 /// may not see: a hidden tool is reported as unknown, not as forbidden.
 pub const INVALID_PARAMS: i64 = -32602;
+/// MCP 2025-11-25 (client/elicitation, "URL Elicitation Required Error"): the call cannot proceed
+/// until the user completes the URL-mode elicitations in `data.elicitations`. Behavry answers it
+/// for a call held for human approval, to clients that declared URL-mode elicitation.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 /// MCP: the resource a `resources/read` names does not exist (server/resources, "Error
 /// Handling"). Behavry also answers it for a resource the agent may not see.
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
@@ -66,6 +70,10 @@ pub const CREDENTIAL_UNAVAILABLE: i64 = -32087;
 /// The token lacks a scope the call needs (RFC 6750 §3.1 `insufficient_scope`): step up by
 /// asking for a token with the scope named in the error's data.
 pub const INSUFFICIENT_SCOPE: i64 = -32088;
+/// The call is held for a human approval (policy `requireApproval`): retry it once approved.
+/// `data` holds the approval's id, status and URL. Sent to clients that cannot take a URL-mode
+/// elicitation ([`URL_ELICITATION_REQUIRED`]).
+pub const APPROVAL_REQUIRED: i64 = -32089;
 
 /// A JSON-RPC request id: a string or a number (JSON-RPC 2.0 §4).
 ///

@@ -188,6 +188,9 @@ pub struct DecisionResponse {
     /// [`AgentIdentity::client_matches`]); the filter audits a mismatch with the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_matches: Option<bool>,
+    /// The human approval this allowed call used up, audited with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGrant>,
 }
 
 /// What a decision obliges the proxy (or the sidecar) to do. An obligation the enforcing side does
@@ -228,12 +231,31 @@ impl Obligations {
     }
 }
 
-/// Why a human approval is needed.
+/// Why a human approval is needed (from policy), and the held request (from the sidecar).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalRequirement {
     /// Shown to the approver and the agent.
     pub reason: String,
+    /// The approval's id (set by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Where a person can see it (set by the sidecar): the URL of a URL-mode elicitation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `pending` or `rejected` (set by the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// An approval that let this call through, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalGrant {
+    /// The approval's id.
+    pub id: String,
+    /// Who approved it.
+    pub approved_by: String,
 }
 
 /// What one allowed call adds to the blast-radius counters.

@@ -29,8 +29,8 @@ use behavry_core::mcp::{self, CallKind, McpCall};
 use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
-    AgentIdentity, AuditEvent, AuditKind, DecisionRequest, DecisionResponse, RequestFacts,
-    ToolFacts, Visibility,
+    AgentIdentity, ApprovalRequirement, AuditEvent, AuditKind, DecisionRequest, DecisionResponse,
+    RequestFacts, ToolFacts, Visibility,
 };
 use serde_json::{Value, json};
 
@@ -40,6 +40,10 @@ use crate::credentials::{
     self, CredentialCache, CredentialFailure, CredentialKey, UpstreamCredential,
 };
 use crate::resource_metadata;
+
+/// The first revision with URL-mode elicitation (MCP 2025-11-25). Revisions are dates, so they
+/// compare as strings.
+const URL_ELICITATION_SINCE: &str = "2025-11-25";
 
 /// Request headers the filter looks at, read once by the shim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -802,6 +806,10 @@ impl Exchange {
                 {
                     map.insert("clientMatches".to_string(), json!(matches));
                 }
+                // The approval (and its approver) that let the call through.
+                if let (Some(approval), Some(map)) = (&decision.approval, detail.as_object_mut()) {
+                    map.insert("approval".to_string(), json!(approval));
+                }
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
                     self.visibility = decision.obligations.visible;
@@ -819,6 +827,15 @@ impl Exchange {
                     .filter(|s| is_scope_list(s))
                 {
                     return DecisionAction::Reply(self.insufficient_scope(config, scope, now_ms));
+                }
+                if let Some(requirement) = &decision.obligations.require_approval
+                    && requirement.id.is_some()
+                {
+                    return DecisionAction::Reply(self.approval_required(
+                        requirement,
+                        &decision.rule_ids,
+                        now_ms,
+                    ));
                 }
                 let reason = if decision.reasons.is_empty() {
                     "denied by policy".to_string()
@@ -888,6 +905,64 @@ impl Exchange {
             _ => json!({"traceId": self.ids.trace_id}),
         };
         Some(self.rpc_error_reply(code, &message, data, now_ms))
+    }
+
+    /// The answer to a call held for a human approval, in the terms of the client's revision: a
+    /// URL-mode elicitation (`-32042`, MCP 2025-11-25 client/elicitation) to a client that
+    /// declared it, pointing at the approval's page, else `-32089` naming the approval, which the
+    /// agent retries once it is approved. Either way the retried call is decided again.
+    fn approval_required(
+        &mut self,
+        requirement: &ApprovalRequirement,
+        rule_ids: &[String],
+        now_ms: u64,
+    ) -> LocalReply {
+        let id = requirement.id.clone().unwrap_or_default();
+        let status = requirement.status.as_deref().unwrap_or("pending");
+        let url_mode = self
+            .facts
+            .client
+            .as_ref()
+            .is_some_and(|client| client.url_elicitation)
+            && self
+                .facts
+                .protocol_version
+                .as_deref()
+                .is_some_and(|version| version >= URL_ELICITATION_SINCE)
+            && status == "pending";
+        if let (true, Some(url)) = (url_mode, &requirement.url) {
+            let data = json!({
+                "elicitations": [{
+                    "mode": "url",
+                    "elicitationId": id,
+                    "url": url,
+                    "message": format!("A person must approve this call: {}", requirement.reason),
+                }],
+                "traceId": self.ids.trace_id,
+            });
+            return self.rpc_error_reply(
+                jsonrpc::URL_ELICITATION_REQUIRED,
+                "This call needs a human approval: open the URL, then retry the call",
+                data,
+                now_ms,
+            );
+        }
+        let message = match status {
+            "rejected" => format!("approval {id} was rejected: {}", requirement.reason),
+            _ => format!(
+                "approval required: {} (approval {id} is {status}; retry the call once it is approved)",
+                requirement.reason
+            ),
+        };
+        let data = json!({
+            "traceId": self.ids.trace_id,
+            "reason": requirement.reason,
+            "ruleIds": rule_ids,
+            "approvalId": id,
+            "approvalStatus": status,
+            "approvalUrl": requirement.url,
+        });
+        self.rpc_error_reply(jsonrpc::APPROVAL_REQUIRED, &message, data, now_ms)
     }
 
     /// RFC 6750 §3.1 `insufficient_scope` (MCP authorization, "Scope Challenge Handling"): HTTP
@@ -1348,7 +1423,7 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
-    use behavry_core::wire::Obligations;
+    use behavry_core::wire::{ApprovalRequirement, Obligations};
 
     use super::*;
 
@@ -1422,6 +1497,7 @@ mod tests {
             bundle_digest: "sha256:ab".into(),
             obligations: Obligations::default(),
             client_matches: None,
+            approval: None,
         }
     }
 
@@ -1646,6 +1722,7 @@ mod tests {
             bundle_digest: "sha256:ab".into(),
             obligations: Obligations::default(),
             client_matches: None,
+            approval: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny), 2) else {
             panic!("must deny");
@@ -1908,6 +1985,81 @@ mod tests {
         let error = error_of(&reply.body);
         assert_eq!(error["code"], jsonrpc::RESOURCE_NOT_FOUND);
         assert_eq!(error["data"]["uri"], "file:///etc/passwd");
+    }
+
+    fn held(status: &str) -> DecisionResponse {
+        DecisionResponse {
+            allow: false,
+            reasons: vec!["destructive".into()],
+            rule_ids: vec!["behavry.destructive.needs_approval".into()],
+            obligations: Obligations {
+                require_approval: Some(ApprovalRequirement {
+                    reason: "tool 'echo' is destructive".into(),
+                    id: Some("apr_1".into()),
+                    url: Some("http://127.0.0.1:9911/approvals/apr_1".into()),
+                    status: Some(status.into()),
+                }),
+                ..Obligations::default()
+            },
+            ..allow()
+        }
+    }
+
+    #[test]
+    fn a_held_call_is_answered_in_the_clients_terms() {
+        // A client without URL-mode elicitation: -32089 naming the approval.
+        let (config, mut ex) = asked();
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(held("pending")), 2) else {
+            panic!("must hold");
+        };
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::APPROVAL_REQUIRED);
+        assert_eq!(error["data"]["approvalId"], "apr_1");
+        assert_eq!(error["data"]["approvalStatus"], "pending");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("retry the call once it is approved")
+        );
+
+        // A 2025-11-25 client that declared URL-mode elicitation: -32042 with the approval page.
+        let init = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"},"io.modelcontextprotocol/clientCapabilities":{"elicitation":{"form":{},"url":{}}}}}}"#;
+        let stateless = || {
+            let mut h = head(Some("agent-a"));
+            h.mcp_method = Some("tools/call".into());
+            h.mcp_name = Some("echo".into());
+            h.protocol_version = Some("2026-07-28".into());
+            let mut ex = Exchange::start(&config, h, [7; 24]).unwrap();
+            ex.on_request_head(false);
+            let BodyAction::AskAuthz(request) =
+                ex.on_request_body(&config, init.len(), Some(init), 1, &no_tool)
+            else {
+                panic!("must be decided");
+            };
+            let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+            (ex, request)
+        };
+        let (mut ex, request) = stateless();
+        assert!(request.request.client.unwrap().url_elicitation);
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(held("pending")), 2) else {
+            panic!("must hold");
+        };
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::URL_ELICITATION_REQUIRED);
+        let elicitation = &error["data"]["elicitations"][0];
+        assert_eq!(elicitation["mode"], "url");
+        assert_eq!(elicitation["elicitationId"], "apr_1");
+        assert_eq!(elicitation["url"], "http://127.0.0.1:9911/approvals/apr_1");
+
+        // A rejection is reported as such, whatever the client can do.
+        let (mut ex, _) = stateless();
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(held("rejected")), 2) else {
+            panic!("must refuse");
+        };
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::APPROVAL_REQUIRED);
+        assert!(error["message"].as_str().unwrap().contains("was rejected"));
     }
 
     #[test]
@@ -2401,6 +2553,7 @@ mod tests {
                 ..Obligations::default()
             },
             client_matches: None,
+            approval: None,
         };
         let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(deny.clone()), 2) else {
             panic!("must deny");

@@ -167,7 +167,7 @@ token_ttl_secs = 300
 policy_dir = "{policies}"
 admin_token_file = "admin-token"
 proxy_token_file = "proxy-token"
-
+{extra}
 # RFC 8693: a short chain keeps the depth test short (the default is 3).
 [token_exchange]
 max_delegation_depth = 2
@@ -272,10 +272,13 @@ class Stack:
     """The whole governed path on loopback, in one work directory."""
 
     def __init__(self, workdir: Path, name: str = "stack", ports: dict | None = None,
-                 policy_dir: Path | None = None):
+                 policy_dir: Path | None = None, authz_extra: str = ""):
         self.dir = workdir
         # The Rego bundle the sidecar serves (and reloads): the repo's unless a test edits a copy.
         self.policy_dir = policy_dir or ROOT / "policies"
+        # More sidecar settings, placed after the top-level keys and before the first table:
+        # top-level keys (`decision_timeout_ms = 5`) first, then tables (`[blast_radius.store]`).
+        self.authz_extra = authz_extra
         self.logs = LOGS / name
         if self.logs.exists():
             shutil.rmtree(self.logs)
@@ -303,7 +306,7 @@ class Stack:
             exchanged_resource=self.resource("exchanged"),
             keyed_port=self.ports["keyed"], vaulted_port=self.ports["vaulted"],
             keyed_secret_ref=KEYED_SECRET_REF, vaulted_secret_ref=VAULTED_SECRET_REF,
-            vault_port=self.ports["vault"], k8s_issuer=K8S_ISSUER))
+            vault_port=self.ports["vault"], k8s_issuer=K8S_ISSUER, extra=authz_extra))
         # The test cluster's service-account signing key; its public half is the JWKS the
         # sidecar trusts for [kubernetes].
         self.k8s_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

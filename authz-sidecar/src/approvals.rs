@@ -1,0 +1,685 @@
+//! Human approval of held calls (docs/policy.md, "Human approval").
+//!
+//! A decision that denies with a `requireApproval` obligation holds the call: the sidecar stores
+//! a pending approval for exactly that request (agent, delegation chain, server, method, target,
+//! arguments — its *request key*) and tells the proxy its id and URL, which the agent gets in the
+//! MCP answer of its protocol version. An operator approves or rejects it (`behavry approvals`,
+//! or the admin API `/admin/v1/approvals`); the approver's name is stored. When the agent retries
+//! the same call, policy sees `input.approval = {"granted": true, "id", "approvedBy"}` and the
+//! approval is used up by the one call it lets through (also when retries race). Pending requests
+//! expire unanswered after `approval_ttl_secs`, approvals expire unused after the same time, and a
+//! rejection stands for that time (retries are told so instead of asking again).
+//!
+//! Approvals live in the registry database, so they survive restarts and are shared by sidecars
+//! on one PostgreSQL registry.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use behavry_core::wire::{ApprovalGrant, ApprovalRequirement, DecisionRequest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::http::AppState;
+use crate::registry::{AgentRegistry, ApprovalRecord, RegistryError};
+
+/// Path of the admin API's approvals.
+pub const ADMIN_APPROVALS_PATH: &str = "/admin/v1/approvals";
+/// Path of the page an approval URL points at (read-only status, no arguments shown).
+pub const APPROVAL_PAGE_PATH: &str = "/approvals";
+/// Default lifetime of a pending request, of an approval, and of a rejection.
+pub const DEFAULT_APPROVAL_TTL_SECS: u64 = 900;
+/// Most approvals one list answer holds.
+const LIST_LIMIT: i64 = 500;
+/// Longest approver name stored.
+const MAX_APPROVER_CHARS: usize = 128;
+/// Domain separation of the request key.
+const KEY_DOMAIN: &[u8] = b"behavry-approval-request-v1\n";
+
+/// What policy sees of an approval that applies to this call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalFacts {
+    /// Always true: only approved approvals are shown to policy.
+    pub granted: bool,
+    /// The approval's id.
+    pub id: String,
+    /// Who approved it.
+    pub approved_by: String,
+}
+
+/// The approval store and its settings.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    registry: AgentRegistry,
+    ttl_secs: i64,
+    page_base: String,
+}
+
+impl Approvals {
+    /// Approvals in `registry`, lasting `ttl_secs`, with pages under `public_url`.
+    pub fn new(registry: AgentRegistry, ttl_secs: u64, public_url: &str) -> Approvals {
+        Approvals {
+            registry,
+            ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
+            page_base: format!("{}{APPROVAL_PAGE_PATH}/", public_url.trim_end_matches('/')),
+        }
+    }
+
+    /// The approval that lets this call through, if one is approved and unused.
+    pub async fn granted(
+        &self,
+        request: &DecisionRequest,
+        now: i64,
+    ) -> Result<Option<ApprovalFacts>, RegistryError> {
+        let Some(current) = self
+            .registry
+            .current_approval(&request_key(request), now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok((current.status == "approved").then(|| ApprovalFacts {
+            granted: true,
+            id: current.id,
+            approved_by: current.decided_by.unwrap_or_default(),
+        }))
+    }
+
+    /// Use up `grant` for the call it let through: `Some` with what to audit, `None` when another
+    /// call used it first (then this one must not pass).
+    pub async fn use_grant(
+        &self,
+        grant: &ApprovalFacts,
+        now: i64,
+    ) -> Result<Option<ApprovalGrant>, RegistryError> {
+        Ok(self
+            .registry
+            .use_approval(&grant.id, now)
+            .await?
+            .then(|| ApprovalGrant {
+                id: grant.id.clone(),
+                approved_by: grant.approved_by.clone(),
+            }))
+    }
+
+    /// Hold `request`: the pending (or standing rejected) approval for it, created when there is
+    /// none. Fills the requirement's `id`, `url` and `status`.
+    pub async fn hold(
+        &self,
+        request: &DecisionRequest,
+        requirement: &mut ApprovalRequirement,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        let key = request_key(request);
+        let record = match self.registry.current_approval(&key, now).await? {
+            Some(existing) => existing,
+            None => {
+                let record = ApprovalRecord {
+                    id: new_id(),
+                    request_key: key,
+                    agent_id: request.agent.id.clone(),
+                    delegation: serde_json::to_string(&request.agent.delegation)
+                        .unwrap_or_default(),
+                    server: request.request.server.clone(),
+                    method: request.request.method.clone(),
+                    target: target_of(request).to_owned(),
+                    arguments: request
+                        .request
+                        .arguments
+                        .as_ref()
+                        .map(serde_json::Value::to_string)
+                        .unwrap_or_else(|| "{}".to_owned()),
+                    reason: requirement.reason.clone(),
+                    trace_id: request.trace_id.clone(),
+                    status: "pending".to_owned(),
+                    created_at: now,
+                    expires_at: now.saturating_add(self.ttl_secs),
+                    decided_at: None,
+                    decided_by: None,
+                    used_at: None,
+                };
+                self.registry.insert_approval(&record).await?;
+                tracing::info!(
+                    approval = %record.id, agent = %record.agent_id, server = %record.server,
+                    target = %record.target, "call held for approval"
+                );
+                record
+            }
+        };
+        requirement.url = Some(format!("{}{}", self.page_base, record.id));
+        requirement.id = Some(record.id);
+        requirement.status = Some(record.status);
+        Ok(())
+    }
+
+    /// Approve or reject a pending approval. An approval then counts for the TTL.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        now: i64,
+    ) -> Result<Decided, RegistryError> {
+        let status = if approve { "approved" } else { "rejected" };
+        let expires_at = now.saturating_add(self.ttl_secs);
+        if self
+            .registry
+            .decide_approval(id, status, by, now, expires_at)
+            .await?
+        {
+            tracing::info!(approval = %id, status, by, "approval decided");
+            return Ok(Decided::Done);
+        }
+        Ok(match self.registry.approval(id).await? {
+            None => Decided::NotFound,
+            Some(record) if record.expires_at <= now => Decided::Expired,
+            Some(record) => Decided::AlreadyDecided(record.status),
+        })
+    }
+}
+
+/// How long expired and used approvals are kept before they are deleted (for `list` and the
+/// approval page of a call that just went through).
+const KEEP_SECS: i64 = 24 * 3600;
+/// How often expired approvals are deleted.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Delete approvals expired or used more than a day ago, every few minutes, for as long as the
+/// sidecar runs.
+pub async fn purge_periodically(approvals: std::sync::Arc<Approvals>) {
+    let mut ticker = tokio::time::interval(PURGE_EVERY);
+    loop {
+        ticker.tick().await;
+        match approvals
+            .registry
+            .purge_approvals(unix_now().saturating_sub(KEEP_SECS))
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged old approvals"),
+            Err(err) => tracing::warn!(error = %err, "cannot purge old approvals"),
+        }
+    }
+}
+
+/// What became of an approve or reject request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// It is approved or rejected now.
+    Done,
+    /// No such approval.
+    NotFound,
+    /// It expired before anyone decided.
+    Expired,
+    /// It was decided before (its status).
+    AlreadyDecided(String),
+}
+
+/// The request key: SHA-256 over who asks (agent and delegation chain) for exactly what (server,
+/// method, target, arguments), hex. Arguments are compared as serde_json writes them (object
+/// members sorted), so a retry that sends the same arguments in another order matches.
+pub fn request_key(request: &DecisionRequest) -> String {
+    let subject = serde_json::json!([
+        request.agent.id,
+        request.agent.delegation,
+        request.request.server,
+        request.request.method,
+        target_of(request),
+        request.request.arguments,
+    ]);
+    let mut hasher = Sha256::new();
+    hasher.update(KEY_DOMAIN);
+    hasher.update(subject.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn target_of(request: &DecisionRequest) -> &str {
+    let facts = &request.request;
+    facts
+        .tool
+        .as_deref()
+        .or(facts.resource_uri.as_deref())
+        .or(facts.prompt_name.as_deref())
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rsa::rand_core::RngCore::fill_bytes(&mut rsa::rand_core::OsRng, &mut bytes);
+    format!("apr_{}", hex::encode(bytes))
+}
+
+/// One approval as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalView {
+    /// Id.
+    pub id: String,
+    /// `pending`, `approved`, `rejected` or `used`.
+    pub status: String,
+    /// The agent, its delegation chain, and what it asked for.
+    pub agent: String,
+    /// Delegation chain, current actor first.
+    pub delegation: Vec<String>,
+    /// Server.
+    pub server: String,
+    /// Method.
+    pub method: String,
+    /// Tool, resource or prompt.
+    pub target: String,
+    /// Arguments of the call.
+    pub arguments: serde_json::Value,
+    /// Why it needs approval.
+    pub reason: String,
+    /// Trace of the held call.
+    pub trace_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Who decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// When.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+}
+
+impl From<ApprovalRecord> for ApprovalView {
+    fn from(record: ApprovalRecord) -> Self {
+        ApprovalView {
+            id: record.id,
+            status: record.status,
+            agent: record.agent_id,
+            delegation: serde_json::from_str(&record.delegation).unwrap_or_default(),
+            server: record.server,
+            method: record.method,
+            target: record.target,
+            arguments: serde_json::from_str(&record.arguments).unwrap_or_default(),
+            reason: record.reason,
+            trace_id: record.trace_id,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            decided_by: record.decided_by,
+            decided_at: record.decided_at,
+        }
+    }
+}
+
+/// `GET /admin/v1/approvals?status=pending`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<String>,
+}
+
+/// Body of approve and reject.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecideBody {
+    /// Who decides (recorded with the approval and in the audit trail of the call).
+    pub approver: String,
+}
+
+fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    (
+        status,
+        Json(crate::http::ErrorBody {
+            error: code,
+            message,
+        }),
+    )
+        .into_response()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// `GET /admin/v1/approvals`: unexpired approvals, newest first.
+pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+    if let Some(status) = query.status.as_deref()
+        && !matches!(status, "pending" | "approved" | "rejected" | "used")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("unknown status `{status}`: pending, approved, rejected or used"),
+        );
+    }
+    match state
+        .approvals
+        .registry
+        .list_approvals(query.status.as_deref(), unix_now(), LIST_LIMIT)
+        .await
+    {
+        Ok(records) => Json(
+            records
+                .into_iter()
+                .map(ApprovalView::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+/// `POST /admin/v1/approvals/{id}/approve` and `/reject`.
+pub async fn decide(
+    State(state): State<AppState>,
+    Path((id, verb)): Path<(String, String)>,
+    body: Result<Json<DecideBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no action `{verb}`: approve or reject"),
+            );
+        }
+    };
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            );
+        }
+    };
+    let approver = body.approver.trim();
+    if approver.is_empty()
+        || approver.chars().count() > MAX_APPROVER_CHARS
+        || approver.chars().any(char::is_control)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`approver` must be 1 to {MAX_APPROVER_CHARS} printable characters"),
+        );
+    }
+    match state
+        .approvals
+        .decide(&id, approve, approver, unix_now())
+        .await
+    {
+        Ok(Decided::Done) => match state.approvals.registry.approval(&id).await {
+            Ok(Some(record)) => Json(ApprovalView::from(record)).into_response(),
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no approval `{id}`"),
+            ),
+            Err(err) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry_unavailable",
+                err.to_string(),
+            ),
+        },
+        Ok(Decided::NotFound) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no approval `{id}`"),
+        ),
+        Ok(Decided::Expired) => error(
+            StatusCode::CONFLICT,
+            "expired",
+            format!("approval `{id}` expired before it was decided"),
+        ),
+        Ok(Decided::AlreadyDecided(status)) => error(
+            StatusCode::CONFLICT,
+            "already_decided",
+            format!("approval `{id}` is already {status}"),
+        ),
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
+/// `GET /approvals/{id}`: where an approval URL points. Shows the status and how to decide, not
+/// the arguments (the URL travels through the agent).
+pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let record = match state.approvals.registry.approval(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such approval\n").into_response(),
+        Err(err) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response();
+        }
+    };
+    let status = if record.expires_at <= unix_now() && record.status != "used" {
+        "expired".to_owned()
+    } else {
+        record.status.clone()
+    };
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    Html(format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Behavry approval {id}</title>\
+         <h1>Approval {id}: {status}</h1>\
+         <p>Agent <b>{agent}</b> asks to call <b>{target}</b> ({method}) on server <b>{server}</b>.</p>\
+         <p>{reason}</p>\
+         <p>An operator decides with <code>behavry approvals approve {id}</code> or \
+         <code>behavry approvals reject {id}</code>; then the agent retries the call.</p>",
+        id = escape(&record.id),
+        status = escape(&status),
+        agent = escape(&record.agent_id),
+        target = escape(&record.target),
+        method = escape(&record.method),
+        server = escape(&record.server),
+        reason = escape(&record.reason),
+    ))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::http::tests::{ADMIN_TOKEN, call, test_state};
+
+    /// A destructive `echo` (by annotation) from the demo agent, which has no elevated role.
+    fn destructive(message: &str) -> Request<Body> {
+        let body = json!({
+            "traceId": "0af7651916cd43dd8448eb211c80319c",
+            "agent": {"id": "demo-agent", "scopes": ["mcp"]},
+            "request": {"server": "everything", "method": "tools/call", "tool": "echo",
+                        "arguments": {"message": message}},
+            "tool": {"annotations": {"destructiveHint": true}},
+        });
+        Request::post("/v1/decide")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    fn admin(method: &str, path: &str, body: Option<Value>) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap()
+    }
+
+    fn decided(id: &str, verb: &str, approver: &str) -> Request<Body> {
+        admin(
+            "POST",
+            &format!("{ADMIN_APPROVALS_PATH}/{id}/{verb}"),
+            Some(json!({"approver": approver})),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_held_call_goes_through_once_after_approval() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+
+        let (status, _, first) = call(&state, destructive("drop it")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["allow"], false);
+        let held = &first["obligations"]["requireApproval"];
+        assert_eq!(held["status"], "pending");
+        let id = held["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("apr_") && id.len() == 4 + 32, "{id}");
+        assert_eq!(held["url"], format!("http://127.0.0.1:9911/approvals/{id}"));
+        // A retry of the same call is the same request, not a second one.
+        let (_, _, again) = call(&state, destructive("drop it")).await;
+        assert_eq!(again["obligations"]["requireApproval"]["id"], id.as_str());
+
+        let (status, _, pending) = call(
+            &state,
+            admin(
+                "GET",
+                &format!("{ADMIN_APPROVALS_PATH}?status=pending"),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let listed = pending.as_array().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["id"], id.as_str());
+        assert_eq!(listed[0]["agent"], "demo-agent");
+        assert_eq!(listed[0]["target"], "echo");
+        assert_eq!(listed[0]["arguments"], json!({"message": "drop it"}));
+
+        let (status, _, approved) = call(&state, decided(&id, "approve", "alice")).await;
+        assert_eq!(status, StatusCode::OK, "{approved}");
+        assert_eq!(approved["status"], "approved");
+        assert_eq!(approved["decidedBy"], "alice");
+
+        // Other arguments are another request: still held.
+        let (_, _, other) = call(&state, destructive("drop something else")).await;
+        assert_eq!(other["allow"], false);
+        assert_ne!(other["obligations"]["requireApproval"]["id"], id.as_str());
+
+        let (_, _, allowed) = call(&state, destructive("drop it")).await;
+        assert_eq!(allowed["allow"], true, "{allowed}");
+        assert_eq!(
+            allowed["approval"],
+            json!({"id": id, "approvedBy": "alice"})
+        );
+
+        // Used up: the next identical call is held again, under a new approval.
+        let (_, _, next) = call(&state, destructive("drop it")).await;
+        assert_eq!(next["allow"], false);
+        let next_id = next["obligations"]["requireApproval"]["id"]
+            .as_str()
+            .unwrap();
+        assert_ne!(next_id, id);
+
+        // Deciding twice is refused; a rejection stands for the retries.
+        let (status, _, body) = call(&state, decided(&id, "reject", "bob")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _, _) = call(&state, decided(next_id, "reject", "bob")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, _, rejected) = call(&state, destructive("drop it")).await;
+        assert_eq!(rejected["allow"], false);
+        assert_eq!(
+            rejected["obligations"]["requireApproval"]["status"],
+            "rejected"
+        );
+        assert_eq!(rejected["obligations"]["requireApproval"]["id"], next_id);
+    }
+
+    #[tokio::test]
+    async fn an_approval_is_used_once_even_when_retries_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let (_, _, first) = call(&state, destructive("x")).await;
+        let id = first["obligations"]["requireApproval"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        call(&state, decided(&id, "approve", "alice")).await;
+        let grant = ApprovalFacts {
+            granted: true,
+            id: id.clone(),
+            approved_by: "alice".to_owned(),
+        };
+        let now = unix_now();
+        let (a, b) = tokio::join!(
+            state.approvals.use_grant(&grant, now),
+            state.approvals.use_grant(&grant, now)
+        );
+        let used: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        assert_eq!(used.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_admin_requests_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let (status, _, body) = call(&state, decided("apr_nope", "approve", "alice")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _, body) = call(&state, decided("apr_nope", "launch", "alice")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _, body) = call(&state, decided("apr_nope", "approve", " ")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, _, body) = call(
+            &state,
+            admin("GET", &format!("{ADMIN_APPROVALS_PATH}?status=maybe"), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // Without the admin credential: nothing.
+        let anonymous = Request::get(ADMIN_APPROVALS_PATH)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, _) = call(&state, anonymous).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_approval_page_shows_status_not_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let (_, _, first) = call(&state, destructive("secret-ish <b>value</b>")).await;
+        let id = first["obligations"]["requireApproval"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let page = Request::get(format!("{APPROVAL_PAGE_PATH}/{id}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(crate::http::app(state.clone()), page)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let response = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(
+            response.contains(&format!("Approval {id}: pending")),
+            "{response}"
+        );
+        assert!(!response.contains("secret-ish"), "{response}");
+        assert!(response.contains("behavry approvals approve"), "{response}");
+    }
+}

@@ -1,0 +1,162 @@
+"""Human approval through Envoy (docs/policy.md, "Human approval"): a destructive call is held,
+the agent gets the MCP answer its revision understands (a URL-mode elicitation, -32042, when it
+declared one; else -32089 naming the approval), an operator approves with `behavry approvals`,
+the retried call goes through exactly once with the approver in its audit record, and a rejected
+call stays refused.
+
+The stack serves a copy of `policies/` in which the raw server's `raw` tool is destructive, and
+an agent of its own that may call it."""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+
+import pytest
+
+from harness import ROOT, Stack, http
+
+AGENT = "approval-agent"
+APPROVAL_REQUIRED = -32089
+URL_ELICITATION_REQUIRED = -32042
+RULE = "behavry.destructive.needs_approval"
+
+
+@pytest.fixture(scope="module")
+def approval_stack(tmp_path_factory):
+    policies = tmp_path_factory.mktemp("approval-policies")
+    shutil.copytree(ROOT / "policies", policies, dirs_exist_ok=True)
+    data = policies / "data.yaml"
+    text = data.read_text()
+    marker = "  destructive_tools:\n"
+    assert marker in text, "policies/data.yaml has no destructive_tools"
+    data.write_text(text.replace(marker, marker + "    raw: [raw]\n", 1))
+    extra = (f'approval_ttl_secs = 300\n\n[[agents]]\nid = "{AGENT}"\n'
+             '[agents.servers.raw]\ntools = ["raw"]\n')
+    stack = Stack(tmp_path_factory.mktemp("approval-stack"), name="approvals",
+                  policy_dir=policies, authz_extra=extra)
+    with stack.running() as s:
+        yield s
+
+
+def call(stack: Stack, token: str, arguments: dict, url_elicitation: bool = False) -> dict:
+    """One `tools/call` of the raw tool. With `url_elicitation`, as a 2026-07-28 client that
+    declares URL-mode elicitation (capabilities in `_meta`, the standard headers sent)."""
+    trace_id = secrets.token_hex(16)
+    params: dict = {"name": "raw", "arguments": arguments}
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+               "accept": "application/json, text/event-stream",
+               "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    if url_elicitation:
+        params["_meta"] = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "approval-e2e", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}, "url": {}}},
+        }
+        headers.update({"mcp-method": "tools/call", "mcp-name": "raw",
+                        "mcp-protocol-version": "2026-07-28"})
+    body = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params})
+    status, _, answer = http("POST", stack.url("raw") + "/echo-headers", body.encode(), headers,
+                             timeout=30)
+    return {"trace": trace_id, "status": status, "answer": json.loads(answer)}
+
+
+def approvals_cli(stack: Stack, *args: str):
+    return stack.cli("approvals", "--url", stack.authz_url(), *args,
+                     env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token})
+
+
+def decision_of(stack: Stack, trace: str) -> dict:
+    events = stack.wait_trace(trace)
+    return next(e["event"]["detail"] for e in events if e["event"]["kind"] == "decision")
+
+
+def fresh_request(stack: Stack) -> tuple[str, dict, int]:
+    """A token, arguments no earlier test used (so a request no approval exists for), and the
+    upstream's request count before."""
+    return stack.mint(AGENT), {"target": f"row-{secrets.token_hex(4)}"}, stack.upstream_requests()
+
+
+def test_a_held_call_goes_through_once_after_approval(approval_stack):
+    stack = approval_stack
+    token, arguments, before = fresh_request(stack)
+
+    # Held: a client without URL-mode elicitation gets -32089 with the approval's id.
+    held = call(stack, token, arguments)
+    error = held["answer"]["error"]
+    assert error["code"] == APPROVAL_REQUIRED, held
+    approval_id = error["data"]["approvalId"]
+    assert approval_id.startswith("apr_")
+    assert error["data"]["approvalStatus"] == "pending"
+    assert error["data"]["ruleIds"] == [RULE]
+    assert stack.upstream_requests() == before
+    detail = decision_of(stack, held["trace"])
+    assert detail["obligations"]["requireApproval"]["id"] == approval_id
+
+    # The same call from a client that declared URL-mode elicitation: -32042 pointing at the
+    # approval's page, for the same approval (same agent, tool and arguments).
+    elicited = call(stack, token, arguments, url_elicitation=True)
+    error = elicited["answer"]["error"]
+    assert error["code"] == URL_ELICITATION_REQUIRED, elicited
+    elicitation = error["data"]["elicitations"][0]
+    assert elicitation["mode"] == "url"
+    assert elicitation["elicitationId"] == approval_id
+    status, _, page = http("GET", elicitation["url"])
+    assert status == 200
+    assert f"Approval {approval_id}: pending" in page.decode()
+    assert arguments["target"] not in page.decode()
+
+    listed = approvals_cli(stack, "list", "--status", "pending").stdout
+    assert approval_id in listed and AGENT in listed and arguments["target"] in listed
+
+    approved = approvals_cli(stack, "approve", approval_id, "--as", "alice").stdout
+    assert "approved" in approved and "alice" in approved
+
+    # The retry goes through, once, with the approver in its audit record.
+    passed = call(stack, token, arguments)
+    assert "result" in passed["answer"], passed
+    assert stack.upstream_requests() == before + 1
+    detail = decision_of(stack, passed["trace"])
+    assert detail["allow"] is True
+    assert detail["approval"] == {"id": approval_id, "approvedBy": "alice"}
+
+    again = call(stack, token, arguments)
+    error = again["answer"]["error"]
+    assert error["code"] == APPROVAL_REQUIRED, again
+    assert error["data"]["approvalId"] != approval_id
+    assert stack.upstream_requests() == before + 1
+
+
+def test_a_rejected_call_stays_refused(approval_stack):
+    stack = approval_stack
+    token, arguments, before = fresh_request(stack)
+    held = call(stack, token, arguments)
+    approval_id = held["answer"]["error"]["data"]["approvalId"]
+
+    rejected = approvals_cli(stack, "reject", approval_id, "--as", "bob").stdout
+    assert "rejected" in rejected and "bob" in rejected
+    # Deciding again is refused with a clear message.
+    late = stack.cli("approvals", "--url", stack.authz_url(), "approve", approval_id, "--as",
+                     "carol", check=False, env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token})
+    assert late.returncode == 2
+    assert "already rejected" in late.stderr
+
+    for client_can_elicit in (False, True):
+        retry = call(stack, token, arguments, url_elicitation=client_can_elicit)
+        error = retry["answer"]["error"]
+        assert error["code"] == APPROVAL_REQUIRED, retry
+        assert error["data"]["approvalStatus"] == "rejected"
+        assert "was rejected" in error["message"]
+    assert stack.upstream_requests() == before
+
+
+def test_approvals_survive_a_sidecar_restart(approval_stack):
+    stack = approval_stack
+    token, arguments, _ = fresh_request(stack)
+    approval_id = call(stack, token, arguments)["answer"]["error"]["data"]["approvalId"]
+    approvals_cli(stack, "approve", approval_id, "--as", "alice")
+    stack.services["authz"].stop()
+    stack.services["authz"] = stack.authz().start()
+    passed = call(stack, token, arguments)
+    assert "result" in passed["answer"], passed
+    assert decision_of(stack, passed["trace"])["approval"]["id"] == approval_id
