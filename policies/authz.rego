@@ -289,7 +289,8 @@ allow_obligations := object.union_n([listing_obligation, budget_obligation, reda
 
 default listing_obligation := {}
 
-listing_obligation := {"visible": visible} if listing
+# What a listing shows depends on who asks (agent, chain, scopes) and where: reusable.
+listing_obligation := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if listing
 
 default budget_obligation := {}
 
@@ -309,4 +310,35 @@ budget_consumption := {
 	"calls": 1,
 	"destructive": count([1 | destructive]),
 	"resources": [sprintf("%s/%s", [server, target])],
+}
+
+# ---------------------------------------------------------------------------------------------
+# The decision table (docs/policy.md, "Inline decisions"): what this bundle decides whatever else
+# a request says, published to the proxy, which applies it without asking the sidecar. Its
+# denials are exactly this bundle's: an agent not listed is not enrolled, a server missing from an
+# agent's list is not granted, a target outside its patterns is not granted (concealed), a
+# blocked tool is blocked. Evaluated once per bundle and registry change, not per request.
+table := {
+	"blocked": {key: patterns | some key, patterns in data.behavry.blocked},
+	"agents": {id: {"servers": agent_table(id)} | some id, _ in data.behavry.agents},
+}
+
+# (Local names differ from the rules above: `server` and `kind` are the request's.)
+agent_table(id) := {srv: grants |
+	some srv in table_servers(id)
+	grants := {k: table_patterns(id, srv, k) | some k in ["tools", "resources", "prompts"]}
+}
+
+table_servers(id) := {srv | some srv, _ in data.behavry.agents[id].servers} | {srv |
+	some role in data.behavry.agents[id].roles
+	some srv, _ in data.behavry.roles[role].servers
+}
+
+table_patterns(id, srv, k) := sort([p | some p in own_patterns(id, srv, k) | role_patterns(id, srv, k)])
+
+own_patterns(id, srv, k) := {p | some p in data.behavry.agents[id].servers[srv][k]}
+
+role_patterns(id, srv, k) := {p |
+	some role in data.behavry.agents[id].roles
+	some p in data.behavry.roles[role].servers[srv][k]
 }

@@ -24,6 +24,9 @@ DEFAULTS = {
     "JWT_ISSUER": "behavry-authz",
     "JWT_AUDIENCE": "behavry-gateway",
     "AUTHZ_TIMEOUT_MS": "500",
+    # Decisions the filter makes itself from the bundle's published table and its decision cache
+    # (docs/policy.md, "Inline decisions"); "false" sends every decision to the sidecar.
+    "INLINE_DECISIONS": "true",
     "MAX_BODY_BYTES": "1048576",
     "MAX_SSE_EVENT_BYTES": "1048576",
     "WASM_PATH": "target/wasm32-wasip1/release-wasm/behavry_filter.wasm",

@@ -70,6 +70,8 @@ pub const ENV_PROXY_TOKEN: &str = "BEHAVRY_AUTHZ_PROXY_TOKEN";
 pub const ENV_DATABASE_URL: &str = "BEHAVRY_AUTHZ_DATABASE_URL";
 /// Environment override of `public_url`.
 pub const ENV_PUBLIC_URL: &str = "BEHAVRY_AUTHZ_PUBLIC_URL";
+/// Environment override of `audit_url`.
+pub const ENV_AUDIT_URL: &str = "BEHAVRY_AUTHZ_AUDIT_URL";
 
 /// Where environment overrides come from: the process env in the binary, a map in tests (so tests
 /// never touch the process environment).
@@ -227,6 +229,9 @@ struct ConfigFile {
     /// How long a held call waits for a human, and how long an approval or a rejection stands.
     #[serde(default = "default_approval_ttl_secs")]
     approval_ttl_secs: u64,
+    /// Base URL of the audit-sink that records policy changes. Default: none (logged only).
+    #[serde(default)]
+    audit_url: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -422,20 +427,10 @@ impl std::fmt::Debug for AdminCredential {
     }
 }
 
-/// What one agent may use on one MCP server.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerGrant {
-    /// Tool names it may `tools/call`. Default: none.
-    #[serde(default)]
-    pub tools: Vec<String>,
-    /// Resource URIs it may `resources/read`. Default: none.
-    #[serde(default)]
-    pub resources: Vec<String>,
-    /// Prompt names it may `prompts/get`. Default: none.
-    #[serde(default)]
-    pub prompts: Vec<String>,
-}
+/// What one agent may use on one MCP server: tool names it may `tools/call`, resource URIs it may
+/// `resources/read`, prompt names it may `prompts/get` (each default none). The same type as a
+/// server's grants in the published decision table.
+pub use behavry_core::decision_table::GrantPatterns as ServerGrant;
 
 /// A loaded, validated configuration with paths resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,6 +478,8 @@ pub struct Config {
     pub blast_radius: crate::blast_radius::BlastRadiusConfig,
     /// Lifetime of held calls, approvals and rejections, in seconds.
     pub approval_ttl_secs: u64,
+    /// Base URL of the audit-sink that records policy changes, when set.
+    pub audit_url: Option<String>,
 }
 
 impl Config {
@@ -550,6 +547,9 @@ fn apply_env_overrides(file: &mut ConfigFile, env: &dyn EnvSource) {
     }
     if let Some(database_url) = env.var(ENV_DATABASE_URL) {
         file.database_url = Some(database_url);
+    }
+    if let Some(audit_url) = env.var(ENV_AUDIT_URL) {
+        file.audit_url = Some(audit_url);
     }
     if let Some(public_url) = env.var(ENV_PUBLIC_URL) {
         file.public_url = Some(public_url);
@@ -701,6 +701,10 @@ fn validate(
         kubernetes,
         blast_radius: file.blast_radius,
         approval_ttl_secs: file.approval_ttl_secs,
+        audit_url: match &file.audit_url {
+            Some(url) => Some(check_url("audit_url", url)?),
+            None => None,
+        },
     })
 }
 
@@ -734,21 +738,26 @@ fn read_proxy_credential(
 /// (RFC 7523 §3 item 3) and the RFC 8414 metadata URLs: an absolute http(s) URL without query or
 /// fragment (RFC 8414 §2), kept without a trailing slash.
 fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    check_url("public_url", url)
+}
+
+/// An `http(s)://host[...]` base URL without query or fragment, trailing `/` removed.
+fn check_url(field: &str, url: &str) -> Result<String, ConfigError> {
     let Some(rest) = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
     else {
         return Err(ConfigError::invalid(
-            "public_url",
+            field,
             format!("`{url}` must start with https:// or http://"),
         ));
     };
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(ConfigError::invalid("public_url", "names no host"));
+        return Err(ConfigError::invalid(field, "names no host"));
     }
     if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ConfigError::invalid(
-            "public_url",
+            field,
             "must not contain a query, a fragment or whitespace",
         ));
     }

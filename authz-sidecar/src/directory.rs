@@ -12,6 +12,7 @@
 //! `Arc` of the snapshot they started with, so no request is dropped. A bundle that does not build
 //! is refused: the old one stays in force and the error is kept for `GET /healthz`.
 
+use crate::policy_audit::{PolicyAuditor, PolicyChange};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -274,11 +275,13 @@ impl AgentDirectory {
 }
 
 /// Reload the bundle in `policy_dir` every `interval` until the task is dropped. Outcomes are
-/// logged by [`AgentDirectory::reload_policy`].
+/// logged by [`AgentDirectory::reload_policy`], and recorded by `auditor` when there is one (a
+/// bundle put in force, or refused with its error; the same refused files once).
 pub async fn reload_policy_periodically(
     directory: Arc<AgentDirectory>,
     policy_dir: PathBuf,
     interval: Duration,
+    auditor: Option<Arc<PolicyAuditor>>,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,8 +289,24 @@ pub async fn reload_policy_periodically(
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        let previous = directory.snapshot().bundle.digest().to_owned();
         // Errors are logged and kept for the health answer; the old bundle stays in force.
-        let _ = directory.reload_policy(&policy_dir).await;
+        let change = match directory.reload_policy(&policy_dir).await {
+            Ok(ReloadOutcome::Reloaded { digest }) => {
+                Some(PolicyChange::Applied { digest, previous })
+            }
+            Ok(ReloadOutcome::Unchanged | ReloadOutcome::StillRefused) => None,
+            Err(err) => Some(PolicyChange::Refused {
+                error: err.to_string(),
+                in_force: previous,
+            }),
+        };
+        if let Some(auditor) = &auditor {
+            if let Some(change) = change {
+                auditor.record(&change, SystemTime::now());
+            }
+            auditor.flush().await;
+        }
     }
 }
 
@@ -511,6 +530,7 @@ mod tests {
             directory.clone(),
             policies.path().to_owned(),
             Duration::from_millis(20),
+            None,
         ));
         std::fs::write(&file, policy("echo", "allow.v2")).unwrap();
         let mut rule = Vec::new();

@@ -6,6 +6,7 @@
 //! | `GET /healthz` | liveness: 200 `{"status": "ok", "policy": {digest, lastError, reloadedAt}}` |
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
+//! | `GET /v1/policy/table` | the bundle's decision table and digest, polled by the filter |
 //! | `GET /v1/revocations` | the [`behavry_core::wire::RevocationList`] the filter enforces ([`crate::revocation`]) |
 //! | `POST /v1/credentials` | the filter's upstream credential for one agent ([`crate::credentials`]) |
 //! | `POST /oauth/token` | client credentials + `private_key_jwt` → access token ([`crate::oauth`]) |
@@ -23,6 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use behavry_core::decision_table::POLICY_TABLE_PATH;
 use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH};
 use serde::Serialize;
 
@@ -127,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .route(JWKS_PATH, get(jwks))
         .route(DECIDE_PATH, post(decide))
         .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
+        .route(POLICY_TABLE_PATH, get(policy_table))
         .route(
             &format!("{}/{{id}}", crate::approvals::APPROVAL_PAGE_PATH),
             get(crate::approvals::page),
@@ -164,6 +167,21 @@ async fn jwks(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json(state.jwks.as_ref().clone()),
+    )
+        .into_response()
+}
+
+/// `GET /v1/policy/table`: the decision table of the bundle in force, with its digest (the
+/// filter applies its denials without a callout and drops cached decisions when the digest
+/// changes). From the snapshot, never recomputed per poll.
+async fn policy_table(State(state): State<AppState>) -> Response {
+    let table = state.directory.snapshot().bundle.published_table();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        table.as_ref().clone(),
     )
         .into_response()
 }

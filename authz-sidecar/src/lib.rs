@@ -35,6 +35,7 @@ pub mod key_ring;
 pub mod kubernetes;
 pub mod oauth;
 pub mod policy;
+pub mod policy_audit;
 pub mod policy_cases;
 pub mod registry;
 pub mod revocation;
@@ -204,12 +205,34 @@ pub async fn run(
     tracing::info!("authz-sidecar listening on {addr}");
     let sweeper = tokio::spawn(revocation::sweep_periodically(state.revocations.clone()));
     let approval_purger = tokio::spawn(approvals::purge_periodically(state.approvals.clone()));
+    // Policy changes go to the audit-sink when one is configured.
+    let auditor = match &config.audit_url {
+        Some(url) => Some(Arc::new(policy_audit::PolicyAuditor::new(url).map_err(
+            |err| {
+                StartError::Config(ConfigError::Invalid {
+                    field: "audit_url".to_owned(),
+                    reason: err.to_string(),
+                })
+            },
+        )?)),
+        None => None,
+    };
+    if let Some(auditor) = &auditor {
+        auditor.record(
+            &policy_audit::PolicyChange::Loaded {
+                digest: state.directory.snapshot().bundle.digest().to_owned(),
+            },
+            std::time::SystemTime::now(),
+        );
+        auditor.flush().await;
+    }
     // Hot reload of the policy folder (0 = off): a bad bundle is refused, the old one kept.
     let reloader = (config.policy_reload_ms > 0).then(|| {
         tokio::spawn(directory::reload_policy_periodically(
             state.directory.clone(),
             config.policy_dir.clone(),
             Duration::from_millis(config.policy_reload_ms),
+            auditor.clone(),
         ))
     });
     let served = axum::serve(listener, app(state))

@@ -13,8 +13,10 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use behavry_core::decision_table::{DecisionTable, PolicyTable};
 use behavry_core::wire::{DecisionRequest, DecisionResponse, Obligations, RequestFacts, ToolFacts};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
@@ -25,6 +27,8 @@ use crate::config::{AgentEnrollment, ServerGrant};
 
 /// The rule evaluated for each decision.
 pub const DECISION_RULE: &str = "data.behavry.authz.decision";
+/// The bundle's decision table (optional), evaluated once per bundle and served to the filter.
+pub const TABLE_RULE: &str = "data.behavry.authz.table";
 /// Version of the input document policy sees (docs/policy.md); raised on any change that could
 /// make a policy written for the previous version decide differently.
 pub const POLICY_INPUT_VERSION: u32 = 1;
@@ -281,7 +285,17 @@ impl PolicySource {
             .eval_rule(DECISION_RULE.to_owned())
             .map_err(|err| PolicyError::Compile(err.to_string()))?;
         parse_decision(probe).map_err(|err| PolicyError::Compile(err.to_string()))?;
-        Ok(PolicyBundle { engine, digest })
+        let table = decision_table(&engine)?;
+        let published = serde_json::to_vec(&PolicyTable {
+            bundle_digest: digest.clone(),
+            table,
+        })
+        .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        Ok(PolicyBundle {
+            engine,
+            digest,
+            published_table: Arc::new(published),
+        })
     }
 }
 
@@ -290,6 +304,8 @@ impl PolicySource {
 pub struct PolicyBundle {
     engine: Engine,
     digest: String,
+    /// The [`PolicyTable`] JSON served at `GET /v1/policy/table`.
+    published_table: Arc<Vec<u8>>,
 }
 
 impl PolicyBundle {
@@ -306,6 +322,11 @@ impl PolicyBundle {
     /// `sha256:<hex>` over the bundle files and the agent data.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The [`PolicyTable`] the filter polls, as JSON.
+    pub fn published_table(&self) -> Arc<Vec<u8>> {
+        Arc::clone(&self.published_table)
     }
 
     /// Decide one request.
@@ -328,6 +349,32 @@ impl PolicyBundle {
             approval: None,
         })
     }
+}
+
+/// The bundle's [`TABLE_RULE`], when it defines one. A table that does not read as a
+/// [`DecisionTable`] refuses the bundle: the filter would otherwise decide from something else.
+fn decision_table(engine: &Engine) -> Result<Option<DecisionTable>, PolicyError> {
+    let mut engine = engine.clone();
+    engine.set_input(Value::new_object());
+    // A query, not `eval_rule`: a bundle without the rule has no table (eval_rule would call
+    // the missing rule an error).
+    let results = engine
+        .eval_query(TABLE_RULE.to_owned(), false)
+        .map_err(|err| PolicyError::Compile(format!("{TABLE_RULE}: {err}")))?;
+    let Some(value) = results
+        .result
+        .into_iter()
+        .next()
+        .and_then(|result| result.expressions.into_iter().next())
+        .map(|expression| expression.value)
+    else {
+        return Ok(None);
+    };
+    let json = serde_json::to_value(&value)
+        .map_err(|err| PolicyError::Compile(format!("{TABLE_RULE}: {err}")))?;
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|err| PolicyError::Compile(format!("{TABLE_RULE} is not a decision table: {err}")))
 }
 
 fn parse_decision(result: Value) -> Result<PolicyDecision, PolicyError> {

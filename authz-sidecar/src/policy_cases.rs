@@ -327,6 +327,70 @@ mod tests {
         assert!(failed.is_empty(), "failing cases: {failed:#?}");
     }
 
+    /// The table the default bundle publishes decides, without the sidecar, only what the bundle
+    /// decides the same way: for every case it has a decision for, the bundle denies with those
+    /// rules (and the same reasons) and conceals alike.
+    #[test]
+    fn the_published_table_agrees_with_every_decision() {
+        let dir = shipped_policy_dir();
+        let mut inline = 0;
+        for file in case_files(&dir).unwrap() {
+            let cases = read_case_file(&file).unwrap();
+            let bundle = PolicySource::load(&dir, Duration::from_secs(1))
+                .unwrap()
+                .bundle(&cases.agents)
+                .unwrap();
+            let published: behavry_core::decision_table::PolicyTable =
+                serde_json::from_slice(&bundle.published_table()).unwrap();
+            assert_eq!(published.bundle_digest, bundle.digest());
+            let table = published
+                .table
+                .expect("the default bundle publishes a table");
+            for case in &cases.cases {
+                let Some(fast) =
+                    table.decide(&case.input.agent.id, &case.input.request, bundle.digest())
+                else {
+                    continue;
+                };
+                inline += 1;
+                let request = DecisionRequest {
+                    trace_id: CASE_TRACE_ID.to_owned(),
+                    agent: case.input.agent.clone(),
+                    request: case.input.request.clone(),
+                    tool: case.input.tool.clone(),
+                };
+                let counters = zero_counters(&windows(), &case.input.counters);
+                let enrollment = cases.agents.iter().find(|a| a.id == request.agent.id);
+                let full = bundle
+                    .decide(&PolicyInput::new(
+                        &request,
+                        enrollment,
+                        &counters,
+                        SystemTime::now(),
+                    ))
+                    .unwrap();
+                assert!(
+                    !full.allow,
+                    "{}: the table denies, the bundle allows",
+                    case.name
+                );
+                assert_eq!(
+                    fast.obligations.conceal, full.obligations.conceal,
+                    "{}",
+                    case.name
+                );
+                for (rule, reason) in fast.rule_ids.iter().zip(&fast.reasons) {
+                    let at = full.rule_ids.iter().position(|r| r == rule);
+                    let at = at.unwrap_or_else(|| {
+                        panic!("{}: {rule} not in {:?}", case.name, full.rule_ids)
+                    });
+                    assert_eq!(&full.reasons[at], reason, "{}", case.name);
+                }
+            }
+        }
+        assert!(inline >= 8, "only {inline} cases decided by the table");
+    }
+
     #[test]
     fn a_wrong_expectation_fails_and_says_what_differs() {
         let dir = tempfile::tempdir().unwrap();

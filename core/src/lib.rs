@@ -18,6 +18,7 @@
 //! Nothing here may block, allocate unboundedly on untrusted input, or panic. The parsing rules
 //! are written up in `docs/mcp-parsing.md`.
 
+pub mod decision_table;
 pub mod fingerprint;
 pub mod headers;
 pub mod jsonrpc;

@@ -314,6 +314,8 @@ pub enum AuditKind {
     Decision,
     /// What happened upstream, recorded when the response ends.
     Outcome,
+    /// A policy bundle put in force, or refused, by an authz-sidecar (not part of a call).
+    Policy,
 }
 
 impl AuditKind {
@@ -323,6 +325,7 @@ impl AuditKind {
             AuditKind::Intent => "intent",
             AuditKind::Decision => "decision",
             AuditKind::Outcome => "outcome",
+            AuditKind::Policy => "policy",
         }
     }
 }

@@ -24,6 +24,12 @@ pub const DEFAULT_AUDIT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Default period of the revocation-list poll, in milliseconds.
 pub const DEFAULT_REVOCATION_POLL_MS: u64 = 1_000;
+/// Default `inline.pollIntervalMs`: how stale a worker's decision table may get.
+pub const DEFAULT_INLINE_POLL_MS: u64 = 1_000;
+/// Default `inline.cacheEntries` (per worker).
+pub const DEFAULT_INLINE_CACHE_ENTRIES: usize = 10_000;
+/// Largest `inline.cacheEntries`.
+pub const MAX_INLINE_CACHE_ENTRIES: usize = 1_000_000;
 /// Default name of the Envoy shared queue that carries audit events.
 pub const DEFAULT_AUDIT_QUEUE: &str = "behavry.audit";
 /// Default `payload_in_metadata` key of Envoy's `jwt_authn` filter.
@@ -65,6 +71,19 @@ pub struct FilterConfig {
     pub protected_resource: Option<ProtectedResource>,
     /// How often each worker polls the authz-sidecar's revocation list.
     pub revocation_poll_ms: u64,
+    /// Inline decisions (the published decision table and the decision cache).
+    pub inline: InlineDecisions,
+}
+
+/// `inline`: decisions made without a callout (docs/policy.md, "Inline decisions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineDecisions {
+    /// Whether the table and the cache are used at all (`false`: every decision is a callout).
+    pub enabled: bool,
+    /// How often each worker fetches the table (and the bundle digest) from the authz cluster.
+    pub poll_interval_ms: u64,
+    /// Most cached decisions per worker.
+    pub cache_entries: usize,
 }
 
 /// A path prefix on which MCP traffic to one upstream server arrives.
@@ -151,6 +170,19 @@ struct RawConfig {
     protected_resource: Option<ProtectedResource>,
     #[serde(default)]
     revocation: Option<RawRevocation>,
+    #[serde(default)]
+    inline: Option<RawInline>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawInline {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    poll_interval_ms: Option<u64>,
+    #[serde(default)]
+    cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +478,24 @@ impl FilterConfig {
                 raw.revocation.and_then(|r| r.poll_interval_ms),
                 DEFAULT_REVOCATION_POLL_MS,
             )?,
+            inline: InlineDecisions {
+                enabled: raw.inline.as_ref().and_then(|i| i.enabled).unwrap_or(true),
+                poll_interval_ms: timeout(
+                    "inline.pollIntervalMs",
+                    raw.inline.as_ref().and_then(|i| i.poll_interval_ms),
+                    DEFAULT_INLINE_POLL_MS,
+                )?,
+                cache_entries: match raw.inline.as_ref().and_then(|i| i.cache_entries) {
+                    None => DEFAULT_INLINE_CACHE_ENTRIES,
+                    Some(n) if n <= MAX_INLINE_CACHE_ENTRIES => n,
+                    Some(_) => {
+                        return Err(field(
+                            "inline.cacheEntries",
+                            format!("must be at most {MAX_INLINE_CACHE_ENTRIES}"),
+                        ));
+                    }
+                },
+            },
         })
     }
 

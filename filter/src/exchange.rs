@@ -39,7 +39,11 @@ use crate::config::{FailureMode, FilterConfig};
 use crate::credentials::{
     self, CredentialCache, CredentialFailure, CredentialKey, UpstreamCredential,
 };
+use crate::inline::{InlinePolicy, LocalSource};
 use crate::resource_metadata;
+
+/// What a redacted value is replaced with.
+const REDACTED: &str = "[REDACTED]";
 
 /// The first revision with URL-mode elicitation (MCP 2025-11-25). Revisions are dates, so they
 /// compare as strings.
@@ -298,6 +302,12 @@ pub struct Exchange {
     listed_tools: Vec<(String, ToolFacts)>,
     /// Names of the listing entries removed from the answer (audited with the outcome).
     hidden_entries: Vec<String>,
+    /// Where the decision came from when the filter made it without a callout.
+    local_source: Option<LocalSource>,
+    /// JSON pointers into the result to replace (the decision's `redact` obligation).
+    redact: Vec<String>,
+    /// The pointers that were replaced (audited with the outcome).
+    redacted: Vec<String>,
     audit: Vec<AuditEvent>,
 }
 
@@ -368,6 +378,9 @@ impl Exchange {
             visibility: None,
             listed_tools: Vec::new(),
             hidden_entries: Vec::new(),
+            local_source: None,
+            redact: Vec::new(),
+            redacted: Vec::new(),
             audit: Vec::new(),
         })
     }
@@ -778,6 +791,54 @@ impl Exchange {
             .and_then(|client| serde_json::to_string(client).ok())
     }
 
+    /// What identifies a decision that may be reused (`cacheSeconds`): the agent, its delegation
+    /// chain and token scopes, and the server, method and target asked for. Nothing else a
+    /// request carries (arguments, session, client, tool annotations) is in it: a policy that
+    /// depends on those must not put `cacheSeconds` on its decision.
+    pub fn decision_key(&self) -> String {
+        let mut scopes: Vec<&str> = self.claims.scopes.iter().map(String::as_str).collect();
+        scopes.sort_unstable();
+        let facts = &self.facts;
+        let target = facts
+            .tool
+            .as_deref()
+            .or(facts.resource_uri.as_deref())
+            .or(facts.prompt_name.as_deref());
+        json!([
+            self.head.agent,
+            self.claims.delegation,
+            scopes,
+            facts.server,
+            facts.method,
+            target,
+        ])
+        .to_string()
+    }
+
+    /// The decision the worker's table or cache makes for the call that is about to be sent to
+    /// the sidecar, if any.
+    pub fn local_decision(
+        &self,
+        inline: &mut InlinePolicy,
+        now_ms: u64,
+    ) -> Option<(DecisionResponse, LocalSource)> {
+        let agent = self.head.agent.as_deref()?;
+        inline.decide(&self.decision_key(), agent, &self.facts, now_ms)
+    }
+
+    /// Decide with a decision the filter made itself ([`Self::local_decision`]); audited with
+    /// `decidedBy`.
+    pub fn on_local_decision(
+        &mut self,
+        config: &FilterConfig,
+        decision: DecisionResponse,
+        source: LocalSource,
+        now_ms: u64,
+    ) -> DecisionAction {
+        self.local_source = Some(source);
+        self.on_decision(config, Ok(decision), now_ms)
+    }
+
     /// The authz-sidecar's answer: `Ok` with its decision, or `Err` with why there is none
     /// (unreachable, timed out, bad answer).
     pub fn on_decision(
@@ -806,6 +867,9 @@ impl Exchange {
                 {
                     map.insert("clientMatches".to_string(), json!(matches));
                 }
+                if let (Some(source), Some(map)) = (self.local_source, detail.as_object_mut()) {
+                    map.insert("decidedBy".to_string(), json!(source.as_str()));
+                }
                 // The approval (and its approver) that let the call through.
                 if let (Some(approval), Some(map)) = (&decision.approval, detail.as_object_mut()) {
                     map.insert("approval".to_string(), json!(approval));
@@ -813,6 +877,7 @@ impl Exchange {
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
                     self.visibility = decision.obligations.visible;
+                    self.redact = decision.obligations.redact;
                     return self.resume();
                 }
                 if decision.obligations.conceal
@@ -1143,7 +1208,7 @@ impl Exchange {
         self.response_bytes = body.len();
         match mcp::parse_message(body, &config.limits) {
             Ok(message) => {
-                let filtered = self.filter_listing(&message);
+                let filtered = self.rewrite_answer(&message);
                 self.observe_upstream_message(&message, now_ms);
                 self.finish_outcome(now_ms, true);
                 match filtered {
@@ -1222,7 +1287,7 @@ impl Exchange {
             };
             match mcp::parse_message(data.as_bytes(), limits) {
                 Ok(message) => {
-                    match self.filter_listing(&message) {
+                    match self.rewrite_answer(&message) {
                         // The same event (type and id kept, for resumption) with the filtered
                         // answer.
                         Some(json) => {
@@ -1275,6 +1340,44 @@ impl Exchange {
         } else {
             ChunkAction::Replace(out)
         }
+    }
+
+    /// The answer to the pending call as the agent may see it, or `None` when the message is not
+    /// that answer or stays as it is: a listing filtered ([`Self::filter_listing`]), a result with
+    /// the `redact` obligation's pointers replaced ([`Self::redact_result`]).
+    fn rewrite_answer(&mut self, message: &Message) -> Option<Vec<u8>> {
+        if self.listing.is_some() {
+            return self.filter_listing(message);
+        }
+        self.redact_result(message)
+    }
+
+    /// The answer with every value the `redact` obligation points at (RFC 6901 JSON pointers into
+    /// `result`) replaced by `[REDACTED]`; pointers to nothing are skipped. The pointers applied
+    /// are audited with the outcome (`redacted`).
+    fn redact_result(&mut self, message: &Message) -> Option<Vec<u8>> {
+        if self.redact.is_empty() {
+            return None;
+        }
+        let Message::Response { id, result } = message else {
+            return None;
+        };
+        if self.pending.as_ref().map(|p| &p.id) != Some(id) {
+            return None;
+        }
+        let mut result = result.clone();
+        let mut applied = Vec::new();
+        for pointer in &self.redact {
+            if let Some(value) = result.pointer_mut(pointer) {
+                *value = Value::String(REDACTED.to_string());
+                applied.push(pointer.clone());
+            }
+        }
+        if applied.is_empty() {
+            return None;
+        }
+        self.redacted = applied;
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": result})).ok()
     }
 
     /// The answer to the pending listing with the entries the agent may not see removed, or
@@ -1381,6 +1484,9 @@ impl Exchange {
                 .or_insert(json!(self.response_bytes));
             if !self.hidden_entries.is_empty() {
                 map.insert("hidden".to_string(), json!(self.hidden_entries));
+            }
+            if !self.redacted.is_empty() {
+                map.insert("redacted".to_string(), json!(self.redacted));
             }
             // Kind and reference only: the credential itself never reaches the audit log.
             if let Some(credential) = &self.credential_audit {
@@ -2060,6 +2166,43 @@ mod tests {
         let error = error_of(&reply.body);
         assert_eq!(error["code"], jsonrpc::APPROVAL_REQUIRED);
         assert!(error["message"].as_str().unwrap().contains("was rejected"));
+    }
+
+    #[test]
+    fn a_result_is_redacted_where_the_decision_points() {
+        let (config, mut ex) = asked();
+        let decision = DecisionResponse {
+            obligations: Obligations {
+                redact: vec![
+                    "/structuredContent/apiKey".into(),
+                    "/content/0/text".into(),
+                    "/absent/thing".into(),
+                ],
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        assert_eq!(
+            ex.on_decision(&config, Ok(decision), 2),
+            DecisionAction::Resume
+        );
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"key sk-123"}],"structuredContent":{"apiKey":"sk-123","user":"bob"}}}"#;
+        let ChunkAction::ReplaceBody(redacted) =
+            ex.on_response_body(&config, body.len(), body, true, 4)
+        else {
+            panic!("must redact");
+        };
+        let value: Value = serde_json::from_slice(&redacted).unwrap();
+        assert_eq!(value["result"]["structuredContent"]["apiKey"], "[REDACTED]");
+        assert_eq!(value["result"]["structuredContent"]["user"], "bob");
+        assert_eq!(value["result"]["content"][0]["text"], "[REDACTED]");
+        assert!(!String::from_utf8_lossy(&redacted).contains("sk-123"));
+        let events = ex.take_audit_events();
+        assert_eq!(
+            events[2].detail["redacted"],
+            json!(["/structuredContent/apiKey", "/content/0/text"])
+        );
     }
 
     #[test]

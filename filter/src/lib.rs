@@ -5,6 +5,7 @@
 //! - [`claims`]: delegation chain, scopes and `exp` from the verified token payload;
 //! - [`credentials`]: upstream credentials that replace the agent's, cached per worker;
 //! - [`exchange`]: one HTTP exchange on an MCP route, as a state machine;
+//! - [`inline`]: the published decision table and the decision cache (no callout);
 //! - [`shipping`]: audit batches to the audit-sink, retried until acknowledged;
 //! - [`resource_metadata`]: RFC 9728 protected-resource metadata for each route;
 //! - [`revocation`]: the revocation list polled from the authz-sidecar.
@@ -17,6 +18,7 @@ pub mod claims;
 pub mod config;
 pub mod credentials;
 pub mod exchange;
+pub mod inline;
 pub mod resource_metadata;
 pub mod revocation;
 pub mod shipping;

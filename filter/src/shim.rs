@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
@@ -19,6 +20,7 @@ use crate::exchange::{
     BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, LocalReply,
     RequestHead, ResponseHeadAction, unrouted,
 };
+use crate::inline::InlinePolicy;
 use crate::resource_metadata;
 use crate::revocation::RevocationSet;
 use crate::shipping::AuditShipper;
@@ -65,6 +67,10 @@ struct BehavryRoot {
     next_revocation_poll_ms: u64,
     /// Upstream credentials of this worker, shared by its HTTP contexts.
     credentials: Rc<RefCell<CredentialCache>>,
+    /// The decision table and decision cache of this worker, shared by its HTTP contexts.
+    inline: Rc<RefCell<InlinePolicy>>,
+    table_call: Option<u32>,
+    next_table_poll_ms: u64,
 }
 
 impl Context for BehavryRoot {
@@ -94,6 +100,11 @@ impl Context for BehavryRoot {
         if self.revocation_call == Some(token) {
             self.revocation_call = None;
             self.revocations_received(headers, body_size);
+            return;
+        }
+        if self.table_call == Some(token) {
+            self.table_call = None;
+            self.table_received(headers, body_size);
             return;
         }
         if !self.shipper.owns(token) {
@@ -175,6 +186,7 @@ impl RootContext for BehavryRoot {
                 config.routes.len()
             ),
         );
+        self.inline = Rc::new(RefCell::new(InlinePolicy::new(config.inline.cache_entries)));
         self.config = Some(Rc::new(config));
         true
     }
@@ -182,6 +194,7 @@ impl RootContext for BehavryRoot {
     fn on_tick(&mut self) {
         self.ship();
         self.poll_revocations();
+        self.poll_table();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -193,6 +206,7 @@ impl RootContext for BehavryRoot {
             queue_id: self.queue_id,
             revocations: Rc::clone(&self.revocations),
             credentials: Rc::clone(&self.credentials),
+            inline: Rc::clone(&self.inline),
             exchange: None,
             authz_call: None,
             credential_call: None,
@@ -214,26 +228,39 @@ impl BehavryRoot {
             return;
         }
         self.next_revocation_poll_ms = now.saturating_add(config.revocation_poll_ms);
-        let authz = &config.authz;
-        match hostcalls::dispatch_http_call(
-            &authz.cluster,
-            vec![
-                (":method", "GET"),
-                (":path", REVOCATIONS_PATH),
-                (":authority", authz.authority.as_str()),
-            ],
-            None,
-            vec![],
-            Duration::from_millis(authz.timeout_ms),
-        ) {
-            Ok(token) => self.revocation_call = Some(token),
-            Err(status) => log(
-                LogLevel::Warn,
-                &format!(
-                    "cannot poll revocations from `{}`: {status:?}",
-                    authz.cluster
-                ),
-            ),
+        self.revocation_call = get_from_authz(&config, REVOCATIONS_PATH, "revocations");
+    }
+
+    fn poll_table(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let now = now_ms();
+        if !config.inline.enabled || self.table_call.is_some() || now < self.next_table_poll_ms {
+            return;
+        }
+        self.next_table_poll_ms = now.saturating_add(config.inline.poll_interval_ms);
+        self.table_call = get_from_authz(&config, POLICY_TABLE_PATH, "the decision table");
+    }
+
+    fn table_received(&mut self, headers: usize, body_size: usize) {
+        // A failed poll keeps what is held: its digest still guards the cache.
+        if call_status(headers).as_deref() != Some("200") {
+            return;
+        }
+        match serde_json::from_slice::<PolicyTable>(&call_body(body_size)) {
+            Ok(published) => {
+                let digest = published.bundle_digest.clone();
+                if let Ok(mut inline) = self.inline.try_borrow_mut()
+                    && inline.update(published)
+                {
+                    log(
+                        LogLevel::Info,
+                        &format!("decision table of bundle {digest} in force"),
+                    );
+                }
+            }
+            Err(err) => log(LogLevel::Warn, &format!("unreadable decision table: {err}")),
         }
     }
 
@@ -310,6 +337,32 @@ impl BehavryRoot {
     }
 }
 
+/// Start a `GET path` to the authz cluster; the call's token, or `None` (logged) when it cannot
+/// be sent.
+fn get_from_authz(config: &FilterConfig, path: &str, what: &str) -> Option<u32> {
+    let authz = &config.authz;
+    match hostcalls::dispatch_http_call(
+        &authz.cluster,
+        vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", authz.authority.as_str()),
+        ],
+        None,
+        vec![],
+        Duration::from_millis(authz.timeout_ms),
+    ) {
+        Ok(token) => Some(token),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("cannot poll {what} from `{}`: {status:?}", authz.cluster),
+            );
+            None
+        }
+    }
+}
+
 struct BehavryHttp {
     context_id: u32,
     /// `None` only if the root context was never configured (Envoy refuses the filter then).
@@ -317,6 +370,7 @@ struct BehavryHttp {
     queue_id: Option<u32>,
     revocations: Rc<RefCell<RevocationSet>>,
     credentials: Rc<RefCell<CredentialCache>>,
+    inline: Rc<RefCell<InlinePolicy>>,
     exchange: Option<Exchange>,
     authz_call: Option<u32>,
     credential_call: Option<u32>,
@@ -703,7 +757,18 @@ impl BehavryHttp {
         let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
             return Action::Pause;
         };
+        if config.inline.enabled
+            && let Ok(decision) = &decision
+            && let Ok(mut inline) = self.inline.try_borrow_mut()
+        {
+            inline.remember(exchange.decision_key(), decision, now_ms());
+        }
         let action = exchange.on_decision(&config, decision, now_ms());
+        self.after_decision(action)
+    }
+
+    /// Carry out what a decision asks for.
+    fn after_decision(&mut self, action: DecisionAction) -> Action {
         self.flush_audit();
         match action {
             DecisionAction::Resume => Action::Continue,
@@ -743,13 +808,31 @@ impl BehavryHttp {
             BodyAction::Buffer => Action::Pause,
             BodyAction::Forward => Action::Continue,
             BodyAction::NeedCredential => self.with_credential(),
-            BodyAction::AskAuthz(request) => match Self::ask_authz(&config, &request) {
-                Ok(token) => {
-                    self.authz_call = Some(token);
-                    Action::Pause
+            BodyAction::AskAuthz(request) => {
+                // The worker's table or cache may know the answer: no callout then.
+                let Some(exchange) = self.exchange.as_mut() else {
+                    return Action::Pause;
+                };
+                let local = if config.inline.enabled {
+                    self.inline
+                        .try_borrow_mut()
+                        .ok()
+                        .and_then(|mut inline| exchange.local_decision(&mut inline, now_ms()))
+                } else {
+                    None
+                };
+                if let Some((decision, source)) = local {
+                    let action = exchange.on_local_decision(&config, decision, source, now_ms());
+                    return self.after_decision(action);
                 }
-                Err(why) => self.decided(Err(why)),
-            },
+                match Self::ask_authz(&config, &request) {
+                    Ok(token) => {
+                        self.authz_call = Some(token);
+                        Action::Pause
+                    }
+                    Err(why) => self.decided(Err(why)),
+                }
+            }
             BodyAction::Reply(reply) => {
                 send_reply(&reply);
                 Action::Pause

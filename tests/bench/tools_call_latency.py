@@ -10,7 +10,13 @@ same route, same upstream). Then, for several rounds, runs `behavry-loadgen` aga
   bare-envoy      Envoy with only the router: the baseline the budgets are ratios against;
   behavry         Envoy with jwt_authn + the Behavry filter, a sidecar decision on every call
                   and three audit events per call,
+  denied-inline   the same Envoy, a call of a tool the agent is not granted: denied by the
+                  filter from the bundle's published decision table, no callout,
+  denied-callout  an Envoy with Behavry and `inline.enabled: false`: the same denied call,
+                  decided by the sidecar,
 
+and, on its own, `POST /v1/decide` of the authz-sidecar over loopback HTTP (the decision the
+filter asks for an allowed echo: evaluation, blast-radius counters, HTTP),
 at concurrency 1 (latency) and at a higher concurrency (throughput), the order of the targets
 rotating each round so that drift on the machine hits them alike. Reports the median of the
 rounds, the ratios against bare Envoy, and checks afterwards that the audit-sink holds three
@@ -53,14 +59,28 @@ RUN_LIMIT_SECS = 120
 
 LOADGEN = BIN / "behavry-loadgen"
 OUT = ROOT / "target" / "bench" / "tools_call.json"
-TARGETS = ("direct", "bare-envoy", "behavry")
+TARGETS = ("direct", "bare-envoy", "behavry", "denied-inline", "denied-callout")
+# The agent the benchmark calls as: a `batch` role (policies/data.yaml), whose per-minute call
+# budget the load stays far below; the demo agent's default budget would stop it.
+BENCH_AGENT = "bench-agent"
+BENCH_AGENT_CONFIG = (f'[[agents]]\nid = "{BENCH_AGENT}"\nroles = ["batch"]\n'
+                      '[agents.servers.scripted]\ntools = ["echo"]\n')
 MODES = {"latency": (1, LATENCY_REQUESTS), "throughput": (THROUGHPUT_CONCURRENCY, THROUGHPUT_REQUESTS)}
 METRICS = ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "throughput_rps")
 # The call every run sends: the scripted server's `echo`, which the demo agent may call.
 TOOLS_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
               "params": {"name": "echo", "arguments": {"message": "hello from behavry-loadgen"}}}
-# Budget rows of /work/shared/DESIGN.md ("Performance budgets") this run measures: every
-# tools/call through Behavry gets a sidecar decision (no decision cache yet).
+# A tool the bench agent is not granted: concealed ("Unknown tool") by the decision table.
+DENIED_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "not-granted", "arguments": {}}}
+DENIED_TARGETS = ("denied-inline", "denied-callout")
+# What the filter sends the sidecar for the allowed echo.
+DECIDE_REQUEST = {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+                  "agent": {"id": "bench-agent", "scopes": ["mcp"]},
+                  "request": {"server": "scripted", "method": "tools/call", "tool": "echo",
+                              "arguments": TOOLS_CALL["params"]["arguments"]}}
+# Budget rows of /work/shared/DESIGN.md ("Performance budgets") this run measures: every allowed
+# tools/call through Behavry gets a sidecar decision (allows consume budget: never cached).
 BUDGET = {"p99_add_us": 1000, "p999_add_us": 3000, "throughput_ratio": 0.5}
 
 
@@ -78,11 +98,32 @@ def bare_envoy(stack: Stack, upstream_port: int) -> Service:
                    ready_url=f"http://127.0.0.1:{admin}/ready")
 
 
+def behavry_envoy_without_inline(stack: Stack) -> Service:
+    """A second Envoy with Behavry, the same sidecar, sink and upstream, every decision a
+    callout (`inline.enabled: false`)."""
+    listen, admin = free_port(), free_port()
+    stack.ports.update(callout_envoy=listen, callout_admin=admin)
+    saved = dict(stack.ports)
+    stack.ports.update(envoy=listen, admin=admin)
+    stack.inline_decisions = False
+    try:
+        service = stack.envoy(concurrency=ENVOY_CONCURRENCY, log_level="warn",
+                              config_name="envoy-callout.yaml")
+    finally:
+        stack.ports.clear()
+        stack.ports.update(saved)
+        stack.inline_decisions = True
+    service.name = "envoy-callout"
+    service.log_path = stack.logs / "envoy-callout.log"
+    return service
+
+
 def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
     upstream_port = free_port()
     # The Behavry Envoy's /mcp/scripted route goes to the JSON-mode server too.
     stack = Stack(workdir, name="bench", ports={"scripted": upstream_port,
-                                                "scripted_json": upstream_port})
+                                                "scripted_json": upstream_port},
+                  authz_extra=BENCH_AGENT_CONFIG)
     try:
         stack.services["authz"] = stack.authz().start()
         stack.services["audit"] = stack.audit().start()
@@ -94,6 +135,7 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         stack.services["envoy"] = stack.envoy(concurrency=ENVOY_CONCURRENCY,
                                               log_level="warn").start()
         stack.services["envoy_bare"] = bare_envoy(stack, upstream_port).start()
+        stack.services["envoy_callout"] = behavry_envoy_without_inline(stack).start()
         wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
     except Exception:
         stack.stop()
@@ -102,6 +144,8 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         "direct": stack.direct_url("scripted_json"),
         "bare-envoy": f"http://127.0.0.1:{stack.ports['bare_envoy']}/mcp/scripted",
         "behavry": stack.url("scripted"),
+        "denied-inline": stack.url("scripted"),
+        "denied-callout": f"http://127.0.0.1:{stack.ports['callout_envoy']}/mcp/scripted",
     }
     return stack, urls
 
@@ -117,7 +161,7 @@ def envoy_timings(stack: Stack) -> dict[str, str]:
     """Envoy's own request-time histograms (ms; P50 and P99 over the whole run, both modes and
     warm-up included): how much of a call through Behavry is the sidecar round trip."""
     timings = {}
-    for admin in (stack.ports["admin"], stack.ports["bare_admin"]):
+    for admin in (stack.ports["admin"], stack.ports["bare_admin"], stack.ports["callout_admin"]):
         _, _, body = http("GET", f"http://127.0.0.1:{admin}/stats?usedonly"
                                  "&filter=(upstream_rq_time|downstream_rq_time)$")
         for line in body.decode().splitlines():
@@ -141,14 +185,36 @@ def summarize_histogram(quantiles: str) -> str:
 
 
 def check_targets(urls: dict[str, str], token: str) -> None:
-    """One call per target before measuring, so a broken set-up fails with a readable reason."""
-    body = json.dumps(TOOLS_CALL).encode()
+    """One call per target before measuring, so a broken set-up fails with a readable reason: an
+    echo answered, or (denied targets) the table's concealed denial."""
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                "Authorization": f"Bearer {token}"}
     for target, url in urls.items():
-        status, _, answer = http("POST", url, body, headers)
-        if status != 200 or "result" not in json.loads(answer or b"{}"):
+        denied = target in DENIED_TARGETS
+        body = json.dumps(DENIED_CALL if denied else TOOLS_CALL).encode()
+        # The table reaches each worker at its first poll: give it a moment.
+        for _ in range(50):
+            status, _, answer = http("POST", url, body, headers)
+            reply = json.loads(answer or b"{}")
+            ok = (reply.get("error", {}).get("message") == "Unknown tool: not-granted") \
+                if denied else "result" in reply
+            if status == 200 and ok:
+                break
+            time.sleep(0.1)
+        else:
             raise RuntimeError(f"{target} ({url}) answered {status}: {answer[:300]!r}")
+
+
+def decided_by(stack: Stack) -> dict[str, int]:
+    """How the decisions in the audit log were made: `sidecar`, `table` or `cache`."""
+    import sqlite3
+    counts: dict[str, int] = {}
+    with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
+        for (body,) in db.execute("SELECT body FROM audit_records WHERE kind = 'decision'"):
+            detail = json.loads(body).get("detail", {})
+            source = detail.get("decidedBy", "sidecar")
+            counts[source] = counts.get(source, 0) + 1
+    return counts
 
 
 def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: int) -> dict:
@@ -174,7 +240,7 @@ def summarize(results: dict) -> tuple[dict, dict]:
     summary = {t: {mode: median_of(results[t][mode]) for mode in MODES} for t in TARGETS}
     base_lat, base_tp = summary["bare-envoy"]["latency"], summary["bare-envoy"]["throughput"]
     ratios = {}
-    for t in ("direct", "behavry"):
+    for t in ("direct", "behavry", "denied-inline", "denied-callout"):
         lat, tp = summary[t]["latency"], summary[t]["throughput"]
         ratios[t] = {
             "p50_add_us": lat["p50_us"] - base_lat["p50_us"],
@@ -201,7 +267,9 @@ def print_table(summary: dict, ratios: dict) -> None:
               f"{lat['p999_us']:>6.0f} {lat['max_us']:>6.0f} {lat['throughput_rps']:>7.0f} | "
               f"{tp['p50_us']:>9.0f} {tp['p99_us']:>6.0f} {tp['throughput_rps']:>7.0f}")
     print()
-    for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry")):
+    for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry"),
+                     ("denied-inline", "denial from the table"),
+                     ("denied-callout", "denial by callout")):
         r = ratios[t]
         print(f"{label} vs bare Envoy: p50 {r['p50_add_us']:+.0f} µs ({r['p50_ratio']:.2f}×), "
               f"p99 {r['p99_add_us']:+.0f} µs ({r['p99_ratio']:.2f}×), "
@@ -233,23 +301,27 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="behavry-bench-"))
     body_file = workdir / "tools_call.json"
     body_file.write_text(json.dumps(TOOLS_CALL))
+    denied_file = workdir / "denied_call.json"
+    denied_file.write_text(json.dumps(DENIED_CALL))
     print(f"starting the stack ({PROFILE} binaries; logs in tests/e2e/.logs/bench/) ...", flush=True)
     stack, urls = start(workdir)
     started = time.monotonic()
     results = {t: {mode: [] for mode in MODES} for t in TARGETS}
     try:
-        token = stack.mint()
+        token = stack.mint(BENCH_AGENT)
         check_targets(urls, token)
-        calls_through_behavry = 1
+        calls_through_behavry = len(TARGETS) - 2
         for round_index in range(ROUNDS):
             # Tokens live 300 s (authz config); a fresh one per round outlives any round.
-            token = stack.mint()
-            order = TARGETS[round_index % 3:] + TARGETS[:round_index % 3]
+            token = stack.mint(BENCH_AGENT)
+            shift = round_index % len(TARGETS)
+            order = TARGETS[shift:] + TARGETS[:shift]
             for mode, (concurrency, requests) in MODES.items():
                 for target in order:
-                    report = loadgen(urls[target], token, body_file, concurrency, requests)
+                    body = denied_file if target in DENIED_TARGETS else body_file
+                    report = loadgen(urls[target], token, body, concurrency, requests)
                     results[target][mode].append(report)
-                    if target == "behavry":
+                    if target not in ("direct", "bare-envoy"):
                         calls_through_behavry += report["warmup"] + report["requests"]
                     flag = f"  ERRORS {report['errors']}: {report['error_samples']}" \
                         if report["errors"] or report["limit_hit"] else ""
@@ -257,6 +329,16 @@ def main() -> int:
                           f"c={concurrency:<3} p50 {report['p50_us']:>6} µs  p99 "
                           f"{report['p99_us']:>6} µs  {report['throughput_rps']:>7.0f} req/s{flag}",
                           flush=True)
+
+        # The sidecar's decision endpoint alone, over loopback HTTP.
+        decide_file = workdir / "decide.json"
+        decide_file.write_text(json.dumps(DECIDE_REQUEST))
+        decide_url = f"{stack.authz_url()}/v1/decide"
+        decide = {mode: loadgen(decide_url, token, decide_file, concurrency, requests)
+                  for mode, (concurrency, requests) in MODES.items()}
+        for mode, report in decide.items():
+            print(f"/v1/decide {mode:<10} p50 {report['p50_us']:>6} µs  p99 {report['p99_us']:>6} µs"
+                  f"  {report['throughput_rps']:>7.0f} req/s  errors {report['errors']}", flush=True)
 
         # Three events (intent, decision, outcome) per call through Behavry, shipped in batches.
         expected_events = 3 * calls_through_behavry
@@ -267,6 +349,7 @@ def main() -> int:
             pass
         events = audit_size(stack)
         timings = envoy_timings(stack)
+        sources = decided_by(stack)
         verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
     finally:
         stack.stop()
@@ -284,6 +367,9 @@ def main() -> int:
     print(f"audit: {events} events in the log for {calls_through_behavry} calls through Behavry "
           f"(expected {expected_events}: {'ok' if audit['complete'] else 'MISMATCH'}); "
           f"verify: {audit['verify'] or verify.stderr.strip()}")
+    decisions = sum(sources.values())
+    inline_share = (sources.get("table", 0) + sources.get("cache", 0)) / max(decisions, 1)
+    print(f"decisions: {sources} ({inline_share:.1%} made in the filter without a callout)")
     print("Envoy's histograms over the whole run (Behavry Envoy: mcp_ingress, behavry_authz is "
           "the sidecar callout; bare: mcp_bare):")
     for name, quantiles in timings.items():
@@ -302,6 +388,7 @@ def main() -> int:
                      "request": TOOLS_CALL},
         "elapsedSecs": round(elapsed, 1),
         "summary": summary, "versusBareEnvoy": ratios, "budget": verdict, "audit": audit,
+        "decisionsBy": sources, "inlineShare": inline_share, "decideEndpoint": decide,
         "envoyTimings": timings,
         "errors": errors, "limitHits": limit_hits, "runs": results,
     }, indent=2) + "\n")

@@ -167,6 +167,8 @@ token_ttl_secs = 300
 policy_dir = "{policies}"
 admin_token_file = "admin-token"
 proxy_token_file = "proxy-token"
+# Policy changes (bundle loaded, reloaded, refused) are recorded by the audit-sink.
+audit_url = "http://127.0.0.1:{audit_port}"
 {extra}
 # RFC 8693: a short chain keeps the depth test short (the default is 3).
 [token_exchange]
@@ -268,17 +270,34 @@ tools = []
 """
 
 
+def policies_with(folder: Path, edits: dict[str, str]) -> Path:
+    """A copy of the shipped bundle in `folder` with text replacements in its `data.yaml` (each
+    old text must be there, so a reshaped data file fails loudly instead of testing the wrong
+    policy)."""
+    shutil.copytree(ROOT / "policies", folder, dirs_exist_ok=True)
+    data = folder / "data.yaml"
+    text = data.read_text()
+    for old, new in edits.items():
+        assert old in text, f"policies/data.yaml has no {old!r}"
+        text = text.replace(old, new, 1)
+    data.write_text(text)
+    return folder
+
+
 class Stack:
     """The whole governed path on loopback, in one work directory."""
 
     def __init__(self, workdir: Path, name: str = "stack", ports: dict | None = None,
-                 policy_dir: Path | None = None, authz_extra: str = ""):
+                 policy_dir: Path | None = None, authz_extra: str = "",
+                 inline_decisions: bool = True):
         self.dir = workdir
         # The Rego bundle the sidecar serves (and reloads): the repo's unless a test edits a copy.
         self.policy_dir = policy_dir or ROOT / "policies"
         # More sidecar settings, placed after the top-level keys and before the first table:
         # top-level keys (`decision_timeout_ms = 5`) first, then tables (`[blast_radius.store]`).
         self.authz_extra = authz_extra
+        # Whether the filter decides from the published table and its decision cache.
+        self.inline_decisions = inline_decisions
         self.logs = LOGS / name
         if self.logs.exists():
             shutil.rmtree(self.logs)
@@ -306,7 +325,8 @@ class Stack:
             exchanged_resource=self.resource("exchanged"),
             keyed_port=self.ports["keyed"], vaulted_port=self.ports["vaulted"],
             keyed_secret_ref=KEYED_SECRET_REF, vaulted_secret_ref=VAULTED_SECRET_REF,
-            vault_port=self.ports["vault"], k8s_issuer=K8S_ISSUER, extra=authz_extra))
+            vault_port=self.ports["vault"], k8s_issuer=K8S_ISSUER, extra=authz_extra,
+            audit_port=self.ports["audit"]))
         # The test cluster's service-account signing key; its public half is the JWKS the
         # sidecar trusts for [kubernetes].
         self.k8s_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -409,9 +429,11 @@ class Stack:
             env={"BEHAVRY_SCRIPTED_REQUIRED_KEY": "Bearer " + self.vaulted_key},
             ready_url=f"http://127.0.0.1:{self.ports['vaulted']}/raw/count")
 
-    def envoy(self, concurrency: int = 2, log_level: str = "info") -> Service:
-        """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`."""
-        config = render_envoy("behavry.yaml.tmpl", self.dir / "envoy.yaml", {
+    def envoy(self, concurrency: int = 2, log_level: str = "info",
+              config_name: str = "envoy.yaml") -> Service:
+        """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`
+        (and a `config_name` of their own for a second Envoy)."""
+        config = render_envoy("behavry.yaml.tmpl", self.dir / config_name, {
             "ADMIN_PORT": self.ports["admin"], "LISTEN_PORT": self.ports["envoy"],
             "AUTHZ_PORT": self.ports["authz"], "AUDIT_PORT": self.ports["audit"],
             "EVERYTHING_PORT": self.ports["everything"], "SCRIPTED_PORT": self.ports["scripted"],
@@ -421,6 +443,7 @@ class Stack:
             "JWKS_CACHE_SECS": 3,
             "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": self.audience, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
+            "INLINE_DECISIONS": "true" if self.inline_decisions else "false",
         })
         return Service("envoy", [ENVOY, "-c", config, "--concurrency", str(concurrency),
                                  "--log-level", log_level,

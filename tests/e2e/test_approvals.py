@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 
 import pytest
 
-from harness import ROOT, Stack, http
+from harness import Stack, http, policies_with
 
 AGENT = "approval-agent"
 APPROVAL_REQUIRED = -32089
@@ -24,13 +23,9 @@ RULE = "behavry.destructive.needs_approval"
 
 @pytest.fixture(scope="module")
 def approval_stack(tmp_path_factory):
-    policies = tmp_path_factory.mktemp("approval-policies")
-    shutil.copytree(ROOT / "policies", policies, dirs_exist_ok=True)
-    data = policies / "data.yaml"
-    text = data.read_text()
     marker = "  destructive_tools:\n"
-    assert marker in text, "policies/data.yaml has no destructive_tools"
-    data.write_text(text.replace(marker, marker + "    raw: [raw]\n", 1))
+    policies = policies_with(tmp_path_factory.mktemp("approval-policies"),
+                             {marker: marker + "    raw: [raw]\n"})
     extra = (f'approval_ttl_secs = 300\n\n[[agents]]\nid = "{AGENT}"\n'
              '[agents.servers.raw]\ntools = ["raw"]\n')
     stack = Stack(tmp_path_factory.mktemp("approval-stack"), name="approvals",

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -171,3 +172,26 @@ def test_bundle_reloads_under_load_and_a_broken_one_is_refused(reload_stack):
                           timeout=PICKUP_TIMEOUT)
     assert restored["lastError"] is None
     assert allowed(governed_call(stack, token))
+
+    # Every change of the bundle in force is in the audit log, the refusal with its error.
+    def changes():
+        events = policy_events(stack)
+        return events if [e["detail"]["outcome"] for e in events] == [
+            "loaded", "applied", "refused", "applied"] else None
+    loaded, applied, refusal, back = wait_until("the policy changes in the audit log", changes,
+                                                timeout=PICKUP_TIMEOUT)
+    assert loaded["detail"]["bundleDigest"] == start["digest"]
+    assert applied["detail"] == {"outcome": "applied", "bundleDigest": reloaded["digest"],
+                                 "previousDigest": start["digest"]}
+    assert EXTRA_FILE in refusal["detail"]["error"]
+    assert refusal["detail"]["bundleDigest"] == reloaded["digest"]
+    assert back["detail"]["bundleDigest"] == start["digest"]
+    verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def policy_events(stack) -> list[dict]:
+    """The `policy` events of the audit log, in log order."""
+    with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT body FROM audit_records WHERE kind = 'policy' ORDER BY seq")
+        return [json.loads(body) for (body,) in rows]
