@@ -5,7 +5,9 @@
 #   sql_read_only                         the argument is one read-only SQL statement
 #   max_length   "max": n                 the argument (a string) has at most n characters
 # and data.behavry.limits.max_argument_bytes caps the JSON size of all arguments of any call.
-# An argument a rule names but the call does not send is not checked by that rule.
+# A call that does not send the argument a path_prefix, url_allow or sql_read_only rule names is
+# denied by that rule (the tool's default could be anything); max_length checks only an argument
+# that is sent.
 package behavry.authz
 
 import rego.v1
@@ -36,7 +38,7 @@ path_within(path, prefixes) if {
 	is_string(path)
 	not regex.match(`(^|[/\\])\.\.([/\\]|$)|[\x00\\]`, path)
 	some prefix in prefixes
-	dir := trim_suffix(prefix, "/")
+	dir = trim_suffix(prefix, "/")
 	path_in_dir(path, dir)
 }
 
@@ -63,7 +65,7 @@ url_parts(url) := m[0] if {
 }
 
 url_allowed(url, r) if {
-	parts := url_parts(url)
+	parts = url_parts(url) # `=`: undefined for a URL that does not parse (fails on the VM too)
 	lower(parts[1]) in object.get(r, "schemes", ["https"])
 	host_allowed(lower(trim_suffix(parts[2], ".")), r.hosts)
 }
@@ -103,7 +105,7 @@ denials contains {
 } if {
 	some r in argument_rules
 	r.rule == "max_length"
-	value := ruled_value(r)
+	value = ruled_value(r) # `=`: an argument the call does not send is not checked (VM too)
 	not length_within(value, r.max)
 }
 

@@ -9,6 +9,13 @@
 # Deny by default: a request is allowed only when an allow rule matches and no deny rule does.
 # Every denial has a reason the agent can read and a stable rule id; a tool the agent may not see
 # is concealed (reported to the agent as unknown, MCP tools "Error Handling").
+#
+# This policy runs on every MCP call, so it is written to do little work per decision
+# (docs/policy.md, "Writing a fast policy"): it looks grants up by key (agent -> server -> kind)
+# instead of collecting them first, checks an exact name before it scans patterns, and builds the
+# full pattern sets only for listings. It also stays on the Rego that regorus's VM runs exactly
+# like its interpreter: a value that may be undefined is bound with `=` or checked before use
+# (never `x := <maybe undefined>` in a rule body, where the VM would not fail), and no `with`.
 package behavry.authz
 
 import rego.v1
@@ -71,54 +78,63 @@ target := input.request[target_field[method]]
 
 kind := grant_kind[method]
 
-# The grants that apply on the requested server: the agent's own (registry) and its roles' (data).
-server_grants contains g if g := enrollment.servers[server]
+# The grants that apply on the requested server come from the agent's own (registry,
+# enrollment.servers) and its roles' (data.behavry.roles[role].servers). Whether there is any:
+server_granted if enrollment.servers[server]
 
-server_grants contains g if {
+server_granted if {
 	some role in enrollment.roles
-	g := data.behavry.roles[role].servers[server]
+	data.behavry.roles[role].servers[server]
 }
 
-# Name patterns granted for the method's kind: exact names, "*" (every name) or "prefix*".
+# Whether the target is granted: by the agent's own grant or by one of its roles', each a list of
+# name patterns for the method's kind (exact names, "*" or "prefix*").
+target_granted if matches(enrollment.servers[server][kind], target)
+
+target_granted if {
+	some role in enrollment.roles
+	matches(data.behavry.roles[role].servers[server][kind], target)
+}
+
+# Every pattern granted for the method's kind (what a listing may show).
 granted_patterns contains p if {
-	some g in server_grants
-	some p in g[kind]
+	some p in enrollment.servers[server][kind]
+}
+
+granted_patterns contains p if {
+	some role in enrollment.roles
+	some p in data.behavry.roles[role].servers[server][kind]
 }
 
 # Token scopes (RFC 9068 §2.2.3) of the form "mcp:server:<name>" narrow the token to those
 # servers, whatever the roles grant; a token without such a scope is not narrowed.
-scope_servers contains substring(s, 11, -1) if {
-	some s in input.agent.scopes
-	startswith(s, "mcp:server:")
-}
+server_in_scope if not strings.any_prefix_match(input.agent.scopes, "mcp:server:")
 
-server_in_scope if count(scope_servers) == 0
+server_in_scope if concat("", ["mcp:server:", server]) in input.agent.scopes
 
-server_in_scope if server in scope_servers
-
-# A name matches a pattern list: exactly, by "*", or by a "prefix*" pattern.
-matches(patterns, name) if name in patterns
-
-matches(patterns, _) if "*" in patterns
-
+# A name matches a pattern list: exactly, by "*", or by a "prefix*" pattern. The cheap checks
+# come first; the list is scanned only when they fail.
 matches(patterns, name) if {
+	name in patterns
+} else := true if {
+	"*" in patterns
+} else := true if {
 	some p in patterns
 	endswith(p, "*")
 	startswith(name, trim_suffix(p, "*"))
 }
 
 # Tools blocked outright on this server (or on every server, key "*"): never callable, never listed.
+target_blocked if {
+	method == "tools/call"
+	some key in [server, "*"]
+	matches(data.behavry.blocked[key], target)
+}
+
 blocked_patterns contains p if {
 	some key in [server, "*"]
 	some p in data.behavry.blocked[key]
 }
-
-target_blocked if {
-	method == "tools/call"
-	matches(blocked_patterns, target)
-}
-
-target_granted if matches(granted_patterns, target)
 
 # Destructive tools: by annotation (MCP tools, ToolAnnotations: destructiveHint is meaningful only
 # when readOnlyHint is false; annotations are hints from the server, so they can only add
@@ -131,7 +147,7 @@ destructive if {
 
 destructive if {
 	method == "tools/call"
-	matches(object.get(data.behavry.destructive_tools, server, []), target)
+	matches(data.behavry.destructive_tools[server], target)
 }
 
 elevated if {
@@ -149,7 +165,7 @@ allowed_by contains sprintf("behavry.%s.granted", [kind]) if {
 
 allowed_by contains "behavry.listing.filtered" if {
 	listing
-	count(server_grants) > 0
+	server_granted
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -178,14 +194,14 @@ denials contains {
 } if {
 	enrollment
 	kind
-	count(server_grants) == 0
+	not server_granted
 }
 
 denials contains {
 	"rule": "behavry.scope.server_not_in_token",
 	"reason": sprintf("the token's scopes do not include server '%s'", [server]),
 } if {
-	count(server_grants) > 0
+	server_granted
 	not server_in_scope
 }
 
@@ -194,7 +210,7 @@ denials contains {
 	"reason": sprintf("%s request names no %s", [method, target_field[method]]),
 } if {
 	governed
-	count(server_grants) > 0
+	server_granted
 	not is_string(target)
 }
 
@@ -205,7 +221,7 @@ denials contains {
 } if {
 	governed
 	is_string(target)
-	count(server_grants) > 0
+	server_granted
 	not target_granted
 }
 
@@ -227,8 +243,9 @@ denials contains {
 	"reason": sprintf("tool '%s' on server '%s' needs scope '%s': ask for a token with it", [target, server, needed_scope]),
 	"scope": needed_scope,
 } if {
+	needed_scope # defined: the tool needs a scope
 	target_granted
-	not needed_scope in {s | some s in input.agent.scopes}
+	not needed_scope in input.agent.scopes
 }
 
 denials contains {
@@ -285,16 +302,11 @@ deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
 	}
 }
 
-allow_obligations := object.union_n([listing_obligation, budget_obligation, redact_obligation])
+# An allowed call is either a listing or a governed call, never both. What a listing shows
+# depends on who asks (agent, chain, scopes) and where: reusable.
+allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if listing
 
-default listing_obligation := {}
-
-# What a listing shows depends on who asks (agent, chain, scopes) and where: reusable.
-listing_obligation := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if listing
-
-default budget_obligation := {}
-
-budget_obligation := {"budget": budget_consumption} if governed
+allow_obligations := object.union({"budget": budget_consumption}, redact_obligation) if governed
 
 default redact_obligation := {}
 

@@ -14,15 +14,30 @@ import rego.v1
 
 delegated if count(object.get(input.agent, "delegation", [])) > 0
 
-# [scope, window, counter, limit] for every limit that applies to this call.
-budget_limits contains ["agent", window, counter, agent_limit(window, counter)] if {
+# [scope, window, counter, limit] for every limit that applies to this call. Most agents have no
+# role with limits of its own: theirs are the defaults, read as they are.
+budget_limits contains ["agent", window, counter, limit] if {
+	not role_budgeted
+	some window, limits in data.behavry.budgets.agent
+	some counter, limit in limits
+}
+
+budget_limits contains ["agent", window, counter, limit] if {
+	role_budgeted
 	some [window, counter] in agent_limited
+	limit = agent_limit(window, counter) # `=`: fails when undefined, on the VM too
 }
 
 budget_limits contains ["chain", window, counter, limit] if {
 	delegated
 	some window, limits in data.behavry.budgets.chain
 	some counter, limit in limits
+}
+
+# Whether one of the agent's roles sets limits of its own.
+role_budgeted if {
+	some role in enrollment.roles
+	data.behavry.budgets.roles[role]
 }
 
 # The [window, counter] pairs limited for the agent, by default or by one of its roles.
@@ -39,11 +54,12 @@ agent_limited contains [window, counter] if {
 
 role_limits(window, counter) := [limit |
 	some role in enrollment.roles
-	limit := data.behavry.budgets.roles[role][window][counter]
+	limit = data.behavry.budgets.roles[role][window][counter] # `=`: roles without it add nothing
 ]
 
-agent_limit(window, counter) := max(role_limits(window, counter)) if {
-	count(role_limits(window, counter)) > 0
+agent_limit(window, counter) := max(limits) if {
+	limits := role_limits(window, counter) # a comprehension: always defined
+	count(limits) > 0
 } else := data.behavry.budgets.agent[window][counter]
 
 # What this call adds to a counter, before it runs.
@@ -54,13 +70,23 @@ call_adds := {
 	"bytes": 0,
 }
 
+# A first, cheap pass over the limits: whether any of them is reached or has no usage. Only then
+# do the rules below look for what exactly is wrong (a call within every limit, the common case,
+# costs one pass instead of three). It may also hold when nothing is wrong (a limit reached by a
+# counter this call does not add to): it only decides whether to look.
+budget_in_question if {
+	some [scope, window, counter, limit] in budget_limits
+	not input.counters[scope][window][counter] + call_adds[counter] < limit
+}
+
 denials contains {
 	"rule": "behavry.budget.exceeded",
 	"reason": sprintf("%s budget exceeded: %s %s in %s (limit %d)", [scope, format_int(used, 10), counter, window, limit]),
 } if {
 	governed
+	budget_in_question
 	some [scope, window, counter, limit] in budget_limits
-	used := input.counters[scope][window][counter]
+	used = input.counters[scope][window][counter] # `=`, not `:=`: no usage, no match (VM too)
 	call_adds[counter] > 0
 	used + call_adds[counter] > limit
 }
@@ -70,8 +96,9 @@ denials contains {
 	"reason": sprintf("%s budget exceeded: %s bytes returned in %s (limit %d)", [scope, format_int(used, 10), window, limit]),
 } if {
 	governed
+	budget_in_question
 	some [scope, window, "bytes", limit] in budget_limits
-	used := input.counters[scope][window].bytes
+	used = input.counters[scope][window].bytes
 	used >= limit
 }
 
@@ -80,6 +107,7 @@ denials contains {
 	"reason": sprintf("no %s usage for the %s window: the budget cannot be checked", [scope, window]),
 } if {
 	governed
+	budget_in_question
 	some [scope, window, counter, _] in budget_limits
 	not input.counters[scope][window][counter]
 }

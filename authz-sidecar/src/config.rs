@@ -232,6 +232,9 @@ struct ConfigFile {
     /// Base URL of the audit-sink that records policy changes. Default: none (logged only).
     #[serde(default)]
     audit_url: Option<String>,
+    /// Which regorus evaluator decides: `auto` (default), `interpreter` or `vm`.
+    #[serde(default)]
+    policy_engine: crate::policy::PolicyEngine,
 }
 
 fn default_listen() -> String {
@@ -480,6 +483,8 @@ pub struct Config {
     pub approval_ttl_secs: u64,
     /// Base URL of the audit-sink that records policy changes, when set.
     pub audit_url: Option<String>,
+    /// Which regorus evaluator decides (docs/policy.md, "Evaluation").
+    pub policy_engine: crate::policy::PolicyEngine,
 }
 
 impl Config {
@@ -701,6 +706,7 @@ fn validate(
         kubernetes,
         blast_radius: file.blast_radius,
         approval_ttl_secs: file.approval_ttl_secs,
+        policy_engine: file.policy_engine,
         audit_url: match &file.audit_url {
             Some(url) => Some(check_url("audit_url", url)?),
             None => None,

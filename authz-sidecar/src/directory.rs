@@ -177,10 +177,13 @@ impl AgentDirectory {
         let current = self.policy_source();
         let dir = policy_dir.to_owned();
         let timeout = current.decision_timeout();
-        let loaded = tokio::task::spawn_blocking(move || PolicySource::load(&dir, timeout))
-            .await
-            .map_err(|err| DirectoryError::ReloadTask(err.to_string()))
-            .and_then(|loaded| loaded.map_err(DirectoryError::from));
+        let engine = current.engine();
+        let loaded = tokio::task::spawn_blocking(move || {
+            PolicySource::load(&dir, timeout).map(|source| source.with_engine(engine))
+        })
+        .await
+        .map_err(|err| DirectoryError::ReloadTask(err.to_string()))
+        .and_then(|loaded| loaded.map_err(DirectoryError::from));
         let candidate = match loaded {
             Ok(candidate) => candidate,
             Err(err) => return Err(self.refuse(policy_dir, None, err)),

@@ -106,7 +106,8 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
     let policy = PolicySource::load(
         &config.policy_dir,
         Duration::from_millis(config.decision_timeout_ms),
-    )?;
+    )?
+    .with_engine(config.policy_engine);
     policy.bundle(&config.agents)?;
     // The secret store too: a wrong key or an unreadable Vault token fails the start here,
     // naming the `[secrets]` field, before anything is written.
@@ -142,6 +143,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         policy_dir = %config.policy_dir.display(),
         registry = ?config.registry,
         digest = snapshot.bundle.digest(),
+        rego_vm = snapshot.bundle.uses_vm(),
         seeded,
         enabled_agents = snapshot.enabled_agents(),
         admin_api = config.admin_token.is_some(),

@@ -1,5 +1,14 @@
 //! Rego decisions with regorus: the policy bundle is loaded and checked at start (and on each
-//! reload), then the warmed engine is cloned for each evaluation (cheap: policies and data are shared).
+//! reload), compiled for regorus's Rego virtual machine, and each decision runs on a VM taken from
+//! a pool (one per concurrent decision; the program and data are shared). A bundle the VM compiler
+//! refuses (e.g. one using `with`), or whose start-up probe decides differently on the VM, is
+//! evaluated by the interpreter instead: a clone of the warmed engine per decision. The
+//! interpreter also runs the Rego tests ([`run_rego_tests`]).
+//!
+//! The VM does not run every Rego construct exactly like the interpreter: in regorus 0.14.1 a
+//! body statement `x := <undefined>` does not make the body fail on the VM. The default bundle
+//! binds values that may be undefined with `=` or checks them first (docs/policy.md), and its YAML
+//! cases are run through both (`every_case_decides_the_same_on_the_vm_and_the_interpreter`).
 //!
 //! The bundle is in OPA's layout: every `.rego` file under the policy folder except `*_test.rego`
 //! (tests are not served), and every `data.json` or `data.yaml` file, merged into `data` at the
@@ -13,13 +22,16 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use behavry_core::decision_table::{DecisionTable, PolicyTable};
 use behavry_core::wire::{DecisionRequest, DecisionResponse, Obligations, RequestFacts, ToolFacts};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::Program;
+use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
-use regorus::{Engine, Value};
+use regorus::{CompiledPolicy, Engine, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -42,6 +54,9 @@ pub const TEST_RULE_PREFIX: &str = "test_";
 const DIGEST_DOMAIN: &[u8] = b"behavry-policy-bundle-v1\n";
 /// Work units between two checks of the evaluation clock.
 const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::MIN.saturating_add(63);
+/// Instructions one decision may run on the VM: a backstop against runaway loops only (the
+/// default bundle needs a few hundred); the execution timer is the evaluation budget.
+const VM_MAX_INSTRUCTIONS: usize = 10_000_000;
 
 /// Why the bundle could not be loaded or a decision could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +254,26 @@ struct AgentPolicyData<'a> {
 pub struct PolicySource {
     files: Vec<BundleFile>,
     decision_timeout: Duration,
+    /// The bundle folder (its `tests/*.yaml` cases check the Rego VM in [`PolicyEngine::Auto`]).
+    dir: PathBuf,
+    engine: PolicyEngine,
+    /// Under [`PolicyEngine::Auto`]: whether the VM decides every case of the bundle as the
+    /// interpreter does (how many cases), or why not. Checked once per set of files.
+    vm_check: std::sync::OnceLock<Result<usize, String>>,
+}
+
+/// Which regorus evaluator decides (`policy_engine` in the sidecar config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyEngine {
+    /// The Rego VM when the bundle's own decision cases (`tests/*.yaml`) all decide the same on
+    /// the VM as on the interpreter, else the interpreter (the default).
+    #[default]
+    Auto,
+    /// Always the interpreter (the reference evaluator).
+    Interpreter,
+    /// The VM whenever the bundle compiles for it and its start-up probe agrees, checked or not.
+    Vm,
 }
 
 impl PolicySource {
@@ -250,7 +285,39 @@ impl PolicySource {
         Ok(PolicySource {
             files: read_bundle_files(policy_dir, false)?,
             decision_timeout,
+            dir: policy_dir.to_owned(),
+            engine: PolicyEngine::Auto,
+            vm_check: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Which evaluator this bundle asks for.
+    pub fn engine(&self) -> PolicyEngine {
+        self.engine
+    }
+
+    /// The same files, decided by `engine`.
+    pub fn with_engine(mut self, engine: PolicyEngine) -> PolicySource {
+        self.engine = engine;
+        self
+    }
+
+    /// Whether the VM may decide for this bundle, under its engine setting.
+    fn vm_allowed(&self, timer: ExecutionTimerConfig) -> bool {
+        match self.engine {
+            PolicyEngine::Interpreter => false,
+            PolicyEngine::Vm => true,
+            PolicyEngine::Auto => match self
+                .vm_check
+                .get_or_init(|| vm_agrees_with_cases(&self.dir, &self.files, timer))
+            {
+                Ok(_) => true,
+                Err(why) => {
+                    tracing::info!(reason = %why, "policy bundle decided by the interpreter");
+                    false
+                }
+            },
+        }
     }
 
     /// The budget of one evaluation, as given to [`PolicySource::load`].
@@ -284,7 +351,44 @@ impl PolicySource {
         let probe = engine
             .eval_rule(DECISION_RULE.to_owned())
             .map_err(|err| PolicyError::Compile(err.to_string()))?;
-        parse_decision(probe).map_err(|err| PolicyError::Compile(err.to_string()))?;
+        let probe_decision =
+            parse_decision(probe.clone()).map_err(|err| PolicyError::Compile(err.to_string()))?;
+        let timer = ExecutionTimerConfig {
+            limit: self.decision_timeout,
+            check_interval: TIMER_CHECK_INTERVAL,
+        };
+        let vm = match VmPool::compile(&engine, timer).and_then(|pool| {
+            if self.vm_allowed(timer) {
+                Ok(pool)
+            } else {
+                Err(PolicyError::Compile(
+                    "the VM is not in use for this bundle".to_owned(),
+                ))
+            }
+        }) {
+            Ok(pool) => match pool.execute(Value::new_object()) {
+                Ok(vm_probe) if vm_probe == probe => Some(Arc::new(pool)),
+                Ok(vm_probe) => {
+                    tracing::warn!(
+                        interpreter = ?probe_decision,
+                        vm = %vm_probe,
+                        "the policy bundle decides differently on the Rego VM; using the interpreter"
+                    );
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "the policy bundle does not run on the Rego VM; using the interpreter");
+                    None
+                }
+            },
+            Err(err) => {
+                if !matches!(&err, PolicyError::Compile(m) if m.starts_with("the VM is not in use"))
+                {
+                    tracing::warn!(error = %err, "the policy bundle does not compile for the Rego VM; using the interpreter");
+                }
+                None
+            }
+        };
         let table = decision_table(&engine)?;
         let published = serde_json::to_vec(&PolicyTable {
             bundle_digest: digest.clone(),
@@ -293,9 +397,139 @@ impl PolicySource {
         .map_err(|err| PolicyError::Compile(err.to_string()))?;
         Ok(PolicyBundle {
             engine,
+            vm,
             digest,
             published_table: Arc::new(published),
         })
+    }
+}
+
+/// Whether the Rego VM decides every decision case of the bundle in `dir` (its `tests/*.yaml`)
+/// exactly as the interpreter does: `Ok(number of cases)`, or why not. A bundle without cases has
+/// nothing to prove it by, so it is not.
+fn vm_agrees_with_cases(
+    dir: &Path,
+    files: &[BundleFile],
+    timer: ExecutionTimerConfig,
+) -> Result<usize, String> {
+    use crate::policy_cases::{case_files, case_parts, read_case_file};
+    let paths = case_files(dir).map_err(|err| err.to_string())?;
+    if paths.is_empty() {
+        return Err(
+            "the bundle has no decision cases (tests/*.yaml) to check the Rego VM by".into(),
+        );
+    }
+    let windows: Vec<String> = crate::blast_radius::BlastRadiusConfig::default()
+        .windows
+        .into_keys()
+        .collect();
+    let mut checked = 0;
+    for path in paths {
+        let cases = read_case_file(&path).map_err(|err| err.to_string())?;
+        let agent_data = agent_data_json(&cases.agents).map_err(|err| err.to_string())?;
+        let engine = engine_with(files, &agent_data).map_err(|err| err.to_string())?;
+        let pool = VmPool::compile(&engine, timer).map_err(|err| err.to_string())?;
+        for case in &cases.cases {
+            let (request, counters, now) = case_parts(case, &windows);
+            let enrollment = cases.agents.iter().find(|a| a.id == request.agent.id);
+            let input = input_value(&PolicyInput::new(&request, enrollment, &counters, now))
+                .map_err(|err| err.to_string())?;
+            let mut interpreter = engine.clone();
+            interpreter.set_input(input.clone());
+            let expected = interpreter
+                .eval_rule(DECISION_RULE.to_owned())
+                .map_err(|err| err.to_string())?;
+            let actual = pool.execute(input).map_err(|err| err.to_string())?;
+            if actual != expected {
+                return Err(format!(
+                    "case `{}` of {} decides differently on the Rego VM",
+                    case.name,
+                    path.display()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
+}
+
+/// The bundle compiled for the Rego VM, and the idle VMs that run it (a VM runs one evaluation
+/// at a time; a decision takes one from the pool, or makes one, and puts it back).
+struct VmPool {
+    program: Arc<Program>,
+    policy: CompiledPolicy,
+    data: Value,
+    timer: ExecutionTimerConfig,
+    idle: Mutex<Vec<RegoVM>>,
+}
+
+impl std::fmt::Debug for VmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmPool")
+            .field("entry_point", &DECISION_RULE)
+            .field("timer", &self.timer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmPool {
+    /// Compile [`DECISION_RULE`] of the engine's policies for the VM, with the engine's data.
+    fn compile(engine: &Engine, timer: ExecutionTimerConfig) -> Result<VmPool, PolicyError> {
+        let policy = engine
+            .clone()
+            .compile_with_entrypoint(&DECISION_RULE.into())
+            .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        let program = Compiler::compile_from_policy(&policy, &[DECISION_RULE])
+            .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        let pool = VmPool {
+            program,
+            policy,
+            data: engine.get_data(),
+            timer,
+            idle: Mutex::new(Vec::new()),
+        };
+        // Check the data against the program once here, not on a first request.
+        let vm = pool
+            .new_vm()
+            .map_err(|err| PolicyError::Compile(err.to_string()))?;
+        pool.put_back(vm);
+        Ok(pool)
+    }
+
+    fn new_vm(&self) -> Result<RegoVM, PolicyError> {
+        let mut vm = RegoVM::new_with_policy(self.policy.clone());
+        vm.load_program(Arc::clone(&self.program));
+        vm.set_data(self.data.clone())
+            .map_err(|err| PolicyError::Eval(err.to_string()))?;
+        vm.set_max_instructions(VM_MAX_INSTRUCTIONS);
+        vm.set_execution_timer_config(Some(self.timer));
+        Ok(vm)
+    }
+
+    fn put_back(&self, vm: RegoVM) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(vm);
+    }
+
+    /// Evaluate [`DECISION_RULE`] for `input` on an idle VM (or a new one).
+    fn execute(&self, input: Value) -> Result<Value, PolicyError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut vm = match idle {
+            Some(vm) => vm,
+            None => self.new_vm()?,
+        };
+        vm.set_input(input);
+        let result = vm.execute();
+        // Drop the input now rather than when the VM is next used.
+        vm.set_input(Value::Undefined);
+        self.put_back(vm);
+        result.map_err(|err| PolicyError::Eval(err.to_string()))
     }
 }
 
@@ -303,6 +537,8 @@ impl PolicySource {
 #[derive(Debug, Clone)]
 pub struct PolicyBundle {
     engine: Engine,
+    /// The bundle on the Rego VM; `None` when it runs on the interpreter only.
+    vm: Option<Arc<VmPool>>,
     digest: String,
     /// The [`PolicyTable`] JSON served at `GET /v1/policy/table`.
     published_table: Arc<Vec<u8>>,
@@ -329,16 +565,35 @@ impl PolicyBundle {
         Arc::clone(&self.published_table)
     }
 
-    /// Decide one request.
+    /// Whether decisions run on the Rego VM (else on the interpreter).
+    pub fn uses_vm(&self) -> bool {
+        self.vm.is_some()
+    }
+
+    /// Decide one request: on the Rego VM when the bundle runs there, else on the interpreter.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<DecisionResponse, PolicyError> {
-        let input =
-            serde_json::to_value(input).map_err(|err| PolicyError::Eval(err.to_string()))?;
+        let Some(vm) = &self.vm else {
+            return self.decide_interpreted(input);
+        };
+        let result = vm.execute(input_value(input)?)?;
+        self.response(parse_decision(result)?)
+    }
+
+    /// Decide one request with the regorus interpreter, whether or not the bundle runs on the
+    /// VM (for comparisons and measurements).
+    pub fn decide_interpreted(
+        &self,
+        input: &PolicyInput<'_>,
+    ) -> Result<DecisionResponse, PolicyError> {
         let mut engine = self.engine.clone();
-        engine.set_input(Value::from(input));
+        engine.set_input(input_value(input)?);
         let result = engine
             .eval_rule(DECISION_RULE.to_owned())
             .map_err(|err| PolicyError::Eval(err.to_string()))?;
-        let decision = parse_decision(result)?;
+        self.response(parse_decision(result)?)
+    }
+
+    fn response(&self, decision: PolicyDecision) -> Result<DecisionResponse, PolicyError> {
         Ok(DecisionResponse {
             allow: decision.allow,
             reasons: decision.reasons,
@@ -375,6 +630,12 @@ fn decision_table(engine: &Engine) -> Result<Option<DecisionTable>, PolicyError>
     serde_json::from_value(json)
         .map(Some)
         .map_err(|err| PolicyError::Compile(format!("{TABLE_RULE} is not a decision table: {err}")))
+}
+
+fn input_value(input: &PolicyInput<'_>) -> Result<Value, PolicyError> {
+    serde_json::to_value(input)
+        .map(Value::from)
+        .map_err(|err| PolicyError::Eval(err.to_string()))
 }
 
 fn parse_decision(result: Value) -> Result<PolicyDecision, PolicyError> {
@@ -1176,6 +1437,174 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("limits/tools/data.yaml"), "- a list\n").unwrap();
         let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
         assert!(err.to_string().contains("not an object"), "{err}");
+    }
+
+    /// Every YAML case of the default bundle, and variants of each (no usage at all, delegated,
+    /// over a budget, other methods and servers, a destructive annotation, narrowed scopes),
+    /// decided by the VM and by the interpreter: the decisions must be identical.
+    #[test]
+    fn every_case_decides_the_same_on_the_vm_and_the_interpreter() {
+        let dir = shipped_policy_dir();
+        let windows = ["1m".to_owned(), "1h".to_owned()];
+        let mut compared = 0;
+        let mut differ = Vec::new();
+        for file in crate::policy_cases::case_files(&dir).unwrap() {
+            let cases = crate::policy_cases::read_case_file(&file).unwrap();
+            let bundle = PolicyBundle::load(&dir, &cases.agents, TIMEOUT).unwrap();
+            assert!(bundle.uses_vm(), "the default bundle must run on the VM");
+            for case in &cases.cases {
+                let base = DecisionRequest {
+                    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+                    agent: case.input.agent.clone(),
+                    request: case.input.request.clone(),
+                    tool: case.input.tool.clone(),
+                };
+                let usage = crate::policy_cases::zero_counters(&windows, &case.input.counters);
+                let mut over = usage.clone();
+                for (scope, window, counter, amount) in [
+                    ("agent", "1m", "calls", 1_000_000),
+                    ("chain", "1m", "calls", 2400),
+                    ("agent", "1h", "bytes", 100_000_000),
+                ] {
+                    over.entry(scope.to_owned())
+                        .or_default()
+                        .entry(window.to_owned())
+                        .or_default()
+                        .insert(counter.to_owned(), amount);
+                }
+                let mut variants = vec![
+                    ("as written", base.clone(), usage.clone()),
+                    ("no usage", base.clone(), Counters::new()),
+                    ("over budget", base.clone(), over),
+                ];
+                let mut delegated = base.clone();
+                delegated.agent.delegation = vec!["helper".to_owned()];
+                variants.push(("delegated", delegated, usage.clone()));
+                let mut destructive = base.clone();
+                destructive.tool = Some(ToolFacts {
+                    annotations: Some(serde_json::json!({"destructiveHint": true})),
+                });
+                variants.push(("destructive", destructive, usage.clone()));
+                let mut narrowed = base.clone();
+                narrowed.agent.scopes =
+                    vec!["mcp:compute".to_owned(), "mcp:server:scripted".to_owned()];
+                variants.push(("narrowed", narrowed, usage.clone()));
+                for method in ["tools/list", "resources/read", "prompts/get", "ping"] {
+                    let mut other = base.clone();
+                    other.request.method = method.to_owned();
+                    variants.push((method, other, usage.clone()));
+                }
+                for server in ["scripted", "files"] {
+                    let mut other = base.clone();
+                    other.request.server = server.to_owned();
+                    variants.push((server, other, usage.clone()));
+                }
+                let enrollment = cases.agents.iter().find(|a| a.id == base.agent.id);
+                for (variant, request, counters) in &variants {
+                    let input =
+                        PolicyInput::new(request, enrollment, counters, SystemTime::UNIX_EPOCH);
+                    let on_vm = bundle.decide(&input);
+                    let interpreted = bundle.decide_interpreted(&input);
+                    compared += 1;
+                    let same = match (&on_vm, &interpreted) {
+                        (Ok(a), Ok(b)) => a == b,
+                        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                        _ => false,
+                    };
+                    if !same {
+                        differ.push(format!(
+                            "{} [{variant}]\n  vm:          {on_vm:?}\n  interpreter: {interpreted:?}",
+                            case.name
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(compared >= 600, "only {compared} decisions compared");
+        assert!(
+            differ.is_empty(),
+            "{} of {compared} decisions differ:\n{}",
+            differ.len(),
+            differ.join("\n")
+        );
+    }
+
+    #[test]
+    fn a_bundle_the_vm_cannot_compile_runs_on_the_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        // `with` is not supported by the VM compiler.
+        std::fs::write(
+            dir.path().join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\nflag if input.x == 1\ndecision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"w\"]} if flag with input.x as 1\n",
+        )
+        .unwrap();
+        let bundle = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap();
+        assert!(!bundle.uses_vm());
+        let decision = decide_plain(&bundle, &request("a", "tools/call", tool("x"))).unwrap();
+        assert!(decision.allow);
+        assert_eq!(decision.rule_ids, ["w"]);
+    }
+
+    /// A rule the VM gets wrong (`x := <undefined>` does not fail a body on regorus 0.14's VM),
+    /// with a case that shows it.
+    fn vm_unsafe_bundle(dir: &Path) {
+        std::fs::write(
+            dir.join("p.rego"),
+            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\n\
+             decision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"open\"]} if {\n\
+             \tx := data.open[input.request.tool]\n}\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.join("tests")).unwrap();
+        std::fs::write(
+            dir.join("tests/cases.yaml"),
+            "cases:\n  - name: echo is closed\n    input:\n      agent: {id: a}\n      request: {server: s, method: tools/call, tool: echo}\n    expect: {allow: false}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn auto_runs_on_the_vm_only_what_its_cases_prove() {
+        // The shipped bundle: every case agrees, so the VM decides.
+        let shipped = PolicySource::load(&shipped_policy_dir(), TIMEOUT).unwrap();
+        assert_eq!(shipped.engine(), PolicyEngine::Auto);
+        assert!(shipped.bundle(&demo_agents()).unwrap().uses_vm());
+        let interpreted = PolicySource::load(&shipped_policy_dir(), TIMEOUT)
+            .unwrap()
+            .with_engine(PolicyEngine::Interpreter);
+        assert!(!interpreted.bundle(&demo_agents()).unwrap().uses_vm());
+
+        // A bundle whose case decides differently on the VM stays on the interpreter, and decides
+        // right.
+        let dir = tempfile::tempdir().unwrap();
+        vm_unsafe_bundle(dir.path());
+        let source = PolicySource::load(dir.path(), TIMEOUT).unwrap();
+        let check = vm_agrees_with_cases(
+            dir.path(),
+            &source.files,
+            ExecutionTimerConfig {
+                limit: TIMEOUT,
+                check_interval: TIMER_CHECK_INTERVAL,
+            },
+        );
+        assert!(
+            check
+                .as_ref()
+                .is_err_and(|why| why.contains("echo is closed")),
+            "{check:?}"
+        );
+        let bundle = source.bundle(&[]).unwrap();
+        assert!(!bundle.uses_vm());
+        let decision = decide_plain(&bundle, &request("a", "tools/call", tool("echo"))).unwrap();
+        assert!(!decision.allow);
+
+        // Without cases there is nothing to prove it by: the interpreter.
+        std::fs::remove_dir_all(dir.path().join("tests")).unwrap();
+        let bundle = PolicySource::load(dir.path(), TIMEOUT)
+            .unwrap()
+            .bundle(&[])
+            .unwrap();
+        assert!(!bundle.uses_vm());
     }
 
     #[test]

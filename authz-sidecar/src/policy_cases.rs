@@ -195,19 +195,8 @@ pub fn run_case_file(
     let mut outcomes = Vec::with_capacity(cases.cases.len());
     for case in &cases.cases {
         let name = format!("{label}: {}", case.name);
-        let request = DecisionRequest {
-            trace_id: case
-                .input
-                .trace_id
-                .clone()
-                .unwrap_or_else(|| CASE_TRACE_ID.to_owned()),
-            agent: case.input.agent.clone(),
-            request: case.input.request.clone(),
-            tool: case.input.tool.clone(),
-        };
-        let counters = zero_counters(windows, &case.input.counters);
+        let (request, counters, now) = case_parts(case, windows);
         let enrollment = cases.agents.iter().find(|a| a.id == request.agent.id);
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(case.input.time.unwrap_or(0));
         let input = PolicyInput::new(&request, enrollment, &counters, now);
         let mismatches = match bundle.decide(&input) {
             Ok(decision) => compare(&case.expect, &decision),
@@ -216,6 +205,24 @@ pub fn run_case_file(
         outcomes.push(CaseOutcome { name, mismatches });
     }
     Ok(outcomes)
+}
+
+/// What a case's input stands for: the decision request, the usage (over zeros for `windows`)
+/// and the time.
+pub fn case_parts(case: &Case, windows: &[String]) -> (DecisionRequest, Counters, SystemTime) {
+    let request = DecisionRequest {
+        trace_id: case
+            .input
+            .trace_id
+            .clone()
+            .unwrap_or_else(|| CASE_TRACE_ID.to_owned()),
+        agent: case.input.agent.clone(),
+        request: case.input.request.clone(),
+        tool: case.input.tool.clone(),
+    };
+    let counters = zero_counters(windows, &case.input.counters);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(case.input.time.unwrap_or(0));
+    (request, counters, now)
 }
 
 /// Zero usage for `agent` and `chain` in every window and counter, overlaid with `usage`.
