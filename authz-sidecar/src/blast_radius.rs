@@ -1,8 +1,9 @@
 //! Blast radius: the usage policy sees before a call, and what an allowed call consumes.
 //!
-//! Two subjects are counted: the agent (`agent:<id>`) and, for a delegated call, the whole
-//! delegation chain (`chain:<JSON array of the subject and its actors>`), so a fleet of helpers
-//! acting for one orchestrator shares one budget. Each subject has the four counters of
+//! Two subjects are counted: the agent the call is for (`agent:<id>`, the token's `sub`), which
+//! every delegated call made for it counts against too — so a fleet of helpers acting for one
+//! orchestrator shares the orchestrator's agent budget — and, for a delegated call, its exact
+//! delegation chain (`chain:<JSON array of the subject and its actors>`), one budget per chain. Each subject has the four counters of
 //! [`CounterKind`] in every configured window (`[blast_radius] windows`, label → seconds). Usage
 //! is read before policy runs (input `counters.{agent, chain}[<window>][<counter>]`) and the
 //! decision's `budget` obligation is recorded after an allow. Between the read and the record a

@@ -66,6 +66,9 @@ pub struct AppState {
     pub blast_radius: Arc<BlastRadius>,
     /// Held calls and their human approvals.
     pub approvals: Arc<Approvals>,
+    /// The proxy credential the filter shows on `/v1/decide` and `/v1/policy/table`; `None`
+    /// leaves them open to anyone who can reach the sidecar (logged at start).
+    pub proxy_credential: Option<Arc<AdminCredential>>,
 }
 
 /// Errors a request can end in.
@@ -127,9 +130,21 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health))
         .route(JWKS_PATH, get(jwks))
-        .route(DECIDE_PATH, post(decide))
+        .route(
+            DECIDE_PATH,
+            post(decide).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_proxy,
+            )),
+        )
         .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
-        .route(POLICY_TABLE_PATH, get(policy_table))
+        .route(
+            POLICY_TABLE_PATH,
+            get(policy_table).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_proxy,
+            )),
+        )
         .route(
             &format!("{}/{{id}}", crate::approvals::APPROVAL_PAGE_PATH),
             get(crate::approvals::page),
@@ -169,6 +184,31 @@ async fn jwks(State(state): State<AppState>) -> Response {
         Json(state.jwks.as_ref().clone()),
     )
         .into_response()
+}
+
+/// Realm of the proxy credential's challenge on the filter's routes.
+const FILTER_REALM: &str = "behavry-filter";
+
+/// The proxy credential in front of the filter's routes (decisions have side effects: budgets,
+/// held approvals; the table lists every agent's grants), when one is configured.
+async fn require_proxy(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = state.proxy_credential.as_deref() else {
+        return next.run(request).await;
+    };
+    match crate::bearer::check(Some(expected), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => crate::bearer::error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route takes the proxy credential (proxy_token_file)".to_owned(),
+            "filter route",
+            Some((refusal, FILTER_REALM)),
+        ),
+    }
 }
 
 /// `GET /v1/policy/table`: the decision table of the bundle in force, with its digest (the
@@ -332,6 +372,7 @@ pub(crate) mod tests {
                 &config.public_url,
             )),
             directory: Arc::new(directory),
+            proxy_credential: None,
         }
     }
 
@@ -426,6 +467,58 @@ pub(crate) mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["allow"], false);
         assert_eq!(body["reasons"][0], "agent 'intruder' is not enrolled");
+    }
+
+    #[tokio::test]
+    async fn the_filter_routes_take_the_proxy_credential_when_one_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = test_state(dir.path(), false).await;
+        let body = tool_call("demo-agent", "echo");
+        let (status, _, _) = call(&state, decide_request(body.clone())).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "open without a configured credential"
+        );
+
+        let secret = "proxy-credential-0123456789abcdefghij";
+        state.proxy_credential = Some(Arc::new(AdminCredential::new(secret).unwrap()));
+        let (status, headers, _) = call(&state, decide_request(body.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let mut wrong = decide_request(body.clone());
+        wrong
+            .headers_mut()
+            .insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert_eq!(call(&state, wrong).await.0, StatusCode::UNAUTHORIZED);
+        let mut right = decide_request(body);
+        right.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {secret}").parse().unwrap(),
+        );
+        assert_eq!(call(&state, right).await.0, StatusCode::OK);
+
+        let table = |auth: Option<&str>| {
+            let mut request = Request::get(POLICY_TABLE_PATH);
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            request.body(Body::empty()).unwrap()
+        };
+        assert_eq!(call(&state, table(None)).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _, published) = call(&state, table(Some(&format!("Bearer {secret}")))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            published["bundleDigest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
 
     #[tokio::test]

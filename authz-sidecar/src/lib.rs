@@ -123,6 +123,12 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         vault_secrets = config.secrets.vault.is_some(),
         "upstream credentials ready"
     );
+    if config.proxy_token.is_none() {
+        tracing::warn!(
+            "no proxy_token_file: /v1/decide and /v1/policy/table answer anyone who can reach \
+             the sidecar (decisions consume budgets and hold approvals)"
+        );
+    }
     let blast_radius = blast_radius::BlastRadius::open(&config.blast_radius).await?;
     tracing::info!(
         backend = blast_radius.backend_name(),
@@ -184,6 +190,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         credentials: Arc::new(credentials),
         blast_radius: Arc::new(blast_radius),
         approvals: Arc::new(approvals),
+        proxy_credential: config.proxy_token.clone().map(Arc::new),
     })
 }
 

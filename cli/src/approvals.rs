@@ -92,9 +92,16 @@ fn decision(
     ))
 }
 
-/// One line per approval: id, status, who asks for what, why, and who decided.
+/// One line per approval: id, status, who asks for what, why, and who decided. Every field the
+/// agent chose is shown with control characters escaped, so a tool name cannot rewrite the
+/// approver's terminal.
 fn describe(approval: &Value) -> String {
-    let text = |name: &str| approval.get(name).and_then(Value::as_str).unwrap_or("-");
+    let text = |name: &str| {
+        approval
+            .get(name)
+            .and_then(Value::as_str)
+            .map_or_else(|| "-".to_owned(), printable)
+    };
     let mut line = format!(
         "{}  {:<8}  {} -> {} {} {}  args {}  ({})",
         text("id"),
@@ -107,9 +114,22 @@ fn describe(approval: &Value) -> String {
         text("reason"),
     );
     if let Some(by) = approval.get("decidedBy").and_then(Value::as_str) {
-        line.push_str(&format!("  decided by {by}"));
+        line.push_str(&format!("  decided by {}", printable(by)));
     }
     line
+}
+
+/// `text` with control characters (ANSI escapes, line breaks) escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -122,6 +142,13 @@ mod tests {
         assert_eq!(method, reqwest::Method::POST);
         assert_eq!(path, "/admin/v1/approvals/apr_1%2F..%2Fx/approve");
         assert_eq!(body, Some(json!({"approver": "alice"})));
+    }
+
+    #[test]
+    fn control_characters_chosen_by_the_agent_are_escaped() {
+        let line = describe(&json!({"id": "apr_1", "target": "x\u{1b}[2J\nfake", "agent": "a"}));
+        assert!(!line.contains('\u{1b}') && !line.contains('\n'), "{line}");
+        assert!(line.contains("x\\u{1b}[2J\\nfake"), "{line}");
     }
 
     #[test]

@@ -55,6 +55,20 @@ pub struct ToolFacts {
     pub annotations: Option<Value>,
 }
 
+impl ToolFacts {
+    /// Whether the annotations say destructive: `destructiveHint: true` and not
+    /// `readOnlyHint: true` (MCP `ToolAnnotations`; the default bundle reads them the same way).
+    pub fn is_destructive(&self) -> bool {
+        let hint = |name: &str| {
+            self.annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .and_then(Value::as_bool)
+        };
+        hint("destructiveHint") == Some(true) && hint("readOnlyHint") != Some(true)
+    }
+}
+
 /// The verified identity of the calling agent.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -290,6 +304,25 @@ impl Visibility {
     /// Whether the entry called `name` may be shown.
     pub fn shows(&self, name: &str) -> bool {
         pattern_list_matches(&self.allow, name) && !pattern_list_matches(&self.deny, name)
+    }
+}
+
+#[cfg(test)]
+mod tool_facts_tests {
+    use super::*;
+
+    #[test]
+    fn destructive_is_an_explicit_hint_not_overridden_by_read_only() {
+        let facts = |v: Value| ToolFacts {
+            annotations: Some(v),
+        };
+        assert!(facts(serde_json::json!({"destructiveHint": true})).is_destructive());
+        assert!(
+            !facts(serde_json::json!({"destructiveHint": true, "readOnlyHint": true}))
+                .is_destructive()
+        );
+        assert!(!facts(serde_json::json!({"readOnlyHint": false})).is_destructive());
+        assert!(!ToolFacts::default().is_destructive());
     }
 }
 

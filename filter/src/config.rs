@@ -499,6 +499,15 @@ impl FilterConfig {
         })
     }
 
+    /// The `Authorization` value the filter shows the authz-sidecar on every call it makes to
+    /// it (decisions, the decision table, revocations, credentials): the proxy credential of
+    /// `credentials.proxyToken`, when configured (RFC 6750 §2.1).
+    pub fn authz_authorization(&self) -> Option<String> {
+        self.credentials
+            .as_ref()
+            .map(|source| format!("Bearer {}", source.proxy_token))
+    }
+
     /// Whether `path` lies under the guarded prefix (at a segment boundary).
     pub fn is_guarded(&self, path: &str) -> bool {
         let path = path.split(['?', '#']).next().unwrap_or(path);

@@ -1149,6 +1149,15 @@ impl Exchange {
                 self.mode = ResponseMode::Json;
                 ResponseHeadAction::WaitForBody
             }
+            // An answer the decision asks to rewrite (listing filter, redaction) is never passed
+            // through unread: whatever its declared type, it is read whole as JSON, and refused
+            // as an upstream protocol error if it is not.
+            _ if self.pending.is_some()
+                && (self.visibility.is_some() || !self.redact.is_empty()) =>
+            {
+                self.mode = ResponseMode::Json;
+                ResponseHeadAction::WaitForBody
+            }
             _ => ResponseHeadAction::Continue,
         }
     }
@@ -2000,6 +2009,31 @@ mod tests {
         let events = ex.take_audit_events();
         assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
         assert_eq!(events[2].detail["hidden"], json!(["printEnv", "get-sum"]));
+    }
+
+    #[test]
+    fn a_listing_to_filter_is_never_passed_through_unread() {
+        let (config, mut ex) = listing_allowed(echo_only());
+        assert_eq!(
+            ex.on_response_head(200, Some("text/plain"), false, &config, 3),
+            ResponseHeadAction::WaitForBody
+        );
+        let body = b"tools: echo, printEnv";
+        let ChunkAction::ReplaceBody(reply) =
+            ex.on_response_body(&config, body.len(), body, true, 4)
+        else {
+            panic!("must be refused");
+        };
+        assert_eq!(error_of(&reply)["code"], jsonrpc::UPSTREAM_PROTOCOL_ERROR);
+        // JSON under another type is still filtered.
+        let (config, mut ex) = listing_allowed(echo_only());
+        ex.on_response_head(200, Some("text/plain"), false, &config, 3);
+        let ChunkAction::ReplaceBody(filtered) =
+            ex.on_response_body(&config, LISTED.len(), LISTED.as_bytes(), true, 4)
+        else {
+            panic!("must be filtered");
+        };
+        assert!(!String::from_utf8_lossy(&filtered).contains("printEnv"));
     }
 
     #[test]

@@ -103,18 +103,17 @@ impl InlinePolicy {
     }
 
     /// Keep a sidecar decision for `key` when it may be reused. A decision under another bundle
-    /// than the one held drops the cache first (the bundle changed before the next poll said so).
+    /// than the one held drops the cache and is not kept: it may be newer than the held table (the
+    /// bundle changed before the next poll said so) or older (it was in flight during a poll);
+    /// the next poll settles which bundle is in force. Until then the held table may still deny
+    /// what a newer bundle grants, never the reverse.
     pub fn remember(&mut self, key: String, decision: &DecisionResponse, now_ms: u64) {
         if self
             .digest()
             .is_some_and(|digest| digest != decision.bundle_digest)
         {
             self.cache.clear();
-            if let Some(published) = &mut self.published {
-                // The held table belongs to the old bundle: stop using it until the next poll.
-                published.table = None;
-                published.bundle_digest.clone_from(&decision.bundle_digest);
-            }
+            return;
         }
         let Some(seconds) = decision.obligations.cache_seconds.filter(|s| *s > 0) else {
             return;
@@ -265,16 +264,18 @@ mod tests {
         assert!(inline.update(published("sha256:b")));
         assert_eq!(inline.cached(), 0);
 
-        // A decision under a bundle the poll has not seen yet: cache and table are stale.
+        // A decision under a bundle other than the polled one (newer or older): the cache is
+        // dropped, the decision is not kept, the held digest and table stay until the next poll.
         inline.remember("list".into(), &listing_allow("sha256:b", Some(30)), 0);
-        inline.remember("list".into(), &listing_allow("sha256:c", Some(30)), 0);
         assert_eq!(inline.cached(), 1);
-        assert_eq!(inline.digest(), Some("sha256:c"));
+        inline.remember("other".into(), &listing_allow("sha256:a", Some(30)), 0);
+        assert_eq!(inline.cached(), 0);
+        assert_eq!(inline.digest(), Some("sha256:b"));
         assert!(
             inline
                 .decide("k", "dev", &facts("tools/call", Some("get-env")), 0)
-                .is_none(),
-            "the old table no longer decides"
+                .is_some(),
+            "the polled table still decides"
         );
     }
 

@@ -341,13 +341,18 @@ impl BehavryRoot {
 /// be sent.
 fn get_from_authz(config: &FilterConfig, path: &str, what: &str) -> Option<u32> {
     let authz = &config.authz;
+    let authorization = config.authz_authorization();
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authz.authority.as_str()),
+    ];
+    if let Some(value) = authorization.as_deref() {
+        headers.push(("authorization", value));
+    }
     match hostcalls::dispatch_http_call(
         &authz.cluster,
-        vec![
-            (":method", "GET"),
-            (":path", path),
-            (":authority", authz.authority.as_str()),
-        ],
+        headers,
         None,
         vec![],
         Duration::from_millis(authz.timeout_ms),
@@ -509,9 +514,16 @@ fn known_tool(server: &str, tool: &str) -> Option<ToolFacts> {
     serde_json::from_slice(&value?).ok()
 }
 
-/// Record the tools of a listing; the latest listing wins.
+/// Record the tools of a listing. The latest listing wins, except that a tool once listed as
+/// destructive stays so (hints may only add restrictions: a second route or credential to the
+/// same server cannot clear one).
 fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
     for (name, facts) in tools.iter().take(MAX_REMEMBERED_TOOLS) {
+        if known_tool(server, name).is_some_and(|old| old.is_destructive())
+            && !facts.is_destructive()
+        {
+            continue;
+        }
         let Ok(json) = serde_json::to_vec(facts) else {
             continue;
         };
@@ -633,14 +645,19 @@ impl BehavryHttp {
 
     fn ask_authz(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {
         let authz = &config.authz;
+        let authorization = config.authz_authorization();
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", DECIDE_PATH),
+            (":authority", authz.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Some(value) = authorization.as_deref() {
+            headers.push(("authorization", value));
+        }
         hostcalls::dispatch_http_call(
             &authz.cluster,
-            vec![
-                (":method", "POST"),
-                (":path", DECIDE_PATH),
-                (":authority", authz.authority.as_str()),
-                ("content-type", "application/json"),
-            ],
+            headers,
             Some(body),
             vec![],
             Duration::from_millis(authz.timeout_ms),

@@ -217,13 +217,14 @@ def decided_by(stack: Stack) -> dict[str, int]:
     return counts
 
 
-def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: int) -> dict:
+def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: int,
+            expect: str = "result") -> dict:
     # The same request bytes go to every target (the bare path forwards the token, which the
     # upstream ignores; Behavry's jwt_authn verifies and strips it).
     argv = [str(LOADGEN), "--url", url, "--header", f"Authorization: Bearer {token}",
             "--body-file", str(body_file), "--requests", str(requests),
             "--concurrency", str(concurrency), "--warmup", str(WARMUP),
-            "--duration-limit-secs", str(RUN_LIMIT_SECS)]
+            "--duration-limit-secs", str(RUN_LIMIT_SECS), "--expect", expect]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_LIMIT_SECS + 30)
     lines = done.stdout.strip().splitlines()
     if not lines:
@@ -318,8 +319,9 @@ def main() -> int:
             order = TARGETS[shift:] + TARGETS[:shift]
             for mode, (concurrency, requests) in MODES.items():
                 for target in order:
-                    body = denied_file if target in DENIED_TARGETS else body_file
-                    report = loadgen(urls[target], token, body, concurrency, requests)
+                    denied = target in DENIED_TARGETS
+                    report = loadgen(urls[target], token, denied_file if denied else body_file,
+                                     concurrency, requests, "error" if denied else "result")
                     results[target][mode].append(report)
                     if target not in ("direct", "bare-envoy"):
                         calls_through_behavry += report["warmup"] + report["requests"]
@@ -334,7 +336,9 @@ def main() -> int:
         decide_file = workdir / "decide.json"
         decide_file.write_text(json.dumps(DECIDE_REQUEST))
         decide_url = f"{stack.authz_url()}/v1/decide"
-        decide = {mode: loadgen(decide_url, token, decide_file, concurrency, requests)
+        # The filter's own credential: /v1/decide answers only the proxy.
+        decide = {mode: loadgen(decide_url, stack.proxy_token, decide_file, concurrency, requests,
+                                "json")
                   for mode, (concurrency, requests) in MODES.items()}
         for mode, report in decide.items():
             print(f"/v1/decide {mode:<10} p50 {report['p50_us']:>6} µs  p99 {report['p99_us']:>6} µs"

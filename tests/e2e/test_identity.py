@@ -50,7 +50,8 @@ def decide(stack, agent: str, tool: str) -> dict:
     body = json.dumps({"traceId": secrets.token_hex(16), "agent": {"id": agent},
                        "request": {"server": "everything", "method": "tools/call", "tool": tool}})
     status, _, answer = http("POST", f"{stack.authz_url()}/v1/decide", body.encode(),
-                             {"Content-Type": "application/json"})
+                             {"Content-Type": "application/json",
+                              "Authorization": f"Bearer {stack.proxy_token}"})
     assert status == 200, answer
     return json.loads(answer)
 

@@ -46,6 +46,24 @@ def decided_by_table(stack: Stack, token: str, server: str, tool: str) -> dict:
     return wait_until(f"a table decision for {tool}", attempt, timeout=15, interval=0.2)
 
 
+def test_the_filter_routes_of_the_sidecar_answer_only_the_proxy(stack, token):
+    """Decisions consume budgets and hold approvals, the table lists every agent's grants: only
+    the filter (with the proxy credential) may call them."""
+    body = json.dumps({"traceId": secrets.token_hex(16), "agent": {"id": "demo-agent"},
+                       "request": {"server": "everything", "method": "tools/call",
+                                   "tool": "echo"}}).encode()
+    for headers in ({}, {"authorization": f"Bearer {token}"}):
+        status, answer_headers, _ = http("POST", stack.authz_url() + "/v1/decide", body,
+                                         {"content-type": "application/json", **headers})
+        assert status == 401, headers
+        assert answer_headers.get("www-authenticate", "").startswith("Bearer")
+        status, _, _ = http("GET", stack.authz_url() + "/v1/policy/table", None, headers)
+        assert status == 401, headers
+    proxy = {"authorization": f"Bearer {stack.proxy_token}"}
+    status, _, answer = http("GET", stack.authz_url() + "/v1/policy/table", None, proxy)
+    assert status == 200 and json.loads(answer)["table"]["agents"]["demo-agent"]
+
+
 def test_the_table_denies_without_a_callout(stack, token):
     result, detail = decided_by_table(stack, token, "everything", "get-env")
     error = result["answer"]["error"]

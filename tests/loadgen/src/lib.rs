@@ -81,8 +81,9 @@ pub enum ResponseError {
         /// The first bytes of the body.
         body_start: String,
     },
-    /// The body is JSON but not a JSON-RPC 2.0 response carrying `result`.
-    #[error("not a JSON-RPC result: {body_start}")]
+    /// The body is JSON but not the JSON-RPC 2.0 response expected (`result`, or `error` with
+    /// `--expect error`).
+    #[error("not the JSON-RPC answer expected: {body_start}")]
     NoResult {
         /// The first bytes of the body.
         body_start: String,
@@ -107,6 +108,18 @@ fn body_start(body: &[u8]) -> String {
         .collect()
 }
 
+/// What counts as a successful answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Expect {
+    /// A JSON-RPC 2.0 response with `result` (a call that went through).
+    #[default]
+    Result,
+    /// A JSON-RPC 2.0 response with `error` (a call a proxy denied, on purpose).
+    Error,
+    /// Any JSON body (an endpoint that does not speak JSON-RPC).
+    Json,
+}
+
 /// Accepts only HTTP 200 with a JSON-RPC 2.0 response object that has `result` (JSON-RPC 2.0
 /// section 5: a response holds exactly one of `result` and `error`) and, when the request had an
 /// id, the same id.
@@ -114,6 +127,16 @@ pub fn check_response(
     status: u16,
     body: &[u8],
     expected_id: Option<&Value>,
+) -> Result<(), ResponseError> {
+    check_answer(status, body, expected_id, Expect::Result)
+}
+
+/// [`check_response`] for what `expect` says a success is.
+pub fn check_answer(
+    status: u16,
+    body: &[u8],
+    expected_id: Option<&Value>,
+    expect: Expect,
 ) -> Result<(), ResponseError> {
     if status != 200 {
         return Err(ResponseError::Status {
@@ -125,10 +148,17 @@ pub fn check_response(
         reason: e.to_string(),
         body_start: body_start(body),
     })?;
-    let is_result = value.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
-        && value.get("result").is_some()
-        && value.get("error").is_none();
-    if !is_result {
+    if expect == Expect::Json {
+        return Ok(());
+    }
+    let (wanted, other) = match expect {
+        Expect::Error => ("error", "result"),
+        _ => ("result", "error"),
+    };
+    let is_expected = value.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && value.get(wanted).is_some()
+        && value.get(other).is_none();
+    if !is_expected {
         return Err(ResponseError::NoResult {
             body_start: body_start(body),
         });
@@ -382,6 +412,22 @@ mod tests {
         ] {
             assert!(line.get(field).is_some(), "missing {field} in {line}");
         }
+    }
+
+    #[test]
+    fn an_expected_error_or_any_json_can_count_as_success() {
+        let id = serde_json::json!(7);
+        let denied =
+            br#"{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"Unknown tool: x"}}"#;
+        let ok = br#"{"jsonrpc":"2.0","id":7,"result":{}}"#;
+        assert_eq!(check_answer(200, denied, Some(&id), Expect::Error), Ok(()));
+        assert!(check_answer(200, ok, Some(&id), Expect::Error).is_err());
+        assert!(check_answer(500, denied, Some(&id), Expect::Error).is_err());
+        assert_eq!(
+            check_answer(200, br#"{"allow":true}"#, Some(&id), Expect::Json),
+            Ok(())
+        );
+        assert!(check_answer(200, b"not json", Some(&id), Expect::Json).is_err());
     }
 
     #[test]

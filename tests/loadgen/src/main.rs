@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use behavry_loadgen::{ArgError, Report, Target, check_response, parse_header, request_id};
+use behavry_loadgen::{ArgError, Expect, Report, Target, check_answer, parse_header, request_id};
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -64,6 +64,10 @@ struct Cli {
     /// the system under test on a small machine.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// What counts as a success: a JSON-RPC `result` (default), a JSON-RPC `error` (calls a
+    /// proxy denies on purpose), or any JSON body (`json`, for non-JSON-RPC endpoints).
+    #[arg(long, value_enum, default_value_t = Expect::Result)]
+    expect: Expect,
 }
 
 /// Failures before any request is sent.
@@ -111,6 +115,7 @@ struct Plan {
     headers: hyper::HeaderMap,
     body: Bytes,
     expected_id: Option<Value>,
+    expect: Expect,
     warmup: u64,
     requests: u64,
     deadline: Instant,
@@ -182,6 +187,7 @@ fn start(cli: Cli) -> Result<ExitCode, StartError> {
             headers,
             body: Bytes::from(body),
             expected_id,
+            expect: cli.expect,
             warmup: cli.warmup,
             requests: cli.requests,
             deadline: Instant::now() + Duration::from_secs(cli.duration_limit_secs),
@@ -343,7 +349,7 @@ async fn exchange(
         .await
         .map_err(RequestError::Body)?
         .to_bytes();
-    check_response(status, &body, plan.expected_id.as_ref())?;
+    check_answer(status, &body, plan.expected_id.as_ref(), plan.expect)?;
     Ok(())
 }
 
