@@ -52,6 +52,8 @@ Behavry is running.
   inspector:      (cd .tools/node/node_modules/@modelcontextprotocol/inspector-cli/build && node index.js {url} --transport http --method tools/list --header "Authorization: Bearer $TOKEN")
   audit trace:    curl http://127.0.0.1:{stack.ports['audit']}/v1/traces/<trace-id>
   verify the log: target/debug/behavry audit verify --db {stack.audit_db}
+  held calls:     BEHAVRY_AUTHZ_ADMIN_TOKEN=$(cat {workdir / 'admin-token'}) target/debug/behavry approvals list
+  policy tests:   target/debug/behavry policy test policies   (the bundle served: {stack.policy_dir})
 
 Ctrl-C stops everything.
 """, flush=True)

@@ -264,15 +264,25 @@ async fn decide(
         Counters::new()
     };
     let unix = unix_seconds(now);
-    // A human approval of exactly this call, approved and not used yet.
-    let approval = if is_budgeted(&request.request.method) {
-        state.approvals.granted(&request, unix).await?
-    } else {
-        None
-    };
-    let mut input = PolicyInput::new(&request, enrollment, &counters, now);
-    input.approval = approval.as_ref();
+    let input = PolicyInput::new(&request, enrollment, &counters, now);
     let mut response = snapshot.bundle.decide(&input)?;
+    // Only a call the policy holds for a human can be let through by an approval: the approval
+    // store is read then, and the call decided again with the approval in its input (so the
+    // common path never touches the database).
+    let mut approval = None;
+    if !response.allow
+        && response.obligations.require_approval.is_some()
+        && is_budgeted(&request.request.method)
+        && let Some(grant) = state.approvals.granted(&request, unix).await?
+    {
+        let mut approved = input.clone();
+        approved.approval = Some(&grant);
+        let decided = snapshot.bundle.decide(&approved)?;
+        if decided.allow {
+            response = decided;
+            approval = Some(grant);
+        }
+    }
     response.client_matches = request.agent.client_matches;
     if response.allow
         && let Some(grant) = &approval

@@ -104,11 +104,13 @@ def behavry_envoy_without_inline(stack: Stack) -> Service:
     listen, admin = free_port(), free_port()
     stack.ports.update(callout_envoy=listen, callout_admin=admin)
     saved = dict(stack.ports)
+    # The gateway's audience (derived from the main Envoy's port) stays the tokens' audience.
+    audience = stack.audience
     stack.ports.update(envoy=listen, admin=admin)
     stack.inline_decisions = False
     try:
         service = stack.envoy(concurrency=ENVOY_CONCURRENCY, log_level="warn",
-                              config_name="envoy-callout.yaml")
+                              config_name="envoy-callout.yaml", audience=audience)
     finally:
         stack.ports.clear()
         stack.ports.update(saved)
@@ -195,7 +197,10 @@ def check_targets(urls: dict[str, str], token: str) -> None:
         # The table reaches each worker at its first poll: give it a moment.
         for _ in range(50):
             status, _, answer = http("POST", url, body, headers)
-            reply = json.loads(answer or b"{}")
+            try:
+                reply = json.loads(answer or b"{}")
+            except ValueError:
+                reply = {}
             ok = (reply.get("error", {}).get("message") == "Unknown tool: not-granted") \
                 if denied else "result" in reply
             if status == 200 and ok:
@@ -203,6 +208,13 @@ def check_targets(urls: dict[str, str], token: str) -> None:
             time.sleep(0.1)
         else:
             raise RuntimeError(f"{target} ({url}) answered {status}: {answer[:300]!r}")
+
+
+def policy_events(stack: Stack) -> int:
+    """The authz-sidecar's own events in the log (its policy bundle loaded or changed)."""
+    import sqlite3
+    with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM audit_records WHERE kind = 'policy'").fetchone()[0]
 
 
 def decided_by(stack: Stack) -> dict[str, int]:
@@ -344,8 +356,9 @@ def main() -> int:
             print(f"/v1/decide {mode:<10} p50 {report['p50_us']:>6} µs  p99 {report['p99_us']:>6} µs"
                   f"  {report['throughput_rps']:>7.0f} req/s  errors {report['errors']}", flush=True)
 
-        # Three events (intent, decision, outcome) per call through Behavry, shipped in batches.
-        expected_events = 3 * calls_through_behavry
+        # Three events (intent, decision, outcome) per call through Behavry, shipped in batches,
+        # plus the sidecar's event for the bundle it loaded.
+        expected_events = 3 * calls_through_behavry + policy_events(stack)
         try:
             wait_until("the audit-sink to hold every event",
                        lambda: audit_size(stack) >= expected_events, timeout=30)

@@ -430,7 +430,7 @@ class Stack:
             ready_url=f"http://127.0.0.1:{self.ports['vaulted']}/raw/count")
 
     def envoy(self, concurrency: int = 2, log_level: str = "info",
-              config_name: str = "envoy.yaml") -> Service:
+              config_name: str = "envoy.yaml", audience: str | None = None) -> Service:
         """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`
         (and a `config_name` of their own for a second Envoy)."""
         config = render_envoy("behavry.yaml.tmpl", self.dir / config_name, {
@@ -441,7 +441,7 @@ class Stack:
             "EXCHANGED_PORT": self.ports["exchanged"], "KEYED_PORT": self.ports["keyed"],
             "VAULTED_PORT": self.ports["vaulted"], "PROXY_TOKEN": self.proxy_token,
             "JWKS_CACHE_SECS": 3,
-            "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": self.audience, "WASM_PATH": WASM,
+            "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": audience or self.audience, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,
             "INLINE_DECISIONS": "true" if self.inline_decisions else "false",
         })
