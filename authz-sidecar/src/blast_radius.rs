@@ -149,6 +149,12 @@ impl BlastRadius {
                         Consumption::Add(consumption.destructive),
                     ));
                 }
+                if consumption.bytes > 0 {
+                    updates.push(CounterUpdate::new(
+                        key(CounterKind::Bytes),
+                        Consumption::Add(consumption.bytes),
+                    ));
+                }
                 for resource in &consumption.resources {
                     updates.push(CounterUpdate::new(
                         key(CounterKind::Resources),
@@ -206,6 +212,7 @@ mod tests {
             calls: 1,
             destructive,
             resources: vec![resource.to_owned()],
+            bytes: 0,
         }
     }
 

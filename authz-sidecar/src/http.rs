@@ -6,6 +6,7 @@
 //! | `GET /healthz` | liveness: 200 `{"status": "ok", "policy": {digest, lastError, reloadedAt}}` |
 //! | `GET /.well-known/jwks.json` | the token signing key as a JWK Set (RFC 7517 §5) |
 //! | `POST /v1/decide` | a [`DecisionRequest`] in, a [`DecisionResponse`] out |
+//! | `POST /v1/usage` | response bytes of allowed calls, for the `bytes` budgets (NDJSON of [`UsageReport`]) |
 //! | `GET /v1/policy/table` | the bundle's decision table and digest, polled by the filter |
 //! | `GET /v1/revocations` | the [`behavry_core::wire::RevocationList`] the filter enforces ([`crate::revocation`]) |
 //! | `POST /v1/credentials` | the filter's upstream credential for one agent ([`crate::credentials`]) |
@@ -25,7 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use behavry_core::decision_table::POLICY_TABLE_PATH;
-use behavry_core::wire::{DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH};
+use behavry_core::wire::{
+    BudgetConsumption, DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH,
+    USAGE_PATH, UsageReport,
+};
 use serde::Serialize;
 
 use crate::approvals::Approvals;
@@ -139,6 +143,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route(REVOCATIONS_PATH, get(crate::revocation::revocation_list))
         .route(
+            USAGE_PATH,
+            post(usage).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_proxy,
+            )),
+        )
+        .route(
             POLICY_TABLE_PATH,
             get(policy_table).route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -184,6 +195,43 @@ async fn jwks(State(state): State<AppState>) -> Response {
         Json(state.jwks.as_ref().clone()),
     )
         .into_response()
+}
+
+/// Answer of `POST /v1/usage`.
+#[derive(Debug, Serialize)]
+struct UsageAck {
+    recorded: usize,
+}
+
+/// `POST /v1/usage`: response bytes of allowed calls (NDJSON of [`UsageReport`]), added to the
+/// agents' and chains' `bytes` counters. A bad line refuses the whole batch (400) before anything
+/// is recorded.
+async fn usage(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UsageAck>, AppError> {
+    let body = body?;
+    let mut reports = Vec::new();
+    for line in body.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        reports.push(serde_json::from_slice::<UsageReport>(line)?);
+    }
+    let now = SystemTime::now();
+    for report in &reports {
+        let consumption = BudgetConsumption {
+            bytes: report.bytes,
+            ..BudgetConsumption::default()
+        };
+        state
+            .blast_radius
+            .consume(&report.agent, &consumption, now)
+            .await?;
+    }
+    Ok(Json(UsageAck {
+        recorded: reports.len(),
+    }))
 }
 
 /// Realm of the proxy credential's challenge on the filter's routes.
@@ -529,6 +577,41 @@ pub(crate) mod tests {
                 .unwrap()
                 .starts_with("sha256:")
         );
+    }
+
+    #[tokio::test]
+    async fn usage_reports_feed_the_bytes_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let post = |body: &str| {
+            Request::post(USAGE_PATH)
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let lines = "{\"agent\":{\"id\":\"demo-agent\"},\"bytes\":700}\n\n\
+                     {\"agent\":{\"id\":\"demo-agent\",\"delegation\":[\"h\"]},\"bytes\":300}\n";
+        let (status, _, ack) = call(&state, post(lines)).await;
+        assert_eq!(status, StatusCode::OK, "{ack}");
+        assert_eq!(ack["recorded"], 2);
+        let identity = behavry_core::wire::AgentIdentity {
+            id: "demo-agent".into(),
+            ..Default::default()
+        };
+        let bytes = || async {
+            let usage = state.blast_radius.usage(&identity, SystemTime::now()).await;
+            usage.unwrap()["agent"]["1h"]["bytes"]
+        };
+        assert_eq!(bytes().await, 1000);
+
+        // A bad line refuses the batch before anything is recorded.
+        let (status, _, _) = call(
+            &state,
+            post("{\"agent\":{\"id\":\"demo-agent\"},\"bytes\":5}\nnope\n"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(bytes().await, 1000);
     }
 
     #[tokio::test]

@@ -272,6 +272,20 @@ pub struct ApprovalGrant {
     pub approved_by: String,
 }
 
+/// Path of the authz-sidecar's usage endpoint: the filter reports the response bytes of calls
+/// that consumed budget (NDJSON of [`UsageReport`], proxy credential).
+pub const USAGE_PATH: &str = "/v1/usage";
+
+/// The response size of one allowed call, for the `bytes` blast-radius counters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageReport {
+    /// Who the call was for, with its delegation chain.
+    pub agent: AgentIdentity,
+    /// Bytes of the upstream's answer.
+    pub bytes: u64,
+}
+
 /// What one allowed call adds to the blast-radius counters.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -285,6 +299,13 @@ pub struct BudgetConsumption {
     /// Targets touched (counted distinct).
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Response bytes (reported by the filter once the answer is through, [`UsageReport`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Which entries of a listing the agent may see, by name (tools, prompts) or URI (resources).

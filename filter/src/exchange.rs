@@ -30,7 +30,7 @@ use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
     AgentIdentity, ApprovalRequirement, AuditEvent, AuditKind, DecisionRequest, DecisionResponse,
-    RequestFacts, ToolFacts, Visibility,
+    RequestFacts, ToolFacts, UsageReport, Visibility,
 };
 use serde_json::{Value, json};
 
@@ -306,6 +306,10 @@ pub struct Exchange {
     local_source: Option<LocalSource>,
     /// JSON pointers into the result to replace (the decision's `redact` obligation).
     redact: Vec<String>,
+    /// The call consumed budget: its response bytes are reported to the sidecar.
+    report_bytes: bool,
+    /// The report, once the outcome is known ([`Self::take_usage`]).
+    usage: Option<UsageReport>,
     /// The pointers that were replaced (audited with the outcome).
     redacted: Vec<String>,
     audit: Vec<AuditEvent>,
@@ -380,6 +384,8 @@ impl Exchange {
             hidden_entries: Vec::new(),
             local_source: None,
             redact: Vec::new(),
+            report_bytes: false,
+            usage: None,
             redacted: Vec::new(),
             audit: Vec::new(),
         })
@@ -876,6 +882,7 @@ impl Exchange {
                 }
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
+                    self.report_bytes = decision.obligations.budget.is_some();
                     self.visibility = decision.obligations.visible;
                     self.redact = decision.obligations.redact;
                     return self.resume();
@@ -1434,6 +1441,12 @@ impl Exchange {
         serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": result})).ok()
     }
 
+    /// The response size of a call that consumed budget, once its outcome is known, handed over
+    /// once (the filter reports it to the sidecar's `bytes` counters).
+    pub fn take_usage(&mut self) -> Option<UsageReport> {
+        self.usage.take()
+    }
+
     /// The tools (and their annotations) of the `tools/list` answer seen on this exchange,
     /// handed over once, for the next calls' decision input.
     pub fn take_listed_tools(&mut self) -> Vec<(String, ToolFacts)> {
@@ -1503,6 +1516,12 @@ impl Exchange {
             }
         }
         self.outcome_recorded = true;
+        if self.report_bytes && self.response_bytes > 0 {
+            self.usage = Some(UsageReport {
+                agent: self.agent_identity(),
+                bytes: u64::try_from(self.response_bytes).unwrap_or(u64::MAX),
+            });
+        }
         self.record(AuditKind::Outcome, now_ms, detail);
     }
 
@@ -2237,6 +2256,36 @@ mod tests {
             events[2].detail["redacted"],
             json!(["/structuredContent/apiKey", "/content/0/text"])
         );
+    }
+
+    #[test]
+    fn the_response_size_of_a_budgeted_call_is_reported_once() {
+        let (config, mut ex) = asked();
+        let decision = DecisionResponse {
+            obligations: Obligations {
+                budget: Some(behavry_core::wire::BudgetConsumption {
+                    calls: 1,
+                    ..Default::default()
+                }),
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        ex.on_decision(&config, Ok(decision), 2);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#;
+        ex.on_response_body(&config, body.len(), body, true, 4);
+        let usage = ex.take_usage().unwrap();
+        assert_eq!(usage.bytes, body.len() as u64);
+        assert_eq!(usage.agent.id, "agent-a");
+        assert!(ex.take_usage().is_none());
+
+        // A call without budget reports nothing.
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        ex.on_response_body(&config, body.len(), body, true, 4);
+        assert!(ex.take_usage().is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
-    ToolFacts,
+    ToolFacts, USAGE_PATH,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -71,6 +71,9 @@ struct BehavryRoot {
     inline: Rc<RefCell<InlinePolicy>>,
     table_call: Option<u32>,
     next_table_poll_ms: u64,
+    /// Response sizes of budgeted calls, queued by HTTP contexts for the sidecar.
+    usage_queue_id: Option<u32>,
+    usage_call: Option<u32>,
 }
 
 impl Context for BehavryRoot {
@@ -105,6 +108,16 @@ impl Context for BehavryRoot {
         if self.table_call == Some(token) {
             self.table_call = None;
             self.table_received(headers, body_size);
+            return;
+        }
+        if self.usage_call == Some(token) {
+            self.usage_call = None;
+            if call_status(headers).as_deref() != Some("200") {
+                log(
+                    LogLevel::Warn,
+                    "the authz-sidecar did not take a usage report: response bytes not counted",
+                );
+            }
             return;
         }
         if !self.shipper.owns(token) {
@@ -187,6 +200,14 @@ impl RootContext for BehavryRoot {
             ),
         );
         self.inline = Rc::new(RefCell::new(InlinePolicy::new(config.inline.cache_entries)));
+        match hostcalls::register_shared_queue(USAGE_QUEUE) {
+            Ok(id) => self.usage_queue_id = Some(id),
+            // Not fatal: without it, `bytes` budgets are not fed (logged once here).
+            Err(status) => log(
+                LogLevel::Error,
+                &format!("cannot register the usage queue: {status:?}; bytes budgets not fed"),
+            ),
+        }
         self.config = Some(Rc::new(config));
         true
     }
@@ -195,6 +216,7 @@ impl RootContext for BehavryRoot {
         self.ship();
         self.poll_revocations();
         self.poll_table();
+        self.ship_usage();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -204,6 +226,7 @@ impl RootContext for BehavryRoot {
             context_id,
             config: self.config.clone(),
             queue_id: self.queue_id,
+            usage_queue_id: self.usage_queue_id,
             revocations: Rc::clone(&self.revocations),
             credentials: Rc::clone(&self.credentials),
             inline: Rc::clone(&self.inline),
@@ -241,6 +264,49 @@ impl BehavryRoot {
         }
         self.next_table_poll_ms = now.saturating_add(config.inline.poll_interval_ms);
         self.table_call = get_from_authz(&config, POLICY_TABLE_PATH, "the decision table");
+    }
+
+    /// Send the queued usage reports (one batch in flight at a time). A report the sidecar does not
+    /// take is not sent again: `bytes` budgets are approximate, and a lost report counts low.
+    fn ship_usage(&mut self) {
+        let (Some(config), Some(queue_id)) = (self.config.clone(), self.usage_queue_id) else {
+            return;
+        };
+        if self.usage_call.is_some() {
+            return;
+        }
+        let mut body = Vec::new();
+        for _ in 0..MAX_USAGE_BATCH {
+            match hostcalls::dequeue_shared_queue(queue_id) {
+                Ok(Some(line)) => {
+                    body.extend_from_slice(&line);
+                    body.push(b'\n');
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    log(
+                        LogLevel::Error,
+                        &format!("usage queue read failed: {status:?}"),
+                    );
+                    break;
+                }
+            }
+        }
+        if body.is_empty() {
+            return;
+        }
+        match call_authz(
+            &config,
+            "POST",
+            USAGE_PATH,
+            Some(("application/x-ndjson", &body)),
+        ) {
+            Ok(token) => self.usage_call = Some(token),
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!("cannot send usage reports: {status:?}; response bytes not counted"),
+            ),
+        }
     }
 
     fn table_received(&mut self, headers: usize, body_size: usize) {
@@ -340,32 +406,49 @@ impl BehavryRoot {
 /// Start a `GET path` to the authz cluster; the call's token, or `None` (logged) when it cannot
 /// be sent.
 fn get_from_authz(config: &FilterConfig, path: &str, what: &str) -> Option<u32> {
-    let authz = &config.authz;
-    let authorization = config.authz_authorization();
-    let mut headers = vec![
-        (":method", "GET"),
-        (":path", path),
-        (":authority", authz.authority.as_str()),
-    ];
-    if let Some(value) = authorization.as_deref() {
-        headers.push(("authorization", value));
-    }
-    match hostcalls::dispatch_http_call(
-        &authz.cluster,
-        headers,
-        None,
-        vec![],
-        Duration::from_millis(authz.timeout_ms),
-    ) {
+    match call_authz(config, "GET", path, None) {
         Ok(token) => Some(token),
         Err(status) => {
             log(
                 LogLevel::Warn,
-                &format!("cannot poll {what} from `{}`: {status:?}", authz.cluster),
+                &format!(
+                    "cannot poll {what} from `{}`: {status:?}",
+                    config.authz.cluster
+                ),
             );
             None
         }
     }
+}
+
+/// One call to the authz cluster, with the proxy credential when configured, and the body with
+/// its content type when there is one.
+fn call_authz(
+    config: &FilterConfig,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<u32, proxy_wasm::types::Status> {
+    let authz = &config.authz;
+    let authorization = config.authz_authorization();
+    let mut headers = vec![
+        (":method", method),
+        (":path", path),
+        (":authority", authz.authority.as_str()),
+    ];
+    if let Some((content_type, _)) = body {
+        headers.push(("content-type", content_type));
+    }
+    if let Some(value) = authorization.as_deref() {
+        headers.push(("authorization", value));
+    }
+    hostcalls::dispatch_http_call(
+        &authz.cluster,
+        headers,
+        body.map(|(_, bytes)| bytes),
+        vec![],
+        Duration::from_millis(authz.timeout_ms),
+    )
 }
 
 struct BehavryHttp {
@@ -373,6 +456,7 @@ struct BehavryHttp {
     /// `None` only if the root context was never configured (Envoy refuses the filter then).
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
+    usage_queue_id: Option<u32>,
     revocations: Rc<RefCell<RevocationSet>>,
     credentials: Rc<RefCell<CredentialCache>>,
     inline: Rc<RefCell<InlinePolicy>>,
@@ -489,6 +573,11 @@ fn send_reply(reply: &LocalReply) {
         log(LogLevel::Error, &format!("local reply failed: {status:?}"));
     }
 }
+
+/// Envoy shared queue of the usage reports (response bytes of budgeted calls).
+const USAGE_QUEUE: &str = "behavry.usage";
+/// Most usage reports in one batch to the sidecar.
+const MAX_USAGE_BATCH: usize = 500;
 
 /// Prefix of the shared-data keys that bind an MCP session to the agent that opened it.
 const SESSION_KEY_PREFIX: &str = "behavry.session/";
@@ -621,6 +710,15 @@ impl BehavryHttp {
         let Some(exchange) = &mut self.exchange else {
             return;
         };
+        if let (Some(report), Some(queue_id)) = (exchange.take_usage(), self.usage_queue_id)
+            && let Ok(line) = serde_json::to_vec(&report)
+            && let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line))
+        {
+            log(
+                LogLevel::Warn,
+                &format!("usage report not queued: {status:?}"),
+            );
+        }
         let events = exchange.take_audit_events();
         if events.is_empty() {
             return;
@@ -644,25 +742,13 @@ impl BehavryHttp {
     }
 
     fn ask_authz(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {
-        let authz = &config.authz;
-        let authorization = config.authz_authorization();
-        let mut headers = vec![
-            (":method", "POST"),
-            (":path", DECIDE_PATH),
-            (":authority", authz.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if let Some(value) = authorization.as_deref() {
-            headers.push(("authorization", value));
-        }
-        hostcalls::dispatch_http_call(
-            &authz.cluster,
-            headers,
-            Some(body),
-            vec![],
-            Duration::from_millis(authz.timeout_ms),
+        call_authz(
+            config,
+            "POST",
+            DECIDE_PATH,
+            Some(("application/json", body)),
         )
-        .map_err(|status| format!("cannot call cluster `{}`: {status:?}", authz.cluster))
+        .map_err(|status| format!("cannot call cluster `{}`: {status:?}", config.authz.cluster))
     }
 
     fn ask_credentials(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import AGENT, ROOT, Stack, http
+from harness import AGENT, ROOT, Stack, http, wait_until
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}"
@@ -54,6 +54,11 @@ denials contains {"rule": "e2e.slow", "reason": "a deliberately slow rule"} if {
 \tcount([1 | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000); (x * y) % 7 == 0]) < 0
 }
 """
+# An agent whose role allows BYTES_LIMIT response bytes an hour: three answers of BIG_BYTES pass,
+# the fourth call is refused once the filter has reported them.
+BYTES_AGENT = "e2e-bytes-agent"
+BYTES_LIMIT = 20_000
+BIG_BYTES = 8_000
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 
@@ -120,6 +125,10 @@ def small_budget_policies(folder: Path, slow_rule: bool = False) -> Path:
     small = re.sub(r"(\n    chain:\n      1m: \{)calls: \d+", rf"\g<1>calls: {CHAIN_LIMIT}", small)
     assert small.count(f"calls: {AGENT_LIMIT}") == 1, block
     assert small.count(f"calls: {CHAIN_LIMIT}") == 1, block
+    # A role with a small hourly `bytes` budget (response bytes, reported by the filter).
+    roles = "\n    roles:\n"
+    assert roles in small, block
+    small = small.replace(roles, roles + f"      bytes-tester:\n        1h: {{bytes: {BYTES_LIMIT}}}\n")
     data.write_text(text.replace(block, small))
     if slow_rule:
         (folder / "slow_e2e.rego").write_text(SLOW_RULE)
@@ -131,7 +140,9 @@ def memory_stack(tmp_path_factory):
     """In-memory counters, small budgets, the slow rule and a short evaluation budget."""
     policies = small_budget_policies(tmp_path_factory.mktemp("budget-policies"), slow_rule=True)
     extra = (f"decision_timeout_ms = {DECISION_TIMEOUT_MS}\n\n"
-             f"[[agents]]\nid = \"{TIMEOUT_AGENT}\"\n[agents.servers.raw]\ntools = [\"raw\"]\n")
+             f"[[agents]]\nid = \"{TIMEOUT_AGENT}\"\n[agents.servers.raw]\ntools = [\"raw\"]\n"
+             f"[[agents]]\nid = \"{BYTES_AGENT}\"\nroles = [\"bytes-tester\"]\n"
+             "[agents.servers.scripted]\ntools = [\"big\"]\n")
     stack = Stack(tmp_path_factory.mktemp("budget-stack"), name="blast-radius-memory",
                   policy_dir=policies, authz_extra=extra)
     with stack.running() as s:
@@ -242,6 +253,40 @@ def test_the_call_over_the_agent_budget_is_denied_and_audited(memory_stack):
 
     # Denied calls are not counted, and the budget stays spent: the next one is refused too.
     assert_exceeded(call_raw(stack, token), "agent", AGENT_LIMIT)
+
+
+def test_response_bytes_count_against_the_budget(memory_stack):
+    """The filter reports the size of each budgeted answer; once an agent's answers reach its
+    `bytes` budget, its next call is refused (`behavry.budget.bytes_exceeded`)."""
+    stack = memory_stack
+    token = stack.mint(BYTES_AGENT)
+
+    def big() -> dict:
+        trace = secrets.token_hex(16)
+        body = json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                           "params": {"name": "big", "arguments": {"bytes": BIG_BYTES}}})
+        status, _, answer = http("POST", stack.url("scripted-json"), body.encode(), {
+            "authorization": f"Bearer {token}", "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "traceparent": f"00-{trace}-{secrets.token_hex(8)}-01"}, timeout=30)
+        return {"trace": trace, "status": status, "answer": json.loads(answer)}
+
+    for _ in range(3):
+        passed = big()
+        assert "result" in passed["answer"], passed
+        assert len(passed["answer"]["result"]["content"][0]["text"]) == BIG_BYTES
+
+    def refused():
+        result = big()
+        error = result["answer"].get("error")
+        return result if error else None
+
+    # The reports travel on the workers' timers: the refusal comes within a few ticks.
+    result = wait_until("the bytes budget to be spent", refused, timeout=10, interval=0.3)
+    error = result["answer"]["error"]
+    assert error["code"] == POLICY_DENIED, result
+    assert error["data"]["ruleIds"] == ["behavry.budget.bytes_exceeded"], result
+    assert f"bytes returned in 1h (limit {BYTES_LIMIT})" in error["data"]["reason"], result
 
 
 def test_a_decision_over_its_time_budget_fails_closed(memory_stack):
