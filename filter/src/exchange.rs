@@ -1602,7 +1602,16 @@ mod tests {
     /// An exchange of `agent` whose request `body` has been sent to the sidecar, and the
     /// decision request it sent.
     fn asked_for(config: &FilterConfig, agent: &str, body: &[u8]) -> (Exchange, DecisionRequest) {
-        let mut ex = Exchange::start(config, head(Some(agent)), [7; 24]).unwrap();
+        asked_with(config, head(Some(agent)), body)
+    }
+
+    /// [`asked_for`] with request headers of its own.
+    fn asked_with(
+        config: &FilterConfig,
+        head: RequestHead,
+        body: &[u8],
+    ) -> (Exchange, DecisionRequest) {
+        let mut ex = Exchange::start(config, head, [7; 24]).unwrap();
         assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
         let BodyAction::AskAuthz(request) =
             ex.on_request_body(config, body.len(), Some(body), 1, &no_tool)
@@ -2189,15 +2198,7 @@ mod tests {
             h.mcp_method = Some("tools/call".into());
             h.mcp_name = Some("echo".into());
             h.protocol_version = Some("2026-07-28".into());
-            let mut ex = Exchange::start(&config, h, [7; 24]).unwrap();
-            ex.on_request_head(false);
-            let BodyAction::AskAuthz(request) =
-                ex.on_request_body(&config, init.len(), Some(init), 1, &no_tool)
-            else {
-                panic!("must be decided");
-            };
-            let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
-            (ex, request)
+            asked_with(&config, h, init)
         };
         let (mut ex, request) = stateless();
         assert!(request.request.client.unwrap().url_elicitation);
