@@ -2486,14 +2486,7 @@ mod tests {
             ..ClientObservation::default()
         });
         h.session_client = Some(session_client.clone());
-        let mut ex = Exchange::start(&config, h.clone(), [7; 24]).unwrap();
-        ex.on_request_head(false);
-        let BodyAction::AskAuthz(request) =
-            ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &no_tool)
-        else {
-            panic!("a tools/call must be decided");
-        };
-        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        let (mut ex, request) = asked_with(&config, h.clone(), CALL);
         assert_eq!(request.request.client, Some(session_client));
         let mismatch = DecisionResponse {
             client_matches: Some(false),
@@ -2511,14 +2504,7 @@ mod tests {
         h.protocol_version = Some("2026-07-28".into());
         h.mcp_method = Some("tools/call".into());
         h.mcp_name = Some("echo".into());
-        let mut ex = Exchange::start(&config, h, [8; 24]).unwrap();
-        ex.on_request_head(false);
-        let BodyAction::AskAuthz(request) =
-            ex.on_request_body(&config, own.len(), Some(own), 1, &no_tool)
-        else {
-            panic!("a tools/call must be decided");
-        };
-        let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+        let (_, request) = asked_with(&config, h, own);
         let client = request.request.client.unwrap();
         assert_eq!(client.client_name.as_deref(), Some("mcp"));
         assert_eq!(client.known.as_deref(), Some("python-mcp"));

@@ -107,7 +107,13 @@ impl InlinePolicy {
     /// bundle changed before the next poll said so) or older (it was in flight during a poll);
     /// the next poll settles which bundle is in force. Until then the held table may still deny
     /// what a newer bundle grants, never the reverse.
-    pub fn remember(&mut self, key: String, decision: &DecisionResponse, now_ms: u64) {
+    /// `key` is only computed when the decision is kept.
+    pub fn remember(
+        &mut self,
+        key: impl FnOnce() -> String,
+        decision: &DecisionResponse,
+        now_ms: u64,
+    ) {
         if self
             .digest()
             .is_some_and(|digest| digest != decision.bundle_digest)
@@ -135,7 +141,7 @@ impl InlinePolicy {
             }
         }
         self.cache.insert(
-            key,
+            key(),
             Cached {
                 decision: decision.clone(),
                 expires_at_ms: now_ms.saturating_add(u64::from(seconds).saturating_mul(1000)),
@@ -224,7 +230,11 @@ mod tests {
 
         let list = facts("tools/list", None);
         assert!(inline.decide("list", "dev", &list, 0).is_none());
-        inline.remember("list".into(), &listing_allow("sha256:a", Some(30)), 1_000);
+        inline.remember(
+            || "list".into(),
+            &listing_allow("sha256:a", Some(30)),
+            1_000,
+        );
         let (cached, source) = inline.decide("list", "dev", &list, 30_999).unwrap();
         assert_eq!(source, LocalSource::Cache);
         assert_eq!(cached, listing_allow("sha256:a", Some(30)));
@@ -236,18 +246,18 @@ mod tests {
     fn only_decisions_with_nothing_left_to_do_are_cached() {
         let mut inline = InlinePolicy::new(100);
         inline.update(published("sha256:a"));
-        inline.remember("none".into(), &listing_allow("sha256:a", None), 0);
+        inline.remember(|| "none".into(), &listing_allow("sha256:a", None), 0);
         let mut budgeted = listing_allow("sha256:a", Some(30));
         budgeted.obligations.budget = Some(BudgetConsumption::default());
-        inline.remember("budget".into(), &budgeted, 0);
+        inline.remember(|| "budget".into(), &budgeted, 0);
         let mut step_up = listing_allow("sha256:a", Some(30));
         step_up.allow = false;
         step_up.obligations.visible = None;
         step_up.obligations.require_scope = Some("mcp:compute".into());
-        inline.remember("scope".into(), &step_up, 0);
+        inline.remember(|| "scope".into(), &step_up, 0);
         assert_eq!(inline.cached(), 0);
         step_up.obligations.require_scope = None;
-        inline.remember("deny".into(), &step_up, 0);
+        inline.remember(|| "deny".into(), &step_up, 0);
         assert_eq!(inline.cached(), 1);
     }
 
@@ -255,7 +265,7 @@ mod tests {
     fn a_new_bundle_drops_the_cache_and_the_old_table() {
         let mut inline = InlinePolicy::new(100);
         inline.update(published("sha256:a"));
-        inline.remember("list".into(), &listing_allow("sha256:a", Some(30)), 0);
+        inline.remember(|| "list".into(), &listing_allow("sha256:a", Some(30)), 0);
         assert!(
             !inline.update(published("sha256:a")),
             "same bundle: nothing changes"
@@ -266,9 +276,9 @@ mod tests {
 
         // A decision under a bundle other than the polled one (newer or older): the cache is
         // dropped, the decision is not kept, the held digest and table stay until the next poll.
-        inline.remember("list".into(), &listing_allow("sha256:b", Some(30)), 0);
+        inline.remember(|| "list".into(), &listing_allow("sha256:b", Some(30)), 0);
         assert_eq!(inline.cached(), 1);
-        inline.remember("other".into(), &listing_allow("sha256:a", Some(30)), 0);
+        inline.remember(|| "other".into(), &listing_allow("sha256:a", Some(30)), 0);
         assert_eq!(inline.cached(), 0);
         assert_eq!(inline.digest(), Some("sha256:b"));
         assert!(
@@ -284,11 +294,11 @@ mod tests {
         let mut inline = InlinePolicy::new(3);
         inline.update(published("sha256:a"));
         for i in 0..10 {
-            inline.remember(format!("k{i}"), &listing_allow("sha256:a", Some(30)), 0);
+            inline.remember(|| format!("k{i}"), &listing_allow("sha256:a", Some(30)), 0);
             assert!(inline.cached() <= 3);
         }
         let mut off = InlinePolicy::new(0);
-        off.remember("k".into(), &listing_allow("sha256:a", Some(30)), 0);
+        off.remember(|| "k".into(), &listing_allow("sha256:a", Some(30)), 0);
         assert_eq!(off.cached(), 0);
     }
 }

@@ -864,7 +864,7 @@ impl BehavryHttp {
             && let Ok(decision) = &decision
             && let Ok(mut inline) = self.inline.try_borrow_mut()
         {
-            inline.remember(exchange.decision_key(), decision, now_ms());
+            inline.remember(|| exchange.decision_key(), decision, now_ms());
         }
         let action = exchange.on_decision(&config, decision, now_ms());
         self.after_decision(action)
