@@ -59,24 +59,58 @@ method := input.request.method
 enrollment := data.behavry.agents[agent_id]
 
 # Which request field names the target of each governed method, and the grant list it is in.
-target_field := {"tools/call": "tool", "resources/read": "resourceUri", "prompts/get": "promptName"}
+# Subscribing to a resource reaches it as reading it does.
+target_field := {
+	"tools/call": "tool", "resources/read": "resourceUri", "prompts/get": "promptName",
+	"resources/subscribe": "resourceUri", "resources/unsubscribe": "resourceUri",
+}
 
 grant_kind := {
 	"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts",
+	"resources/subscribe": "resources", "resources/unsubscribe": "resources",
 	"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
-	"resources/templates/list": "resources",
+	"resources/templates/list": "resources", "tasks/list": "tools",
+	"tasks/get": "tools", "tasks/result": "tools", "tasks/cancel": "tools", "tasks/update": "tools",
 }
 
-# Listing answers are filtered to what the agent may use (the member that names each entry).
-listing_methods := {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+# A completion (completion/complete) names the prompt or the resource template whose argument it
+# completes: it reaches what it names, and is decided like a use of it.
+completion_field := "promptName" if {
+	method == "completion/complete"
+	input.request.promptName
+} else := "resourceUri" if {
+	method == "completion/complete"
+}
 
-governed if target_field[method]
+completion_kind := {"promptName": "prompts", "resourceUri": "resources"}
+
+# Requests about a task (MCP 2025-11-25 basic/utilities/tasks): its target is the tool whose
+# call created the task, as the proxy recorded it (input.task).
+task_methods := {"tasks/get", "tasks/result", "tasks/cancel", "tasks/update"}
+
+task_method if method in task_methods
+
+# Listing answers are filtered to what the agent may use (the member that names each entry);
+# a task listing, to the agent's own tasks (by the proxy).
+listing_methods := {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "tasks/list"}
+
+field := target_field[method]
+
+field := completion_field
+
+governed if field
+
+governed if task_method
 
 listing if method in listing_methods
 
-target := input.request[target_field[method]]
+target := input.request[field]
+
+target := input.task.tool if task_method
 
 kind := grant_kind[method]
+
+kind := completion_kind[completion_field]
 
 # The grants that apply on the requested server come from the agent's own (registry,
 # enrollment.servers) and its roles' (data.behavry.roles[role].servers). Whether there is any:
@@ -126,10 +160,15 @@ matches(patterns, name) if {
 
 # Tools blocked outright on this server (or on every server, key "*"): never callable, never listed.
 target_blocked if {
-	method == "tools/call"
+	tool_target
 	some key in [server, "*"]
 	matches(data.behavry.blocked[key], target)
 }
+
+# The target is a tool: a tool call or a request about the task one created.
+tool_target if method == "tools/call"
+
+tool_target if task_method
 
 blocked_patterns contains p if {
 	some key in [server, "*"]
@@ -207,11 +246,24 @@ denials contains {
 
 denials contains {
 	"rule": "behavry.request.name_missing",
-	"reason": sprintf("%s request names no %s", [method, target_field[method]]),
+	"reason": sprintf("%s request names no %s", [method, field]),
 } if {
-	governed
+	field
 	server_granted
 	not is_string(target)
+}
+
+# A task is the agent's whose call created it (MCP tasks, "Task Isolation and Access Control":
+# tasks are bound to the authorization context that created them). One this gateway did not see
+# created by this agent is answered as unknown, whoever else it may belong to.
+denials contains {
+	"rule": "behavry.tasks.not_owned",
+	"reason": sprintf("no task '%s' created by agent '%s' on server '%s' is known", [object.get(input.request, "taskId", ""), agent_id, server]),
+	"conceal": true,
+} if {
+	task_method
+	server_granted
+	not input.task.agent == agent_id
 }
 
 denials contains {
@@ -297,6 +349,7 @@ approval_obligation := {"requireApproval": {"reason": d.reason}} if {
 default deny_cache_obligation := {}
 
 deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
+	not task_method # one task's denial says nothing of another's
 	every d in denials {
 		d.rule in static_rules
 	}
@@ -304,13 +357,29 @@ deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
 
 # An allowed call is either a listing or a governed call, never both. What a listing shows
 # depends on who asks (agent, chain, scopes) and where: reusable.
-allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if listing
+allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if {
+	listing
+	method != "tasks/list"
+}
+
+# A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
+allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"
 
 allow_obligations := object.union({"budget": budget_consumption}, redact_obligation) if governed
 
+# What is redacted from the content a call returns: a tool's result (also when a task delivers
+# it: tasks/result returns the tool's result as it is, tasks/get of the tasks extension carries it
+# under `result`), a resource's contents, a prompt's messages.
 default redact_obligation := {}
 
-redact_obligation := {"redact": data.behavry.redact[server][target]} if governed
+redact_obligation := {"redact": data.behavry.redact[server][target]} if {
+	method in {"tools/call", "resources/read", "prompts/get", "tasks/result"}
+}
+
+redact_obligation := {"redact": [concat("", ["/result", p]) | some p in pointers]} if {
+	method == "tasks/get"
+	pointers = data.behavry.redact[server][target] # `=`: no pointers, no obligation (VM too)
+}
 
 # What a listing may show: granted patterns minus blocked ones (filtered by the proxy).
 visible := {
@@ -322,7 +391,11 @@ budget_consumption := {
 	"calls": 1,
 	"destructive": count([1 | destructive]),
 	"resources": [sprintf("%s/%s", [server, target])],
-}
+} if not task_method
+
+# A request about a task is not a call of its own: the call that created the task was counted.
+# The bytes of the result it returns are (the proxy reports them).
+budget_consumption := {"calls": 0, "destructive": 0, "resources": []} if task_method
 
 # ---------------------------------------------------------------------------------------------
 # The decision table (docs/policy.md, "Inline decisions"): what this bundle decides whatever else

@@ -65,6 +65,7 @@ fn request(agent: &str, server: &str, method: &str, tool: Option<&str>) -> Decis
             ..RequestFacts::default()
         },
         tool: None,
+        task: None,
     }
 }
 

@@ -391,6 +391,7 @@ mod tests {
                 ..RequestFacts::default()
             },
             tool: None,
+            task: None,
         }
     }
 

@@ -351,6 +351,7 @@ async fn decide(
     }
     if response.allow
         && let Some(consumption) = &response.obligations.budget
+        && !consumption.is_nothing()
     {
         state
             .blast_radius
@@ -379,9 +380,11 @@ fn unix_seconds(now: SystemTime) -> i64 {
         .unwrap_or_default()
 }
 
-/// The methods whose calls count against the blast-radius budgets.
+/// The methods decided as calls, against the blast-radius budgets (listings are not): policy
+/// sees their usage, may hold them for approval, and says what they consume (a task request
+/// consumes no call of its own, but the bytes of a task's result count).
 fn is_budgeted(method: &str) -> bool {
-    matches!(method, "tools/call" | "resources/read" | "prompts/get")
+    behavry_core::mcp::kind_of(method) == behavry_core::mcp::CallKind::Governed
 }
 
 #[cfg(test)]

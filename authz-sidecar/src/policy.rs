@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use behavry_core::decision_table::{DecisionTable, PolicyTable};
-use behavry_core::wire::{DecisionRequest, DecisionResponse, Obligations, RequestFacts, ToolFacts};
+use behavry_core::wire::{
+    DecisionRequest, DecisionResponse, Obligations, RequestFacts, TaskFacts, ToolFacts,
+};
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::Program;
 use regorus::rvm::vm::RegoVM;
@@ -132,6 +134,9 @@ pub struct PolicyInput<'a> {
     /// The called tool as its server listed it, when the proxy has seen the listing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<&'a ToolFacts>,
+    /// The task a `tasks/*` request names, as the proxy recorded its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<&'a TaskFacts>,
     /// Content-security findings in the request (none yet: filled by the content scanners).
     pub findings: &'a [serde_json::Value],
     /// Blast-radius usage before this call.
@@ -219,6 +224,7 @@ impl<'a> PolicyInput<'a> {
             },
             request: &request.request,
             tool: request.tool.as_ref(),
+            task: request.task.as_ref(),
             findings: &[],
             counters,
             approval: None,
@@ -988,6 +994,7 @@ pub(crate) mod tests {
                 ..facts
             },
             tool: None,
+            task: None,
         }
     }
 
@@ -1453,12 +1460,7 @@ pub(crate) mod tests {
             let bundle = PolicyBundle::load(&dir, &cases.agents, TIMEOUT).unwrap();
             assert!(bundle.uses_vm(), "the default bundle must run on the VM");
             for case in &cases.cases {
-                let base = DecisionRequest {
-                    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
-                    agent: case.input.agent.clone(),
-                    request: case.input.request.clone(),
-                    tool: case.input.tool.clone(),
-                };
+                let base = case.input.decision_request();
                 let usage = crate::policy_cases::zero_counters(&windows, &case.input.counters);
                 let mut over = usage.clone();
                 for (scope, window, counter, amount) in [

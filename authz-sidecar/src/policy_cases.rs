@@ -19,14 +19,15 @@
 //! `input` is a decision request as the filter sends it (`traceId` optional) plus, optionally,
 //! `counters` (blast-radius usage, merged over zeros for every window and counter) and `time`
 //! (Unix seconds). `expect` must name `allow`; `reasons`, `ruleIds` and `obligations` are compared
-//! when present (`obligations` member by member; `obligations: {}` means none at all).
+//! when present (`obligations` member by member, `null` for a member that must be absent;
+//! `obligations: {}` means none at all).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use behavry_core::wire::{
-    AgentIdentity, DecisionRequest, DecisionResponse, RequestFacts, ToolFacts,
+    AgentIdentity, DecisionRequest, DecisionResponse, RequestFacts, TaskFacts, ToolFacts,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -102,12 +103,31 @@ pub struct CaseInput {
     /// The tool as listed.
     #[serde(default)]
     pub tool: Option<ToolFacts>,
+    /// The task a `tasks/*` request names, as the proxy recorded it.
+    #[serde(default)]
+    pub task: Option<TaskFacts>,
     /// Blast-radius usage, over zeros.
     #[serde(default)]
     pub counters: Counters,
     /// Unix seconds of the decision; the epoch when absent.
     #[serde(default)]
     pub time: Option<u64>,
+}
+
+impl CaseInput {
+    /// The decision request the case stands for.
+    pub fn decision_request(&self) -> DecisionRequest {
+        DecisionRequest {
+            trace_id: self
+                .trace_id
+                .clone()
+                .unwrap_or_else(|| CASE_TRACE_ID.to_owned()),
+            agent: self.agent.clone(),
+            request: self.request.clone(),
+            tool: self.tool.clone(),
+            task: self.task.clone(),
+        }
+    }
 }
 
 /// What the decision must be.
@@ -210,16 +230,7 @@ pub fn run_case_file(
 /// What a case's input stands for: the decision request, the usage (over zeros for `windows`)
 /// and the time.
 pub fn case_parts(case: &Case, windows: &[String]) -> (DecisionRequest, Counters, SystemTime) {
-    let request = DecisionRequest {
-        trace_id: case
-            .input
-            .trace_id
-            .clone()
-            .unwrap_or_else(|| CASE_TRACE_ID.to_owned()),
-        agent: case.input.agent.clone(),
-        request: case.input.request.clone(),
-        tool: case.input.tool.clone(),
-    };
+    let request = case.input.decision_request();
     let counters = zero_counters(windows, &case.input.counters);
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(case.input.time.unwrap_or(0));
     (request, counters, now)
@@ -295,7 +306,8 @@ fn compare(expect: &Expectation, decision: &DecisionResponse) -> Vec<String> {
             ));
         }
         for (member, value) in expected {
-            if actual.get(member) != Some(value) {
+            // `null` expects the member to be absent.
+            if actual.get(member).unwrap_or(&Value::Null) != value {
                 mismatches.push(format!(
                     "obligations.{member}: expected {value}, got {}",
                     actual.get(member).cloned().unwrap_or(Value::Null)
@@ -360,12 +372,7 @@ mod tests {
                     continue;
                 };
                 inline += 1;
-                let request = DecisionRequest {
-                    trace_id: CASE_TRACE_ID.to_owned(),
-                    agent: case.input.agent.clone(),
-                    request: case.input.request.clone(),
-                    tool: case.input.tool.clone(),
-                };
+                let request = case.input.decision_request();
                 let counters = zero_counters(&windows(), &case.input.counters);
                 let enrollment = cases.agents.iter().find(|a| a.id == request.agent.id);
                 let full = bundle

@@ -209,12 +209,15 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
 /// What kind of MCP call a request is, as far as governance is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CallKind {
-    /// `tools/call`, `resources/read`, `prompts/get`: policy decides before it runs.
+    /// Calls policy decides before they run: `tools/call`, `resources/read`, `prompts/get`, and
+    /// the requests that reach what those name: `resources/subscribe` and `resources/unsubscribe`
+    /// (a resource), `completion/complete` (a prompt or resource template), and `tasks/get`,
+    /// `tasks/result`, `tasks/cancel`, `tasks/update` (the task a `tools/call` created).
     Governed,
     /// `initialize` (2025-era handshake).
     Initialize,
-    /// `tools/list`, `resources/list`, `prompts/list`, `resources/templates/list`: answers are
-    /// scanned and filtered.
+    /// `tools/list`, `resources/list`, `prompts/list`, `resources/templates/list`, `tasks/list`:
+    /// answers are scanned and filtered.
     Listing,
     /// Everything else (notifications, ping, sampling, elicitation, subscriptions, ...).
     #[default]
@@ -234,6 +237,14 @@ pub struct McpCall {
     pub resource_uri: Option<String>,
     /// `params.name` of a `prompts/get`.
     pub prompt_name: Option<String>,
+    /// The prompt or resource (template) a `completion/complete` completes an argument of:
+    /// `params.ref.name` of a `ref/prompt`, `params.ref.uri` of a `ref/resource`. Kept apart from
+    /// `prompt_name` and `resource_uri` here (no `Mcp-Name` mirrors it); the request facts put it
+    /// where policy looks for a prompt or a resource.
+    pub completion_ref: Option<CompletionRef>,
+    /// `params.taskId` of `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update` (MCP
+    /// 2025-11-25 basic/utilities/tasks, and the tasks extension).
+    pub task_id: Option<String>,
     /// `params.arguments` of a `tools/call` or `prompts/get` (always an object when present).
     pub arguments: Option<Value>,
     /// Protocol version declared in the body: `params.protocolVersion` of `initialize`, or
@@ -268,9 +279,16 @@ impl McpCall {
             server: server.to_owned(),
             method: self.method.clone(),
             tool: self.tool.clone(),
-            resource_uri: self.resource_uri.clone(),
-            prompt_name: self.prompt_name.clone(),
+            resource_uri: match &self.completion_ref {
+                Some(CompletionRef::Resource(uri)) => Some(uri.clone()),
+                _ => self.resource_uri.clone(),
+            },
+            prompt_name: match &self.completion_ref {
+                Some(CompletionRef::Prompt(name)) => Some(name.clone()),
+                _ => self.prompt_name.clone(),
+            },
             arguments: self.arguments.clone(),
+            task_id: self.task_id.clone(),
             session_id: session_id.map(str::to_owned),
             protocol_version: self
                 .effective_protocol_version(protocol_header)
@@ -290,6 +308,19 @@ impl McpCall {
     }
 }
 
+/// What a `completion/complete` completes an argument of (MCP server/utilities/completion,
+/// "Reference Types").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompletionRef {
+    /// `{"type": "ref/prompt", "name": ...}`.
+    Prompt(String),
+    /// `{"type": "ref/resource", "uri": ...}`: a resource URI or URI template.
+    Resource(String),
+}
+
+/// The methods that address a task by `params.taskId`.
+pub const TASK_METHODS: [&str; 4] = ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"];
+
 /// A request whose params do not carry what its method needs (JSON-RPC `-32602`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamsError {
@@ -308,6 +339,11 @@ pub enum ParamsError {
     /// `params._meta` is present but not an object (MCP basic, "_meta": an object).
     #[error("`params._meta` must be an object")]
     MetaNotObject,
+    /// `params.ref` of a `completion/complete` is not a prompt or resource reference.
+    #[error(
+        "`completion/complete` requires `params.ref` to be {{\"type\": \"ref/prompt\", \"name\": ...}} or {{\"type\": \"ref/resource\", \"uri\": ...}}"
+    )]
+    BadCompletionRef,
 }
 
 impl ParamsError {
@@ -318,7 +354,8 @@ impl ParamsError {
             ParamsError::NotAnObject { .. }
             | ParamsError::MissingString { .. }
             | ParamsError::ArgumentsNotObject { .. }
-            | ParamsError::MetaNotObject => (400, INVALID_PARAMS),
+            | ParamsError::MetaNotObject
+            | ParamsError::BadCompletionRef => (400, INVALID_PARAMS),
         }
     }
 
@@ -333,16 +370,29 @@ impl ParamsError {
     }
 }
 
+/// The governance class of a method.
+pub fn kind_of(method: &str) -> CallKind {
+    match method {
+        "tools/call"
+        | "resources/read"
+        | "prompts/get"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => CallKind::Governed,
+        m if TASK_METHODS.contains(&m) => CallKind::Governed,
+        "initialize" => CallKind::Initialize,
+        "tools/list"
+        | "resources/list"
+        | "prompts/list"
+        | "resources/templates/list"
+        | "tasks/list" => CallKind::Listing,
+        _ => CallKind::Other,
+    }
+}
+
 /// Classifies a request or notification by its method and params.
 pub fn classify(method: &str, params: Option<&Value>) -> Result<McpCall, ParamsError> {
-    let kind = match method {
-        "tools/call" | "resources/read" | "prompts/get" => CallKind::Governed,
-        "initialize" => CallKind::Initialize,
-        "tools/list" | "resources/list" | "prompts/list" | "resources/templates/list" => {
-            CallKind::Listing
-        }
-        _ => CallKind::Other,
-    };
+    let kind = kind_of(method);
     let mut call = McpCall {
         method: method.to_owned(),
         kind,
@@ -352,15 +402,8 @@ pub fn classify(method: &str, params: Option<&Value>) -> Result<McpCall, ParamsE
         Some(Value::Object(object)) => Some(object),
         _ => None,
     };
-    let needs_object = matches!(
-        method,
-        "tools/call"
-            | "resources/read"
-            | "prompts/get"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-            | "initialize"
-    );
+    // Governed calls name their target in params.
+    let needs_object = kind == CallKind::Governed || kind == CallKind::Initialize;
     let object = match object {
         Some(object) => object,
         None if needs_object => {
@@ -394,6 +437,10 @@ pub fn classify(method: &str, params: Option<&Value>) -> Result<McpCall, ParamsE
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             call.resource_uri = Some(required_string(object, method, "uri")?);
+        }
+        "completion/complete" => call.completion_ref = Some(completion_ref(object)?),
+        m if TASK_METHODS.contains(&m) => {
+            call.task_id = Some(required_string(object, method, "taskId")?);
         }
         "initialize" => {
             // The 2025-era handshake (basic/lifecycle): the client's requested version and
@@ -429,6 +476,20 @@ fn required_string(
         method: method.to_owned(),
         member,
     })
+}
+
+fn completion_ref(object: &Map<String, Value>) -> Result<CompletionRef, ParamsError> {
+    let reference = match object.get("ref") {
+        Some(Value::Object(reference)) => reference,
+        _ => return Err(ParamsError::BadCompletionRef),
+    };
+    let kind = reference.get("type").and_then(Value::as_str);
+    match kind {
+        Some("ref/prompt") => string_member(reference, "name").map(CompletionRef::Prompt),
+        Some("ref/resource") => string_member(reference, "uri").map(CompletionRef::Resource),
+        _ => None,
+    }
+    .ok_or(ParamsError::BadCompletionRef)
 }
 
 fn arguments(object: &Map<String, Value>, method: &str) -> Result<Option<Value>, ParamsError> {
@@ -657,8 +718,66 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"u"}}"#,
         )
         .unwrap();
-        assert_eq!(call.kind, CallKind::Other);
+        assert_eq!(call.kind, CallKind::Governed);
         assert_eq!(call.target_name(), Some("u"));
+    }
+
+    #[test]
+    fn completions_name_the_prompt_or_resource_they_complete() {
+        let prompt = call_of(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(prompt.kind, CallKind::Governed);
+        assert_eq!(
+            prompt.completion_ref,
+            Some(CompletionRef::Prompt("p".into()))
+        );
+        // Policy sees the prompt where it looks for one; no Mcp-Name mirrors it.
+        let facts = prompt.request_facts("s", None, None);
+        assert_eq!(facts.prompt_name.as_deref(), Some("p"));
+        assert_eq!(prompt.target_name(), None);
+        let resource = call_of(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{path}"},"argument":{"name":"path","value":"a"}}}"#,
+        )
+        .unwrap();
+        let facts = resource.request_facts("s", None, None);
+        assert_eq!(facts.resource_uri.as_deref(), Some("file:///{path}"));
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":"p"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"t"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete"}"#,
+        ] {
+            let err = call_of(bad).unwrap_err();
+            assert!(err.to_string().contains("params"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn task_requests_name_their_task() {
+        for method in TASK_METHODS {
+            let call = call_of(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"t-1"}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(call.kind, CallKind::Governed, "{method}");
+            assert_eq!(
+                call.request_facts("s", None, None).task_id.as_deref(),
+                Some("t-1")
+            );
+            let err = call_of(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":7}}}}"#
+            ))
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("`params.taskId`"),
+                "{method}: {err}"
+            );
+        }
+        let list = call_of(r#"{"jsonrpc":"2.0","id":1,"method":"tasks/list"}"#).unwrap();
+        assert_eq!(list.kind, CallKind::Listing);
     }
 
     #[test]

@@ -43,6 +43,23 @@ pub struct DecisionRequest {
     /// What the proxy knows of the called tool from the server's listing, when it has seen one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolFacts>,
+    /// For a request that names a task (`request.taskId`): the `tools/call` that created it, as
+    /// the proxy recorded it when the server answered with the task; absent when the proxy saw
+    /// no such task created on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskFacts>,
+}
+
+/// The call that created a task (MCP 2025-11-25 basic/utilities/tasks: a task-augmented
+/// `tools/call` answered with `CreateTaskResult`), recorded by the proxy: tasks are bound to
+/// the agent whose call created them ("Task Isolation and Access Control").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskFacts {
+    /// The agent whose `tools/call` created the task.
+    pub agent: String,
+    /// The tool that call named.
+    pub tool: String,
 }
 
 /// Facts about the tool a `tools/call` names, as the server described it in `tools/list`.
@@ -165,6 +182,9 @@ pub struct RequestFacts {
     /// `params.arguments` of a `tools/call` or `prompts/get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+    /// `params.taskId` of `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
     /// `Mcp-Session-Id` header, when the revision has sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -302,6 +322,13 @@ pub struct BudgetConsumption {
     /// Response bytes (reported by the filter once the answer is through, [`UsageReport`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bytes: u64,
+}
+
+impl BudgetConsumption {
+    /// Whether it adds nothing to any counter.
+    pub fn is_nothing(&self) -> bool {
+        self.calls == 0 && self.destructive == 0 && self.resources.is_empty() && self.bytes == 0
+    }
 }
 
 fn is_zero(value: &u64) -> bool {

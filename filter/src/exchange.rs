@@ -6,7 +6,8 @@
 //!
 //! Rules it implements (see `docs/filter.md`):
 //! - POST bodies are parsed as one JSON-RPC message (MCP Streamable HTTP, 2025-06-18 and later).
-//! - `tools/call`, `resources/read` and `prompts/get` wait for an authz-sidecar decision; deny and
+//! - `tools/call`, `resources/read` and `prompts/get` (and subscriptions, completions and task
+//!   requests, which reach their targets) wait for an authz-sidecar decision; deny and
 //!   sidecar failure become a JSON-RPC error carrying the request's id and the trace id.
 //! - Responses are parsed message by message. SSE is re-emitted event by event: complete events
 //!   go out unchanged and the incomplete tail waits in memory for the next chunk, so a problem can
@@ -30,7 +31,7 @@ use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
     AgentIdentity, ApprovalRequirement, AuditEvent, AuditKind, DecisionRequest, DecisionResponse,
-    RequestFacts, ToolFacts, UsageReport, Visibility,
+    RequestFacts, TaskFacts, ToolFacts, UsageReport, Visibility,
 };
 use serde_json::{Value, json};
 
@@ -48,6 +49,28 @@ const REDACTED: &str = "[REDACTED]";
 /// The first revision with URL-mode elicitation (MCP 2025-11-25). Revisions are dates, so they
 /// compare as strings.
 const URL_ELICITATION_SINCE: &str = "2025-11-25";
+
+/// What the proxy remembers of earlier exchanges with the route's server, for the decision input
+/// of a call (the shim keeps it in Envoy's shared data).
+pub trait Known {
+    /// What the server's last `tools/list` said of `tool`.
+    fn tool(&self, tool: &str) -> Option<ToolFacts>;
+    /// The call that created the task `task_id` on the server.
+    fn task(&self, _task_id: &str) -> Option<TaskFacts> {
+        None
+    }
+    /// The ids of the tasks `agent` created on the server.
+    fn tasks_of(&self, _agent: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Knowing only tools, from a lookup function.
+impl<F: Fn(&str) -> Option<ToolFacts>> Known for F {
+    fn tool(&self, tool: &str) -> Option<ToolFacts> {
+        self(tool)
+    }
+}
 
 /// Request headers the filter looks at, read once by the shim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -312,6 +335,10 @@ pub struct Exchange {
     usage: Option<UsageReport>,
     /// The pointers that were replaced (audited with the outcome).
     redacted: Vec<String>,
+    /// For a `tasks/list`: the ids of the agent's own tasks, the only ones its answer shows.
+    own_tasks: Option<Vec<String>>,
+    /// A task the server created for this `tools/call` ([`Self::take_created_task`]).
+    created_task: Option<(String, TaskFacts)>,
     audit: Vec<AuditEvent>,
 }
 
@@ -327,6 +354,8 @@ pub enum ListingKind {
     Resources,
     /// `resources/templates/list`: `result.resourceTemplates[].uriTemplate`.
     ResourceTemplates,
+    /// `tasks/list`: `result.tasks[].taskId`, filtered to the agent's own tasks.
+    Tasks,
 }
 
 impl ListingKind {
@@ -337,6 +366,7 @@ impl ListingKind {
             "prompts/list" => Some(ListingKind::Prompts),
             "resources/list" => Some(ListingKind::Resources),
             "resources/templates/list" => Some(ListingKind::ResourceTemplates),
+            "tasks/list" => Some(ListingKind::Tasks),
             _ => None,
         }
     }
@@ -347,6 +377,7 @@ impl ListingKind {
             ListingKind::Prompts => ("prompts", "name"),
             ListingKind::Resources => ("resources", "uri"),
             ListingKind::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
+            ListingKind::Tasks => ("tasks", "taskId"),
         }
     }
 }
@@ -387,6 +418,8 @@ impl Exchange {
             report_bytes: false,
             usage: None,
             redacted: Vec::new(),
+            own_tasks: None,
+            created_task: None,
             audit: Vec::new(),
         })
     }
@@ -558,7 +591,7 @@ impl Exchange {
         buffered: usize,
         body: Option<&[u8]>,
         now_ms: u64,
-        known_tool: &dyn Fn(&str) -> Option<ToolFacts>,
+        known: &dyn Known,
     ) -> BodyAction {
         let limit = config.limits.max_body_bytes;
         if buffered > limit {
@@ -623,12 +656,19 @@ impl Exchange {
             return self.forward_body();
         }
         self.record(AuditKind::Intent, now_ms, json!({}));
-        let tool = self.facts.tool.as_deref().and_then(known_tool);
+        let tool = self.facts.tool.as_deref().and_then(|tool| known.tool(tool));
+        // A request about a task carries the call that created it (policy binds the task to
+        // that call's agent); a task listing shows only the agent's own tasks.
+        let task = self.facts.task_id.as_deref().and_then(|id| known.task(id));
+        if self.listing == Some(ListingKind::Tasks) {
+            self.own_tasks = Some(known.tasks_of(self.head.agent.as_deref().unwrap_or_default()));
+        }
         let request = DecisionRequest {
             trace_id: self.ids.trace_id.clone(),
             agent: self.agent_identity(),
             request: self.facts.clone(),
             tool,
+            task,
         };
         match serde_json::to_vec(&request) {
             Ok(bytes) => BodyAction::AskAuthz(bytes),
@@ -809,7 +849,8 @@ impl Exchange {
             .tool
             .as_deref()
             .or(facts.resource_uri.as_deref())
-            .or(facts.prompt_name.as_deref());
+            .or(facts.prompt_name.as_deref())
+            .or(facts.task_id.as_deref());
         json!([
             self.head.agent,
             self.claims.delegation,
@@ -955,26 +996,39 @@ impl Exchange {
     /// unknown tool or prompt (JSON-RPC -32602, MCP server/tools "Error Handling") or resource
     /// (-32002, MCP server/resources "Error Handling"). The audit trail keeps the real denial.
     fn concealed(&mut self, now_ms: u64) -> Option<LocalReply> {
-        let (code, message) = match self.facts.method.as_str() {
-            "tools/call" => (
-                jsonrpc::INVALID_PARAMS,
-                format!("Unknown tool: {}", self.facts.tool.as_deref()?),
-            ),
-            "prompts/get" => (
-                jsonrpc::INVALID_PARAMS,
-                format!("Unknown prompt: {}", self.facts.prompt_name.as_deref()?),
-            ),
-            "resources/read" => (
+        let facts = &self.facts;
+        let resource = || {
+            (
                 jsonrpc::RESOURCE_NOT_FOUND,
                 "Resource not found".to_string(),
+                json!({"traceId": self.ids.trace_id, "uri": facts.resource_uri}),
+            )
+        };
+        let plain = json!({"traceId": self.ids.trace_id});
+        let (code, message, data) = match facts.method.as_str() {
+            "tools/call" => (
+                jsonrpc::INVALID_PARAMS,
+                format!("Unknown tool: {}", facts.tool.as_deref()?),
+                plain,
+            ),
+            // A completion names a prompt or a resource template (MCP server/utilities/completion
+            // answers an unknown one with -32602 as prompts/get does, and resources with -32002).
+            "prompts/get" | "completion/complete" if facts.prompt_name.is_some() => (
+                jsonrpc::INVALID_PARAMS,
+                format!("Unknown prompt: {}", facts.prompt_name.as_deref()?),
+                plain,
+            ),
+            "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "completion/complete" => resource(),
+            // MCP 2025-11-25 basic/utilities/tasks, "Protocol Errors": an unknown task is -32602.
+            m if mcp::TASK_METHODS.contains(&m) => (
+                jsonrpc::INVALID_PARAMS,
+                "Failed to retrieve task: Task not found".to_string(),
+                plain,
             ),
             _ => return None,
-        };
-        let data = match self.facts.method.as_str() {
-            "resources/read" => {
-                json!({"traceId": self.ids.trace_id, "uri": self.facts.resource_uri})
-            }
-            _ => json!({"traceId": self.ids.trace_id}),
         };
         Some(self.rpc_error_reply(code, &message, data, now_ms))
     }
@@ -1160,7 +1214,9 @@ impl Exchange {
             // through unread: whatever its declared type, it is read whole as JSON, and refused
             // as an upstream protocol error if it is not.
             _ if self.pending.is_some()
-                && (self.visibility.is_some() || !self.redact.is_empty()) =>
+                && (self.visibility.is_some()
+                    || self.own_tasks.is_some()
+                    || !self.redact.is_empty()) =>
             {
                 self.mode = ResponseMode::Json;
                 ResponseHeadAction::WaitForBody
@@ -1421,11 +1477,20 @@ impl Exchange {
                 })
                 .collect();
         }
-        // A decision without `visible` shows the whole listing.
-        let visibility = self.visibility.as_ref()?;
+        // A task listing shows the agent's own tasks, by exact id; another listing, what the
+        // decision's `visible` shows (all of it without `visible`).
+        let shows: Box<dyn Fn(&str) -> bool + '_> = match (&self.own_tasks, &self.visibility) {
+            (Some(own), _) if kind == ListingKind::Tasks => {
+                Box::new(|id: &str| own.iter().any(|o| o == id))
+            }
+            (_, Some(visibility)) if kind != ListingKind::Tasks => {
+                Box::new(|name: &str| visibility.shows(name))
+            }
+            _ => return None,
+        };
         let (kept, hidden): (Vec<&Value>, Vec<&Value>) = entries.iter().partition(|entry| {
             // An entry without a name cannot be judged: it is not shown.
-            name_of(entry).is_some_and(|name| visibility.shows(&name))
+            name_of(entry).is_some_and(|name| shows(&name))
         });
         if hidden.is_empty() {
             return None;
@@ -1447,6 +1512,12 @@ impl Exchange {
         self.usage.take()
     }
 
+    /// The task the server created for this `tools/call` (its id, and the call that created it),
+    /// handed over once: the shim records it, so that the task is the agent's alone.
+    pub fn take_created_task(&mut self) -> Option<(String, TaskFacts)> {
+        self.created_task.take()
+    }
+
     /// The tools (and their annotations) of the `tools/list` answer seen on this exchange,
     /// handed over once, for the next calls' decision input.
     pub fn take_listed_tools(&mut self) -> Vec<(String, ToolFacts)> {
@@ -1459,10 +1530,27 @@ impl Exchange {
             return;
         };
         let detail = match message {
-            Message::Response { id, result } if *id == pending.id => json!({
-                "status": self.response_status,
-                "isError": result.get("isError").and_then(Value::as_bool).unwrap_or(false),
-            }),
+            Message::Response { id, result } if *id == pending.id => {
+                let mut detail = json!({
+                    "status": self.response_status,
+                    "isError": result.get("isError").and_then(Value::as_bool).unwrap_or(false),
+                });
+                if self.facts.method == "tools/call"
+                    && let Some(task_id) = created_task_id(result)
+                {
+                    if let Some(map) = detail.as_object_mut() {
+                        map.insert("taskId".to_string(), json!(task_id));
+                    }
+                    self.created_task = Some((
+                        task_id.to_owned(),
+                        TaskFacts {
+                            agent: self.head.agent.clone().unwrap_or_default(),
+                            tool: self.facts.tool.clone().unwrap_or_default(),
+                        },
+                    ));
+                }
+                detail
+            }
             Message::ErrorResponse {
                 id: Some(id),
                 error,
@@ -1553,6 +1641,18 @@ impl Exchange {
             detail,
         });
     }
+}
+
+/// The id of the task a `tools/call` answer creates, in either shape: MCP 2025-11-25
+/// (`CreateTaskResult` = `{"task": {"taskId": ...}}`) or the tasks extension
+/// (`{"resultType": "task", "taskId": ...}`).
+fn created_task_id(result: &Value) -> Option<&str> {
+    if let Some(id) = result.pointer("/task/taskId").and_then(Value::as_str) {
+        return Some(id);
+    }
+    (result.get("resultType").and_then(Value::as_str) == Some("task"))
+        .then(|| result.get("taskId").and_then(Value::as_str))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -2037,6 +2137,188 @@ mod tests {
         let events = ex.take_audit_events();
         assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
         assert_eq!(events[2].detail["hidden"], json!(["printEnv", "get-sum"]));
+    }
+
+    /// What the shim would remember: one task of agent `a` (tool `report`), and one of `b`.
+    struct TwoTasks;
+
+    impl Known for TwoTasks {
+        fn tool(&self, _: &str) -> Option<ToolFacts> {
+            None
+        }
+        fn task(&self, task_id: &str) -> Option<TaskFacts> {
+            let agent = match task_id {
+                "t-a" => "a",
+                "t-b" => "b",
+                _ => return None,
+            };
+            Some(TaskFacts {
+                agent: agent.into(),
+                tool: "report".into(),
+            })
+        }
+        fn tasks_of(&self, agent: &str) -> Vec<String> {
+            vec![format!("t-{agent}")]
+        }
+    }
+
+    fn asked_about_task(body: &[u8]) -> (FilterConfig, Exchange, DecisionRequest) {
+        let config = config();
+        let mut ex = Exchange::start(&config, head(Some("a")), [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let BodyAction::AskAuthz(request) =
+            ex.on_request_body(&config, body.len(), Some(body), 1, &TwoTasks)
+        else {
+            panic!("task requests are decided");
+        };
+        let request = serde_json::from_slice(&request).unwrap();
+        (config, ex, request)
+    }
+
+    #[test]
+    fn a_created_task_is_bound_to_the_calling_agent_in_either_shape() {
+        for answer in [
+            r#"{"jsonrpc":"2.0","id":5,"result":{"task":{"taskId":"t-9","status":"working"}}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"result":{"resultType":"task","taskId":"t-9","status":"working"}}"#,
+        ] {
+            let (config, mut ex) = asked();
+            assert_eq!(
+                ex.on_decision(&config, Ok(allow()), 2),
+                DecisionAction::Resume
+            );
+            ex.on_response_head(200, Some("application/json"), false, &config, 3);
+            let body = answer.as_bytes();
+            assert_eq!(
+                ex.on_response_body(&config, body.len(), body, true, 4),
+                ChunkAction::Continue
+            );
+            let (id, facts) = ex.take_created_task().expect("a task was created");
+            assert_eq!(id, "t-9");
+            assert_eq!(
+                facts,
+                TaskFacts {
+                    agent: "agent-a".into(),
+                    tool: "echo".into()
+                }
+            );
+            assert!(ex.take_created_task().is_none(), "handed over once");
+            let events = ex.take_audit_events();
+            assert_eq!(events[2].detail["taskId"], "t-9");
+        }
+        // A plain result creates nothing.
+        let (config, mut ex) = asked();
+        ex.on_decision(&config, Ok(allow()), 2);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[],"taskId":"x"}}"#;
+        ex.on_response_body(&config, body.len(), body, true, 4);
+        assert!(ex.take_created_task().is_none());
+    }
+
+    #[test]
+    fn a_task_request_carries_the_call_that_created_the_task() {
+        let (_, _, request) = asked_about_task(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":"t-b"}}"#,
+        );
+        assert_eq!(request.request.task_id.as_deref(), Some("t-b"));
+        assert_eq!(
+            request.task,
+            Some(TaskFacts {
+                agent: "b".into(),
+                tool: "report".into()
+            })
+        );
+        let (_, _, request) = asked_about_task(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"t-zz"}}"#,
+        );
+        assert_eq!(request.task, None);
+    }
+
+    /// The JSON-RPC error the agent gets when the decision conceals the target.
+    fn concealed_error(config: &FilterConfig, ex: &mut Exchange) -> Value {
+        let decision = DecisionResponse {
+            allow: false,
+            obligations: Obligations {
+                conceal: true,
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        let DecisionAction::Reply(reply) = ex.on_decision(config, Ok(decision), 2) else {
+            panic!("a concealed denial is answered by the proxy");
+        };
+        error_of(&reply.body)
+    }
+
+    #[test]
+    fn a_concealed_task_is_not_found() {
+        let (config, mut ex, _) = asked_about_task(
+            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/cancel","params":{"taskId":"t-b"}}"#,
+        );
+        let error = concealed_error(&config, &mut ex);
+        assert_eq!(error["code"], jsonrpc::INVALID_PARAMS);
+        assert_eq!(error["message"], "Failed to retrieve task: Task not found");
+    }
+
+    #[test]
+    fn a_task_listing_shows_only_the_agents_own_tasks() {
+        let (config, mut ex, request) =
+            asked_about_task(br#"{"jsonrpc":"2.0","id":4,"method":"tasks/list"}"#);
+        assert_eq!(request.request.method, "tasks/list");
+        // Policy's `visible` does not apply to tasks: ownership does.
+        let decision = DecisionResponse {
+            obligations: Obligations {
+                visible: echo_only(),
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        ex.on_decision(&config, Ok(decision), 2);
+        // Read whole whatever its type.
+        assert_eq!(
+            ex.on_response_head(200, None, false, &config, 3),
+            ResponseHeadAction::WaitForBody
+        );
+        let body = br#"{"jsonrpc":"2.0","id":4,"result":{"tasks":[{"taskId":"t-a","status":"working"},{"taskId":"t-b","status":"completed"},{"status":"working"}],"nextCursor":"n"}}"#;
+        let ChunkAction::ReplaceBody(filtered) =
+            ex.on_response_body(&config, body.len(), body, true, 4)
+        else {
+            panic!("filtered");
+        };
+        let value: Value = serde_json::from_slice(&filtered).unwrap();
+        assert_eq!(
+            value["result"]["tasks"],
+            json!([{"taskId":"t-a","status":"working"}])
+        );
+        assert_eq!(value["result"]["nextCursor"], "n");
+        let events = ex.take_audit_events();
+        assert_eq!(events[2].detail["hidden"], json!(["t-b"]));
+    }
+
+    #[test]
+    fn concealed_completions_and_subscriptions_look_unknown() {
+        for (body, code, message) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"secret"},"argument":{"name":"a","value":""}}}"#,
+                jsonrpc::INVALID_PARAMS,
+                "Unknown prompt: secret",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"db://{table}"},"argument":{"name":"table","value":""}}}"#,
+                jsonrpc::RESOURCE_NOT_FOUND,
+                "Resource not found",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"db://x"}}"#,
+                jsonrpc::RESOURCE_NOT_FOUND,
+                "Resource not found",
+            ),
+        ] {
+            let config = config();
+            let (mut ex, _) = asked_for(&config, "a", body.as_bytes());
+            let error = concealed_error(&config, &mut ex);
+            assert_eq!(error["code"], code, "{body}");
+            assert_eq!(error["message"], message, "{body}");
+        }
     }
 
     #[test]

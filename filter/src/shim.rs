@@ -8,17 +8,17 @@ use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
-    ToolFacts, USAGE_PATH,
+    TaskFacts, ToolFacts, USAGE_PATH,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::FilterConfig;
 use crate::credentials::{CredentialCache, CredentialFailure, UpstreamCredential};
 use crate::exchange::{
-    BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, LocalReply,
-    RequestHead, ResponseHeadAction, unrouted,
+    BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, Known,
+    LocalReply, RequestHead, ResponseHeadAction, unrouted,
 };
 use crate::inline::InlinePolicy;
 use crate::resource_metadata;
@@ -627,6 +627,92 @@ fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
     }
 }
 
+/// Shared-data key prefix of the call that created a task: `[server, taskId]` → [`TaskFacts`].
+const TASK_KEY_PREFIX: &str = "behavry.task/";
+/// Shared-data key prefix of the tasks an agent created: `[server, agent]` → JSON array of ids.
+const AGENT_TASKS_KEY_PREFIX: &str = "behavry.tasks/";
+/// At most this many task ids are kept per agent and server for `tasks/list` (the oldest go
+/// first; a task no longer listed stays reachable by its id).
+const MAX_LISTED_TASKS: usize = 256;
+
+fn pair_key(prefix: &str, first: &str, second: &str) -> String {
+    let names = serde_json::to_string(&[first, second]).unwrap_or_default();
+    format!("{prefix}{names}")
+}
+
+/// What this Envoy remembers of a server (shared by its workers).
+struct SharedMemory<'a> {
+    server: &'a str,
+}
+
+impl Known for SharedMemory<'_> {
+    fn tool(&self, tool: &str) -> Option<ToolFacts> {
+        known_tool(self.server, tool)
+    }
+
+    fn task(&self, task_id: &str) -> Option<TaskFacts> {
+        let key = pair_key(TASK_KEY_PREFIX, self.server, task_id);
+        let (value, _) = hostcalls::get_shared_data(&key).ok()?;
+        serde_json::from_slice(&value?).ok()
+    }
+
+    fn tasks_of(&self, agent: &str) -> Vec<String> {
+        agent_tasks(self.server, agent).0
+    }
+}
+
+fn agent_tasks(server: &str, agent: &str) -> (Vec<String>, Option<u32>) {
+    let key = pair_key(AGENT_TASKS_KEY_PREFIX, server, agent);
+    match hostcalls::get_shared_data(&key) {
+        Ok((Some(value), cas)) => (serde_json::from_slice(&value).unwrap_or_default(), cas),
+        Ok((None, cas)) => (Vec::new(), cas),
+        Err(_) => (Vec::new(), None),
+    }
+}
+
+/// Binds a task the server created to the call that created it. The first binding of an id
+/// stands: a server that hands out an id twice cannot move a task to another agent.
+fn remember_task(server: &str, task_id: &str, facts: &TaskFacts) {
+    let memory = SharedMemory { server };
+    if memory.task(task_id).is_some() {
+        log(
+            LogLevel::Warn,
+            &format!("server {server} created task {task_id:?} twice; the first binding stands"),
+        );
+        return;
+    }
+    let Ok(json) = serde_json::to_vec(facts) else {
+        return;
+    };
+    let key = pair_key(TASK_KEY_PREFIX, server, task_id);
+    if let Err(status) = hostcalls::set_shared_data(&key, Some(&json), None) {
+        log(
+            LogLevel::Warn,
+            &format!("task binding not stored: {status:?}"),
+        );
+        return;
+    }
+    // The agent's list, compare-and-swap so two workers adding at once both land.
+    let key = pair_key(AGENT_TASKS_KEY_PREFIX, server, &facts.agent);
+    for _ in 0..8 {
+        let (mut ids, cas) = agent_tasks(server, &facts.agent);
+        ids.push(task_id.to_owned());
+        let excess = ids.len().saturating_sub(MAX_LISTED_TASKS);
+        ids.drain(..excess);
+        let Ok(json) = serde_json::to_vec(&ids) else {
+            return;
+        };
+        match hostcalls::set_shared_data(&key, Some(&json), cas) {
+            Ok(()) => return,
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log(LogLevel::Warn, &format!("task list not stored: {status:?}"));
+                return;
+            }
+        }
+    }
+}
+
 fn jwt_metadata_bytes(key: &str, field: &str) -> Option<Vec<u8>> {
     let path = vec![
         "metadata",
@@ -902,10 +988,13 @@ impl BehavryHttp {
             None
         };
         let server = exchange.server().to_owned();
-        let action =
-            exchange.on_request_body(&config, body_size, body.as_deref(), now_ms(), &|tool| {
-                known_tool(&server, tool)
-            });
+        let action = exchange.on_request_body(
+            &config,
+            body_size,
+            body.as_deref(),
+            now_ms(),
+            &SharedMemory { server: &server },
+        );
         self.flush_audit();
         match action {
             BodyAction::Buffer => Action::Pause,
@@ -1183,6 +1272,9 @@ impl HttpContext for BehavryHttp {
         let listed = exchange.take_listed_tools();
         if !listed.is_empty() {
             remember_tools(exchange.server(), &listed);
+        }
+        if let Some((task_id, facts)) = exchange.take_created_task() {
+            remember_task(exchange.server(), &task_id, &facts);
         }
         self.flush_audit();
         match action {

@@ -216,7 +216,7 @@ tools = ["echo", "get-sum", "trigger-long-running-operation"]
 resources = ["demo://resource/static/document/architecture.md"]
 prompts = ["simple-prompt"]
 [agents.servers.scripted]
-tools = ["echo", "progress", "ask_client", "big", "fail"]
+tools = ["echo", "progress", "ask_client", "big", "fail", "report"]
 [agents.servers.raw]
 tools = ["raw"]
 [agents.servers.exchanged]
@@ -262,6 +262,12 @@ id = "vault-probe-agent"
 tools = ["raw"]
 [agents.servers.exchanged]
 tools = ["raw"]
+
+# A second agent granted the scripted server's task tool: tasks are each agent's own.
+[[agents]]
+id = "task-peer"
+[agents.servers.scripted]
+tools = ["report"]
 
 [[agents]]
 id = "restricted-agent"

@@ -89,8 +89,11 @@ pub fn app(options: &ServerOptions, shutdown: CancellationToken) -> Router {
         AllowedHosts::Only(hosts) => config.with_allowed_hosts(hosts.clone()),
         AllowedHosts::Any => config.disable_allowed_hosts(),
     };
+    // One task store for every session: a task is reachable by its id from any session, as on a
+    // server that sees all its clients behind one credential.
+    let tasks = rmcp::task_manager::TaskManager::new();
     let mcp_service = StreamableHttpService::new(
-        || Ok(ScriptedTools::new()),
+        move || Ok(ScriptedTools::new(tasks.clone())),
         LocalSessionManager::default().into(),
         config,
     );

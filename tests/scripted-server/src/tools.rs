@@ -3,19 +3,25 @@
 //! Each tool exists to exercise one part of Behavry's response path with a real MCP server:
 //! `echo` the plain round trip, `progress` SSE streaming (notifications must reach the client
 //! before the result), `ask_client` server→client requests in the middle of a call, `big` large
-//! results, and `fail` tool errors (`isError: true`, MCP 2025-06-18 "Tools" > "Error Handling").
+//! results, `fail` tool errors (`isError: true`, MCP 2025-06-18 "Tools" > "Error Handling"), and
+//! `report` tasks: to a client that declares the tasks extension (`io.modelcontextprotocol/tasks`)
+//! it answers with a task, kept in one task store for every session (as a server behind a shared
+//! credential would), whose result `tasks/get` returns once it completes.
 
 use std::time::Duration;
 
 use rmcp::{
     ErrorData, RoleServer, ServerHandler, ServiceError,
-    handler::server::wrapper::Parameters,
+    handler::server::{tool::ToolCallContext, wrapper::Parameters},
     model::{
-        CallToolResult, ContentBlock, ElicitRequestParams, ElicitResult, ElicitationAction,
-        ElicitationSchema, ProgressNotificationParam,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+        CreateTaskResult, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationSchema,
+        GetTaskParams, GetTaskResult, Implementation, ProgressNotificationParam,
+        ServerCapabilities, ServerConfig,
     },
     schemars,
     service::RequestContext,
+    task_manager::{TaskManager, TaskOptions},
     tool, tool_handler, tool_router,
 };
 use serde::Deserialize;
@@ -118,14 +124,44 @@ pub struct BigArgs {
     pub bytes: u64,
 }
 
-/// The rmcp server handler; one instance per MCP session.
-#[derive(Debug, Clone, Default)]
-pub struct ScriptedTools;
+/// Arguments of `report`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReportArgs {
+    /// What the report is about (returned in its text).
+    pub topic: String,
+    /// How long the task works before it completes, in milliseconds (at most 10 000).
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// Longest time a `report` task works.
+pub const MAX_REPORT_DELAY_MS: u64 = 10_000;
+
+/// The rmcp server handler; one instance per MCP session, all sharing one task store.
+#[derive(Clone, Default)]
+pub struct ScriptedTools {
+    tasks: TaskManager,
+}
+
+impl std::fmt::Debug for ScriptedTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedTools")
+            .field("running_tasks", &self.tasks.running_task_count())
+            .finish()
+    }
+}
 
 impl ScriptedTools {
-    pub fn new() -> Self {
-        Self
+    /// A handler over the task store shared by every session.
+    pub fn new(tasks: TaskManager) -> Self {
+        Self { tasks }
     }
+}
+
+/// The text of a `report`.
+fn report_text(topic: &str) -> String {
+    format!("report on {topic}: done")
 }
 
 #[tool_router]
@@ -167,6 +203,13 @@ impl ScriptedTools {
         big_text(args.bytes).map_err(ToolError::into_error_data)
     }
 
+    #[tool(
+        description = "Writes a report on `topic`. Run as a task (tasks extension) when the client declares it; otherwise answers at once."
+    )]
+    async fn report(&self, Parameters(args): Parameters<ReportArgs>) -> String {
+        report_text(&args.topic)
+    }
+
     #[tool(description = "Always fails with a tool result carrying isError: true.")]
     async fn fail(&self) -> CallToolResult {
         CallToolResult::error(vec![ContentBlock::text(
@@ -175,11 +218,79 @@ impl ScriptedTools {
     }
 }
 
-#[tool_handler(
-    name = "behavry-scripted-server",
-    instructions = "Scripted upstream for Behavry end-to-end tests."
-)]
-impl ServerHandler for ScriptedTools {}
+#[tool_handler]
+impl ServerHandler for ScriptedTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "behavry-scripted-server",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions("Scripted upstream for Behavry end-to-end tests.".to_string())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let wants_task = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if request.name == "report" && wants_task {
+            let args: ReportArgs = serde_json::from_value(serde_json::Value::Object(
+                request.arguments.clone().unwrap_or_default(),
+            ))
+            .map_err(|err| ErrorData::invalid_params(err.to_string(), None))?;
+            if args.delay_ms > MAX_REPORT_DELAY_MS {
+                return Err(ErrorData::invalid_params(
+                    format!("delayMs must be at most {MAX_REPORT_DELAY_MS}"),
+                    None,
+                ));
+            }
+            let task = self.tasks.spawn(
+                TaskOptions::new().with_poll_interval_ms(20),
+                move |context| {
+                    Box::pin(async move {
+                        tokio::select! {
+                            _ = context.cancelled() => Err(rmcp::task_manager::TaskExit::Cancelled),
+                            _ = tokio::time::sleep(Duration::from_millis(args.delay_ms)) => Ok(
+                                CallToolResult::success(vec![ContentBlock::text(
+                                    report_text(&args.topic),
+                                )]),
+                            ),
+                        }
+                    })
+                },
+            );
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
+        Self::tool_router()
+            .call(ToolCallContext::new(self, request, context))
+            .await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        Ok(GetTaskResult::new(self.tasks.get_task(&request.task_id)?))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tasks.cancel_task(&request.task_id)
+    }
+}
 
 async fn run_progress(
     args: ProgressArgs,

@@ -133,7 +133,10 @@ async fn echo_returns_the_message() {
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["ask_client", "big", "echo", "fail", "progress"]);
+    assert_eq!(
+        names,
+        ["ask_client", "big", "echo", "fail", "progress", "report"]
+    );
     client.cancel().await.unwrap();
 }
 
