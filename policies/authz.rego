@@ -59,15 +59,16 @@ method := input.request.method
 enrollment := data.behavry.agents[agent_id]
 
 # Which request field names the target of each governed method, and the grant list it is in.
-# Subscribing to a resource reaches it as reading it does.
+# Subscribing to a resource reaches it as reading it does (unsubscribing only gives up access:
+# the proxy passes it undecided).
 target_field := {
 	"tools/call": "tool", "resources/read": "resourceUri", "prompts/get": "promptName",
-	"resources/subscribe": "resourceUri", "resources/unsubscribe": "resourceUri",
+	"resources/subscribe": "resourceUri",
 }
 
 grant_kind := {
 	"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts",
-	"resources/subscribe": "resources", "resources/unsubscribe": "resources",
+	"resources/subscribe": "resources",
 	"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
 	"resources/templates/list": "resources", "tasks/list": "tools",
 	"tasks/get": "tools", "tasks/result": "tools", "tasks/cancel": "tools", "tasks/update": "tools",
@@ -287,8 +288,9 @@ denials contains {
 	target_blocked
 }
 
-# The scope a granted tool needs beyond the grant (step-up, RFC 6750 §3.1 insufficient_scope).
-needed_scope := data.behavry.tool_scopes[server][target] if method == "tools/call"
+# The scope a granted tool needs beyond the grant (step-up, RFC 6750 §3.1 insufficient_scope),
+# also to reach the task a call of it created.
+needed_scope := data.behavry.tool_scopes[server][target] if tool_target
 
 denials contains {
 	"rule": "behavry.scope.insufficient",
@@ -391,11 +393,16 @@ budget_consumption := {
 	"calls": 1,
 	"destructive": count([1 | destructive]),
 	"resources": [sprintf("%s/%s", [server, target])],
-} if not task_method
+} if not unmetered
 
-# A request about a task is not a call of its own: the call that created the task was counted.
-# The bytes of the result it returns are (the proxy reports them).
-budget_consumption := {"calls": 0, "destructive": 0, "resources": []} if task_method
+# A request about a task is not a call of its own: the call that created the task was counted
+# (the bytes of the result it returns are: the proxy reports them). Completions, sent as a person
+# types, are not counted either.
+budget_consumption := {"calls": 0, "destructive": 0, "resources": []} if unmetered
+
+unmetered if task_method
+
+unmetered if method == "completion/complete"
 
 # ---------------------------------------------------------------------------------------------
 # The decision table (docs/policy.md, "Inline decisions"): what this bundle decides whatever else

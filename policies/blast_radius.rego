@@ -68,9 +68,9 @@ call_adds := {
 	"destructive": count([1 | destructive]),
 	"resources": 1,
 	"bytes": 0,
-} if not task_method
+} if not unmetered
 
-call_adds := {"calls": 0, "destructive": 0, "resources": 0, "bytes": 0} if task_method
+call_adds := {"calls": 0, "destructive": 0, "resources": 0, "bytes": 0} if unmetered
 
 # A first, cheap pass over the limits: whether any of them is reached or has no usage. Only then
 # do the rules below look for what exactly is wrong (a call within every limit, the common case,

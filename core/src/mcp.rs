@@ -210,9 +210,10 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CallKind {
     /// Calls policy decides before they run: `tools/call`, `resources/read`, `prompts/get`, and
-    /// the requests that reach what those name: `resources/subscribe` and `resources/unsubscribe`
-    /// (a resource), `completion/complete` (a prompt or resource template), and `tasks/get`,
-    /// `tasks/result`, `tasks/cancel`, `tasks/update` (the task a `tools/call` created).
+    /// the requests that reach what those name: `resources/subscribe` (a resource; unsubscribing
+    /// only gives up access and passes), `completion/complete` (a prompt or resource template),
+    /// and `tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/update` (the task a `tools/call`
+    /// created).
     Governed,
     /// `initialize` (2025-era handshake).
     Initialize,
@@ -377,7 +378,6 @@ pub fn kind_of(method: &str) -> CallKind {
         | "resources/read"
         | "prompts/get"
         | "resources/subscribe"
-        | "resources/unsubscribe"
         | "completion/complete" => CallKind::Governed,
         m if TASK_METHODS.contains(&m) => CallKind::Governed,
         "initialize" => CallKind::Initialize,
@@ -403,7 +403,9 @@ pub fn classify(method: &str, params: Option<&Value>) -> Result<McpCall, ParamsE
         _ => None,
     };
     // Governed calls name their target in params.
-    let needs_object = kind == CallKind::Governed || kind == CallKind::Initialize;
+    let needs_object = kind == CallKind::Governed
+        || kind == CallKind::Initialize
+        || method == "resources/unsubscribe";
     let object = match object {
         Some(object) => object,
         None if needs_object => {
@@ -719,6 +721,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(call.kind, CallKind::Governed);
+        assert_eq!(call.target_name(), Some("u"));
+        // Unsubscribing only gives up access: it passes, but still names its resource.
+        let call = call_of(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":"u"}}"#,
+        )
+        .unwrap();
+        assert_eq!(call.kind, CallKind::Other);
         assert_eq!(call.target_name(), Some("u"));
     }
 

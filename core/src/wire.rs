@@ -58,8 +58,28 @@ pub struct DecisionRequest {
 pub struct TaskFacts {
     /// The agent whose `tools/call` created the task.
     pub agent: String,
+    /// The delegation chain of that call (current actor first; empty when the agent acted for
+    /// itself): a task is bound to the whole authorization context, not to the agent alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegation: Vec<String>,
     /// The tool that call named.
     pub tool: String,
+}
+
+impl TaskFacts {
+    /// A record that binds the task to no one (a server that handed out its id twice).
+    pub fn unbound(tool: &str) -> TaskFacts {
+        TaskFacts {
+            agent: String::new(),
+            delegation: Vec::new(),
+            tool: tool.to_owned(),
+        }
+    }
+
+    /// Whether the task belongs to `agent` acting through `delegation`.
+    pub fn belongs_to(&self, agent: &str, delegation: &[String]) -> bool {
+        !self.agent.is_empty() && self.agent == agent && self.delegation == delegation
+    }
 }
 
 /// Facts about the tool a `tools/call` names, as the server described it in `tools/list`.

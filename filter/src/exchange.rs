@@ -59,8 +59,8 @@ pub trait Known {
     fn task(&self, _task_id: &str) -> Option<TaskFacts> {
         None
     }
-    /// The ids of the tasks `agent` created on the server.
-    fn tasks_of(&self, _agent: &str) -> Vec<String> {
+    /// The ids of the tasks `agent` created on the server through `delegation`.
+    fn tasks_of(&self, _agent: &str, _delegation: &[String]) -> Vec<String> {
         Vec::new()
     }
 }
@@ -660,8 +660,51 @@ impl Exchange {
         // A request about a task carries the call that created it (policy binds the task to
         // that call's agent); a task listing shows only the agent's own tasks.
         let task = self.facts.task_id.as_deref().and_then(|id| known.task(id));
+        // The MCP spec binds a task to the authorization context that created it ("Task
+        // Isolation and Access Control"): the proxy refuses another's task itself, before any
+        // policy (a bundle without the rule, or fail-open, must not open it).
+        if self.facts.task_id.is_some()
+            && !task.as_ref().is_some_and(|task| {
+                task.belongs_to(
+                    self.head.agent.as_deref().unwrap_or_default(),
+                    &self.claims.delegation,
+                )
+            })
+        {
+            let task_id = self.facts.task_id.clone().unwrap_or_default();
+            let decision = DecisionResponse {
+                allow: false,
+                reasons: vec![format!(
+                    "task '{task_id}' on server '{}' was not created by this agent and delegation chain through this proxy",
+                    self.server
+                )],
+                rule_ids: vec!["behavry.tasks.not_owned".to_owned()],
+                bundle_digest: String::new(),
+                obligations: behavry_core::wire::Obligations {
+                    conceal: true,
+                    ..Default::default()
+                },
+                client_matches: None,
+                approval: None,
+            };
+            return match self.on_local_decision(config, decision, LocalSource::Proxy, now_ms) {
+                DecisionAction::Reply(reply) => BodyAction::Reply(reply),
+                // A concealed task request is always answered here.
+                DecisionAction::Resume | DecisionAction::NeedCredential => {
+                    BodyAction::Reply(self.rpc_error_reply(
+                        jsonrpc::INVALID_PARAMS,
+                        "Failed to retrieve task: Task not found",
+                        json!({"traceId": self.ids.trace_id}),
+                        now_ms,
+                    ))
+                }
+            };
+        }
         if self.listing == Some(ListingKind::Tasks) {
-            self.own_tasks = Some(known.tasks_of(self.head.agent.as_deref().unwrap_or_default()));
+            self.own_tasks = Some(known.tasks_of(
+                self.head.agent.as_deref().unwrap_or_default(),
+                &self.claims.delegation,
+            ));
         }
         let request = DecisionRequest {
             trace_id: self.ids.trace_id.clone(),
@@ -845,12 +888,15 @@ impl Exchange {
         let mut scopes: Vec<&str> = self.claims.scopes.iter().map(String::as_str).collect();
         scopes.sort_unstable();
         let facts = &self.facts;
-        let target = facts
-            .tool
-            .as_deref()
-            .or(facts.resource_uri.as_deref())
-            .or(facts.prompt_name.as_deref())
-            .or(facts.task_id.as_deref());
+        // The kind of target with its name: a completion of prompt `x` is not one of resource `x`.
+        let target = [
+            ("tool", &facts.tool),
+            ("resource", &facts.resource_uri),
+            ("prompt", &facts.prompt_name),
+            ("task", &facts.task_id),
+        ]
+        .into_iter()
+        .find_map(|(kind, name)| name.as_deref().map(|name| (kind, name)));
         json!([
             self.head.agent,
             self.claims.delegation,
@@ -1210,13 +1256,15 @@ impl Exchange {
                 self.mode = ResponseMode::Json;
                 ResponseHeadAction::WaitForBody
             }
-            // An answer the decision asks to rewrite (listing filter, redaction) is never passed
-            // through unread: whatever its declared type, it is read whole as JSON, and refused
-            // as an upstream protocol error if it is not.
+            // An answer the decision asks to rewrite (listing filter, redaction), or one that may
+            // create a task (a tools/call answer), is never passed through unread: whatever its
+            // declared type, it is read whole as JSON, and refused as an upstream protocol error
+            // if it is not.
             _ if self.pending.is_some()
                 && (self.visibility.is_some()
                     || self.own_tasks.is_some()
-                    || !self.redact.is_empty()) =>
+                    || !self.redact.is_empty()
+                    || self.facts.method == "tools/call") =>
             {
                 self.mode = ResponseMode::Json;
                 ResponseHeadAction::WaitForBody
@@ -1545,6 +1593,7 @@ impl Exchange {
                         task_id.to_owned(),
                         TaskFacts {
                             agent: self.head.agent.clone().unwrap_or_default(),
+                            delegation: self.claims.delegation.clone(),
                             tool: self.facts.tool.clone().unwrap_or_default(),
                         },
                     ));
@@ -2154,10 +2203,11 @@ mod tests {
             };
             Some(TaskFacts {
                 agent: agent.into(),
+                delegation: vec![],
                 tool: "report".into(),
             })
         }
-        fn tasks_of(&self, agent: &str) -> Vec<String> {
+        fn tasks_of(&self, agent: &str, _: &[String]) -> Vec<String> {
             vec![format!("t-{agent}")]
         }
     }
@@ -2198,6 +2248,7 @@ mod tests {
                 facts,
                 TaskFacts {
                     agent: "agent-a".into(),
+                    delegation: vec![],
                     tool: "echo".into()
                 }
             );
@@ -2217,20 +2268,58 @@ mod tests {
     #[test]
     fn a_task_request_carries_the_call_that_created_the_task() {
         let (_, _, request) = asked_about_task(
-            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":"t-b"}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":"t-a"}}"#,
         );
-        assert_eq!(request.request.task_id.as_deref(), Some("t-b"));
+        assert_eq!(request.request.task_id.as_deref(), Some("t-a"));
         assert_eq!(
             request.task,
             Some(TaskFacts {
-                agent: "b".into(),
+                agent: "a".into(),
+                delegation: vec![],
                 tool: "report".into()
             })
         );
-        let (_, _, request) = asked_about_task(
-            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"t-zz"}}"#,
-        );
-        assert_eq!(request.task, None);
+    }
+
+    #[test]
+    fn another_agents_task_or_an_unknown_one_is_not_found_whatever_policy_says() {
+        // Fail-open changes nothing: the sidecar is never asked.
+        let mut config = config();
+        config.failure_mode = FailureMode::Open;
+        for task in ["t-b", "t-zz"] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{{"taskId":"{task}"}}}}"#
+            );
+            let mut ex = Exchange::start(&config, head(Some("a")), [7; 24]).unwrap();
+            ex.on_request_head(false);
+            let BodyAction::Reply(reply) =
+                ex.on_request_body(&config, body.len(), Some(body.as_bytes()), 1, &TwoTasks)
+            else {
+                panic!("answered by the proxy");
+            };
+            let error = error_of(&reply.body);
+            assert_eq!(error["code"], jsonrpc::INVALID_PARAMS);
+            assert_eq!(error["message"], "Failed to retrieve task: Task not found");
+            let events = ex.take_audit_events();
+            assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+            assert_eq!(events[1].detail["decidedBy"], "proxy");
+            assert_eq!(
+                events[1].detail["ruleIds"],
+                json!(["behavry.tasks.not_owned"])
+            );
+        }
+        // The same agent through a delegation chain is another authorization context.
+        let mut delegated = head(Some("a"));
+        delegated.jwt_payload = Some(forwarded(
+            &json!({"sub": "a", "exp": EXP, "act": {"sub": "helper"}}),
+        ));
+        let body = br#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"t-a"}}"#;
+        let mut ex = Exchange::start(&config, delegated, [7; 24]).unwrap();
+        ex.on_request_head(false);
+        assert!(matches!(
+            ex.on_request_body(&config, body.len(), Some(body), 1, &TwoTasks),
+            BodyAction::Reply(_)
+        ));
     }
 
     /// The JSON-RPC error the agent gets when the decision conceals the target.
@@ -2252,7 +2341,7 @@ mod tests {
     #[test]
     fn a_concealed_task_is_not_found() {
         let (config, mut ex, _) = asked_about_task(
-            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/cancel","params":{"taskId":"t-b"}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"method":"tasks/cancel","params":{"taskId":"t-a"}}"#,
         );
         let error = concealed_error(&config, &mut ex);
         assert_eq!(error["code"], jsonrpc::INVALID_PARAMS);

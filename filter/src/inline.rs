@@ -24,6 +24,8 @@ pub enum LocalSource {
     Table,
     /// A cached sidecar decision.
     Cache,
+    /// The proxy's own rule, whatever policy says (a task another agent created).
+    Proxy,
 }
 
 impl LocalSource {
@@ -32,6 +34,7 @@ impl LocalSource {
         match self {
             LocalSource::Table => "table",
             LocalSource::Cache => "cache",
+            LocalSource::Proxy => "proxy",
         }
     }
 }

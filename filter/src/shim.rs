@@ -656,8 +656,16 @@ impl Known for SharedMemory<'_> {
         serde_json::from_slice(&value?).ok()
     }
 
-    fn tasks_of(&self, agent: &str) -> Vec<String> {
-        agent_tasks(self.server, agent).0
+    fn tasks_of(&self, agent: &str, delegation: &[String]) -> Vec<String> {
+        // Only ids still bound to this agent and chain (an id handed out again is no one's).
+        agent_tasks(self.server, agent)
+            .0
+            .into_iter()
+            .filter(|id| {
+                self.task(id)
+                    .is_some_and(|task| task.belongs_to(agent, delegation))
+            })
+            .collect()
     }
 }
 
@@ -670,18 +678,25 @@ fn agent_tasks(server: &str, agent: &str) -> (Vec<String>, Option<u32>) {
     }
 }
 
-/// Binds a task the server created to the call that created it. The first binding of an id
-/// stands: a server that hands out an id twice cannot move a task to another agent.
+/// Binds a task the server created to the call that created it. An id the server hands out
+/// again for another agent, chain or tool is bound to no one from then on (every request about
+/// it is answered "not found"): neither creator may reach the other's task.
 fn remember_task(server: &str, task_id: &str, facts: &TaskFacts) {
     let memory = SharedMemory { server };
-    if memory.task(task_id).is_some() {
-        log(
-            LogLevel::Warn,
-            &format!("server {server} created task {task_id:?} twice; the first binding stands"),
-        );
-        return;
-    }
-    let Ok(json) = serde_json::to_vec(facts) else {
+    let record = match memory.task(task_id) {
+        None => facts.clone(),
+        Some(known) if known == *facts => return,
+        Some(_) => {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "server {server} created task {task_id:?} again for another call; the task is bound to no one"
+                ),
+            );
+            TaskFacts::unbound(&facts.tool)
+        }
+    };
+    let Ok(json) = serde_json::to_vec(&record) else {
         return;
     };
     let key = pair_key(TASK_KEY_PREFIX, server, task_id);
@@ -690,6 +705,9 @@ fn remember_task(server: &str, task_id: &str, facts: &TaskFacts) {
             LogLevel::Warn,
             &format!("task binding not stored: {status:?}"),
         );
+        return;
+    }
+    if record.agent.is_empty() {
         return;
     }
     // The agent's list, compare-and-swap so two workers adding at once both land.

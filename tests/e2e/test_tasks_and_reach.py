@@ -123,8 +123,9 @@ def test_a_task_is_its_creators_alone_and_its_result_is_redacted(task_stack):
         assert answer["error"]["code"] == INVALID_PARAMS, answer
         assert answer["error"]["message"] == TASK_NOT_FOUND
         detail = decision(stack, peer.trace)
+        # Refused by the proxy itself, before (and whatever) policy.
         assert detail["ruleIds"] == ["behavry.tasks.not_owned"]
-        assert "cacheSeconds" not in detail["obligations"]
+        assert detail["decidedBy"] == "proxy"
     # A made-up id is unknown too, and never reaches the server's store.
     answer = owner.request("tasks/get", {"taskId": "not-a-task"})
     assert answer["error"]["message"] == TASK_NOT_FOUND
