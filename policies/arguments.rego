@@ -20,10 +20,17 @@ argument_rules contains r if {
 	some r in data.behavry.arguments[server][key]
 }
 
+# The rules' denials, looked at only when the tool has rules at all (most calls: one check
+# instead of one per kind of rule).
+denials contains d if {
+	some _ in argument_rules
+	some d in argument_denials
+}
+
 # The value of the argument a rule names, when the call sends it.
 ruled_value(r) := arguments[r.argument]
 
-denials contains {
+argument_denials contains {
 	"rule": "behavry.arguments.path_outside",
 	"reason": sprintf("argument '%s' of tool '%s' must be a path under %s", [r.argument, target, concat(", ", r.prefixes)]),
 } if {
@@ -46,7 +53,7 @@ path_in_dir(path, dir) if path == dir
 
 path_in_dir(path, dir) if startswith(path, concat("", [dir, "/"]))
 
-denials contains {
+argument_denials contains {
 	"rule": "behavry.arguments.url_not_allowed",
 	"reason": sprintf("argument '%s' of tool '%s' must be a URL of an allowed host", [r.argument, target]),
 } if {
@@ -78,7 +85,7 @@ host_allowed(host, hosts) if {
 	endswith(host, substring(pattern, 1, -1))
 }
 
-denials contains {
+argument_denials contains {
 	"rule": "behavry.arguments.sql_not_read_only",
 	"reason": sprintf("argument '%s' of tool '%s' must be one read-only SQL statement (SELECT, WITH, EXPLAIN, SHOW)", [r.argument, target]),
 } if {
@@ -99,7 +106,7 @@ sql_read_only(sql) if {
 	not regex.match(`(^|[^a-z0-9_])(insert|update|delete|merge|upsert|replace|drop|alter|create|truncate|rename|grant|revoke|attach|detach|copy|call|exec|execute|do|pragma|vacuum|reindex|lock|set|reset|into|load|handler|import)([^a-z0-9_]|$)`, statement)
 }
 
-denials contains {
+argument_denials contains {
 	"rule": "behavry.arguments.too_long",
 	"reason": sprintf("argument '%s' of tool '%s' exceeds %d characters", [r.argument, target, r.max]),
 } if {

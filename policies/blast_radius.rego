@@ -76,12 +76,36 @@ call_adds := {"calls": 0, "destructive": 0, "resources": 0, "bytes": 0} if unmet
 # do the rules below look for what exactly is wrong (a call within every limit, the common case,
 # costs one pass instead of three). It may also hold when nothing is wrong (a limit reached by a
 # counter this call does not add to): it only decides whether to look.
+# Written out per scope, over the data itself, so that the common case (no role with limits of
+# its own, within every limit) builds no set of limits at all.
 budget_in_question if {
-	some [scope, window, counter, limit] in budget_limits
-	not input.counters[scope][window][counter] + call_adds[counter] < limit
+	not role_budgeted
+	some window, limits in data.behavry.budgets.agent
+	some counter, limit in limits
+	not input.counters.agent[window][counter] + call_adds[counter] < limit
 }
 
-denials contains {
+budget_in_question if {
+	role_budgeted
+	some ["agent", window, counter, limit] in budget_limits
+	not input.counters.agent[window][counter] + call_adds[counter] < limit
+}
+
+budget_in_question if {
+	delegated
+	some window, limits in data.behavry.budgets.chain
+	some counter, limit in limits
+	not input.counters.chain[window][counter] + call_adds[counter] < limit
+}
+
+# What exactly is wrong, looked at only when the first pass says something may be.
+denials contains d if {
+	governed
+	budget_in_question
+	some d in budget_denials
+}
+
+budget_denials contains {
 	"rule": "behavry.budget.exceeded",
 	"reason": sprintf("%s budget exceeded: %s %s in %s (limit %d)", [scope, format_int(used, 10), counter, window, limit]),
 } if {
@@ -93,7 +117,7 @@ denials contains {
 	used + call_adds[counter] > limit
 }
 
-denials contains {
+budget_denials contains {
 	"rule": "behavry.budget.bytes_exceeded",
 	"reason": sprintf("%s budget exceeded: %s bytes returned in %s (limit %d)", [scope, format_int(used, 10), window, limit]),
 } if {
@@ -104,7 +128,7 @@ denials contains {
 	used >= limit
 }
 
-denials contains {
+budget_denials contains {
 	"rule": "behavry.budget.unavailable",
 	"reason": sprintf("no %s usage for the %s window: the budget cannot be checked", [scope, window]),
 } if {

@@ -5,7 +5,7 @@
 //! `developer` role and grants of its own on 3 servers, so the data document is not trivially
 //! small. Before the criterion runs, a percentile table (p50, p99, mean over
 //! [`PERCENTILE_RUNS`] decisions per case) is printed for `decide` and, for comparison, for the
-//! interpreter path `decide_interpreted`.
+//! interpreter path `decide_interpreted`. For instruction counts, see [`count_runs`].
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -140,7 +140,13 @@ fn percentiles(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
 
 fn load() -> Option<PolicyBundle> {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    match PolicyBundle::load(&policies, &agents(), Duration::from_millis(50)) {
+    // Under an instruction counter (tens of times slower) the 50 ms bound would cut the run.
+    let limit = if std::env::var_os("BEHAVRY_DECISION_RUNS").is_some() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_millis(50)
+    };
+    match PolicyBundle::load(&policies, &agents(), limit) {
         Ok(bundle) => Some(bundle),
         Err(err) => {
             eprintln!("cannot load the default bundle: {err}");
@@ -176,10 +182,36 @@ fn decisions(c: &mut Criterion, bundle: &PolicyBundle) {
     group.finish();
 }
 
+/// `BEHAVRY_DECISION_CASE=<case name> BEHAVRY_DECISION_RUNS=<n>`: decide that case `n` times and
+/// exit, for instruction counts (`valgrind --tool=callgrind`), which do not depend on what else
+/// the machine is doing: run it with `n` and with 0 and take the difference.
+fn count_runs(bundle: &PolicyBundle) -> bool {
+    let (Ok(name), Ok(runs)) = (
+        std::env::var("BEHAVRY_DECISION_CASE"),
+        std::env::var("BEHAVRY_DECISION_RUNS"),
+    ) else {
+        return false;
+    };
+    let runs: usize = runs.parse().unwrap_or(0);
+    let Some((_, request, counters)) = cases().into_iter().find(|(case, _, _)| *case == name)
+    else {
+        eprintln!("no case named {name:?}");
+        return true;
+    };
+    let input = PolicyInput::new(&request, None, &counters, SystemTime::now());
+    for _ in 0..runs {
+        black_box(bundle.decide(black_box(&input)).ok());
+    }
+    true
+}
+
 fn main() {
     let Some(bundle) = load() else {
         return;
     };
+    if count_runs(&bundle) {
+        return;
+    }
     // `cargo test --benches` runs each benchmark once: no table then.
     if !std::env::args().any(|arg| arg == "--test") {
         percentile_table(&bundle);
