@@ -584,6 +584,13 @@ const SESSION_KEY_PREFIX: &str = "behavry.session/";
 /// Shared-data key prefix of the client fingerprint recorded when a session was opened.
 const SESSION_CLIENT_KEY_PREFIX: &str = "behavry.session-client/";
 
+/// A shared-data key: the prefix, then the JSON array `[first, second]`, so that no two names
+/// make the same key.
+fn pair_key(prefix: &str, first: &str, second: &str) -> String {
+    let names = serde_json::to_string(&[first, second]).unwrap_or_default();
+    format!("{prefix}{names}")
+}
+
 /// Shared-data key prefix of what a server's `tools/list` said of each tool (its annotations),
 /// for the decision input of later calls on any worker. The rest of the key is the JSON array
 /// `[server, tool]`, so no name can make two keys collide.
@@ -593,8 +600,7 @@ const TOOL_KEY_PREFIX: &str = "behavry.tool/";
 const MAX_REMEMBERED_TOOLS: usize = 1000;
 
 fn tool_key(server: &str, tool: &str) -> String {
-    let names = serde_json::to_string(&[server, tool]).unwrap_or_default();
-    format!("{TOOL_KEY_PREFIX}{names}")
+    pair_key(TOOL_KEY_PREFIX, server, tool)
 }
 
 /// What the last listing of `server` said of `tool`.
@@ -634,11 +640,6 @@ const AGENT_TASKS_KEY_PREFIX: &str = "behavry.tasks/";
 /// At most this many task ids are kept per agent and server for `tasks/list` (the oldest go
 /// first; a task no longer listed stays reachable by its id).
 const MAX_LISTED_TASKS: usize = 256;
-
-fn pair_key(prefix: &str, first: &str, second: &str) -> String {
-    let names = serde_json::to_string(&[first, second]).unwrap_or_default();
-    format!("{prefix}{names}")
-}
 
 /// What this Envoy remembers of a server (shared by its workers).
 struct SharedMemory<'a> {
