@@ -256,7 +256,13 @@ denials contains {
 
 # A task is the agent's whose call created it (MCP tasks, "Task Isolation and Access Control":
 # tasks are bound to the authorization context that created them). One this gateway did not see
-# created by this agent is answered as unknown, whoever else it may belong to.
+# created by this agent through the same delegation chain is answered as unknown, whoever else it
+# may belong to (the proxy refuses it first; this holds for any other caller of the sidecar).
+task_owned if {
+	input.task.agent == agent_id
+	object.get(input.task, "delegation", []) == object.get(input.agent, "delegation", [])
+}
+
 denials contains {
 	"rule": "behavry.tasks.not_owned",
 	"reason": sprintf("no task '%s' created by agent '%s' on server '%s' is known", [object.get(input.request, "taskId", ""), agent_id, server]),
@@ -264,7 +270,7 @@ denials contains {
 } if {
 	task_method
 	server_granted
-	not input.task.agent == agent_id
+	not task_owned
 }
 
 denials contains {
