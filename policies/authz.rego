@@ -373,7 +373,7 @@ allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.lis
 # A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
 allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"
 
-allow_obligations := object.union({"budget": budget_consumption}, redact_obligation) if governed
+allow_obligations := object.union_n([{"budget": budget_consumption}, redact_obligation, lease_obligation]) if governed
 
 # What is redacted from the content a call returns: a tool's result (also when a task delivers
 # it: tasks/result returns the tool's result as it is, tasks/get of the tasks extension carries it
@@ -388,6 +388,9 @@ redact_obligation := {"redact": [concat("", ["/result", p]) | some p in pointers
 	method == "tasks/get"
 	pointers = data.behavry.redact[server][target] # `=`: no pointers, no obligation (VM too)
 }
+
+# A lease of more calls like this one (policies/lease.rego); none unless that file grants one.
+default lease_obligation := {}
 
 # What a listing may show: granted patterns minus blocked ones (filtered by the proxy).
 visible := {

@@ -168,6 +168,26 @@ impl BlastRadius {
         }
         self.store.consume(&updates, now).await
     }
+
+    /// Give back `calls` unused calls of a lease reserved at `reserved_at`, for the agent and its
+    /// chain, in every window (docs/policy.md, "Leases").
+    pub async fn release_calls(
+        &self,
+        agent: &AgentIdentity,
+        calls: u64,
+        reserved_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), BudgetError> {
+        let keys: Vec<CounterKey> = subjects(agent)
+            .into_iter()
+            .flat_map(|(_, subject)| {
+                self.windows.iter().map(move |(_, window)| {
+                    CounterKey::new(subject.clone(), CounterKind::Calls, *window)
+                })
+            })
+            .collect();
+        self.store.release(&keys, calls, reserved_at, now).await
+    }
 }
 
 fn windows_of(config: &BlastRadiusConfig) -> Result<Vec<(String, Window)>, BudgetError> {
@@ -268,6 +288,26 @@ mod tests {
         let usage = radius.usage(&who, later).await.unwrap();
         assert_eq!(usage["agent"]["1m"]["calls"], 0);
         assert_eq!(usage["agent"]["1h"]["calls"], 1);
+    }
+
+    #[tokio::test]
+    async fn unused_lease_calls_come_back_for_agent_and_chain() {
+        let radius = BlastRadius::open(&BlastRadiusConfig::default())
+            .await
+            .unwrap();
+        let now = SystemTime::now();
+        let who = agent("orchestrator", &["helper-1"]);
+        let mut reserved = call("s/a", 0);
+        reserved.calls = 9;
+        radius.consume(&who, &reserved, now).await.unwrap();
+        radius.release_calls(&who, 6, now, now).await.unwrap();
+        let usage = radius.usage(&who, now).await.unwrap();
+        for scope in ["agent", "chain"] {
+            for window in ["1m", "1h"] {
+                assert_eq!(usage[scope][window]["calls"], 3, "{usage:?}");
+                assert_eq!(usage[scope][window]["resources"], 1);
+            }
+        }
     }
 
     #[test]

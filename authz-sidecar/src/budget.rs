@@ -557,6 +557,43 @@ impl BudgetStore {
     }
 }
 
+impl BudgetStore {
+    /// Give back `amount` of what was added to each counter of `keys` at `reserved_at` (the
+    /// unused part of a reservation, docs/policy.md "Leases"): taken from the bucket `reserved_at`
+    /// fell in, never below zero. A bucket that has left its window is not touched (what it held
+    /// no longer counts). `resources` counters are skipped: a touch is not given back.
+    pub async fn release(
+        &self,
+        keys: &[CounterKey],
+        amount: u64,
+        reserved_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), BudgetError> {
+        let at_ms = unix_millis(reserved_at)?;
+        let now_ms = unix_millis(now)?;
+        let keys: Vec<&CounterKey> = keys.iter().filter(|k| !k.kind.is_distinct()).collect();
+        if amount == 0 || keys.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Memory(memory) => {
+                for key in keys {
+                    memory.release(key, amount, at_ms, now_ms);
+                }
+                Ok(())
+            }
+            Backend::Redis(redis) => redis.release(&keys, amount, at_ms, now_ms).await,
+        }
+    }
+}
+
+/// The bucket (index) `at_ms` falls in, if its start is still within the window at `now_ms`.
+fn bucket_in_window(window_ms: u64, width_ms: u64, at_ms: u64, now_ms: u64) -> Option<u64> {
+    let bucket = at_ms / width_ms;
+    let (first, last) = bucket_range(window_ms, width_ms, now_ms);
+    (first..=last).contains(&bucket).then_some(bucket)
+}
+
 fn unix_millis(now: SystemTime) -> Result<u64, BudgetError> {
     let elapsed = now
         .duration_since(UNIX_EPOCH)
@@ -707,6 +744,35 @@ impl MemoryCounters {
             if now_ms >= shard.next_sweep_ms {
                 shard.sweep(now_ms);
             }
+        }
+    }
+
+    fn release(&self, key: &CounterKey, amount: u64, at_ms: u64, now_ms: u64) {
+        let mut shard = self
+            .shard(&key.subject)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(series) = shard
+            .subjects
+            .get_mut(key.subject.as_str())
+            .and_then(|series| {
+                series
+                    .iter_mut()
+                    .find(|s| s.kind == key.kind && s.window_ms == key.window.millis)
+            })
+        else {
+            return;
+        };
+        let now_ms = series.effective_now(now_ms);
+        let Some(bucket) = bucket_in_window(series.window_ms, series.width_ms, at_ms, now_ms)
+        else {
+            return;
+        };
+        if let SeriesBody::Count(slots) = &mut series.body
+            && let Some(slot) = slot_of(slots, bucket)
+            && slot.bucket == Some(bucket)
+        {
+            slot.value = slot.value.saturating_sub(amount);
         }
     }
 
@@ -866,6 +932,12 @@ fn forget(slot: &mut DistinctSlot, last_touched: &mut HashMap<[u8; 16], u64>) {
 // ---------------------------------------------------------------------------------------------
 // Redis backend
 
+/// `DECRBY` of at most the bucket's value, on a bucket that exists (KEYS[1], ARGV[1] = amount).
+const RELEASE_SCRIPT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    local n = math.min(v, tonumber(ARGV[1])) \
+    if n > 0 then redis.call('DECRBY', KEYS[1], n) end \
+    return n";
+
 #[derive(Clone)]
 struct RedisCounters {
     connection: ConnectionManager,
@@ -977,6 +1049,39 @@ impl RedisCounters {
                 parsed.map_err(|err| BudgetError::UnexpectedReply(err.to_string()))
             })
             .collect()
+    }
+
+    async fn release(
+        &self,
+        keys: &[&CounterKey],
+        amount: u64,
+        at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), BudgetError> {
+        let amount = i64::try_from(amount).map_err(|_| BudgetError::AmountTooLarge(amount))?;
+        let mut pipeline = redis::pipe();
+        let mut commands = 0_usize;
+        for key in keys {
+            let width = bucket_width(key.window, self.buckets);
+            let Some(bucket) = bucket_in_window(key.window.millis, width, at_ms, now_ms) else {
+                continue;
+            };
+            let bucket_key = format!("{}{}", self.series_key(key), bucket.saturating_mul(width));
+            // Atomic, and never below zero nor on a key that expired (it would come back as a
+            // negative count without a TTL).
+            pipeline
+                .cmd("EVAL")
+                .arg(RELEASE_SCRIPT)
+                .arg(1)
+                .arg(&bucket_key)
+                .arg(amount)
+                .ignore();
+            commands += 1;
+        }
+        if commands == 0 {
+            return Ok(());
+        }
+        self.run::<()>(&pipeline, "release").await
     }
 
     async fn consume(&self, updates: &[CounterUpdate], now_ms: u64) -> Result<(), BudgetError> {
@@ -1226,7 +1331,74 @@ mod tests {
         ));
     }
 
+    async fn released_calls_leave_their_bucket(store: &BudgetStore) {
+        let s = "agent:leaser";
+        let calls = CounterKey::new(s, CounterKind::Calls, minute());
+        let resources = CounterKey::new(s, CounterKind::Resources, minute());
+        // A reservation of 10 calls at 5 s, another call at 15 s.
+        store
+            .consume(
+                &[
+                    add(s, CounterKind::Calls, minute(), 10),
+                    touch(s, minute(), "srv/tool"),
+                ],
+                at(5),
+            )
+            .await
+            .unwrap();
+        store
+            .consume(&[add(s, CounterKind::Calls, minute(), 1)], at(15))
+            .await
+            .unwrap();
+        // 7 unused calls of the reservation come back, from its own bucket; the touch stays.
+        store
+            .release(&[calls.clone(), resources], 7, at(5), at(20))
+            .await
+            .unwrap();
+        assert_eq!(one(store, s, CounterKind::Calls, minute(), at(21)).await, 4);
+        assert_eq!(
+            one(store, s, CounterKind::Resources, minute(), at(21)).await,
+            1
+        );
+        // Never below zero: more than the bucket holds takes it to zero, the other bucket stays.
+        store
+            .release(std::slice::from_ref(&calls), 100, at(5), at(22))
+            .await
+            .unwrap();
+        assert_eq!(one(store, s, CounterKind::Calls, minute(), at(23)).await, 1);
+        // A bucket that has left its window is not touched (nothing comes back twice, and
+        // nothing is taken from the newer bucket).
+        store
+            .release(std::slice::from_ref(&calls), 1, at(5), at(69))
+            .await
+            .unwrap();
+        assert_eq!(one(store, s, CounterKind::Calls, minute(), at(69)).await, 1);
+        // Nothing reserved, nothing to give back: no counter appears.
+        store
+            .release(
+                &[CounterKey::new(
+                    "agent:nobody",
+                    CounterKind::Calls,
+                    minute(),
+                )],
+                3,
+                at(5),
+                at(6),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            one(store, "agent:nobody", CounterKind::Calls, minute(), at(7)).await,
+            0
+        );
+    }
+
     // Memory ---------------------------------------------------------------------------------
+
+    #[tokio::test]
+    async fn memory_release() {
+        released_calls_leave_their_bucket(&memory()).await;
+    }
 
     fn memory() -> BudgetStore {
         BudgetStore::memory(DEFAULT_BUCKETS).unwrap()
@@ -1527,6 +1699,7 @@ mod tests {
         the_window_slides_bucket_by_bucket(&store).await;
         distinct_resources_count_once_per_window(&store).await;
         mismatched_consumption_records_nothing(&store).await;
+        released_calls_leave_their_bucket(&store).await;
         assert!(delete_keys(&prefix).await > 0);
     }
 

@@ -392,6 +392,7 @@ mod tests {
             },
             tool: None,
             task: None,
+            holds_leases: false,
         }
     }
 

@@ -16,7 +16,7 @@
 //! | `GET /approvals/{id}` | the status page an approval URL points at ([`crate::approvals`]) |
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use behavry_core::decision_table::POLICY_TABLE_PATH;
 use behavry_core::wire::{
-    BudgetConsumption, DECIDE_PATH, DecisionRequest, DecisionResponse, REVOCATIONS_PATH,
+    BudgetConsumption, DECIDE_PATH, DecisionRequest, DecisionResponse, Lease, REVOCATIONS_PATH,
     USAGE_PATH, UsageReport,
 };
 use serde::Serialize;
@@ -204,7 +204,8 @@ struct UsageAck {
 }
 
 /// `POST /v1/usage`: response bytes of allowed calls (NDJSON of [`UsageReport`]), added to the
-/// agents' and chains' `bytes` counters. A bad line refuses the whole batch (400) before anything
+/// agents' and chains' `bytes` counters, and the unused calls of leases, given back to their
+/// `calls` counters. A bad line refuses the whole batch (400) before anything
 /// is recorded.
 async fn usage(
     State(state): State<AppState>,
@@ -220,14 +221,27 @@ async fn usage(
     }
     let now = SystemTime::now();
     for report in &reports {
-        let consumption = BudgetConsumption {
-            bytes: report.bytes,
-            ..BudgetConsumption::default()
-        };
-        state
-            .blast_radius
-            .consume(&report.agent, &consumption, now)
-            .await?;
+        if report.bytes > 0 {
+            let consumption = BudgetConsumption {
+                bytes: report.bytes,
+                ..BudgetConsumption::default()
+            };
+            state
+                .blast_radius
+                .consume(&report.agent, &consumption, now)
+                .await?;
+        }
+        if let (calls @ 1.., Some(reserved_at)) = (
+            report.unused_calls,
+            report
+                .reserved_at_ms
+                .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))),
+        ) {
+            state
+                .blast_radius
+                .release_calls(&report.agent, calls, reserved_at, now)
+                .await?;
+        }
     }
     Ok(Json(UsageAck {
         recorded: reports.len(),
@@ -349,15 +363,30 @@ async fn decide(
             }
         }
     }
+    let lease = response.obligations.lease.take().filter(|lease| {
+        request.holds_leases
+            && leasable(&response, &request.request.method)
+            && lease.calls > 0
+            && lease.seconds > 0
+    });
     if response.allow
         && let Some(consumption) = &response.obligations.budget
         && !consumption.is_nothing()
     {
+        // A lease reserves its calls with this one (docs/policy.md, "Leases").
+        let mut reserved = consumption.clone();
+        if let Some(lease) = &lease {
+            reserved.calls = reserved.calls.saturating_mul(u64::from(lease.calls) + 1);
+        }
         state
             .blast_radius
-            .consume(&request.agent, consumption, now)
+            .consume(&request.agent, &reserved, now)
             .await?;
     }
+    response.obligations.lease = lease.map(|lease| Lease {
+        reserved_at_ms: Some(unix_millis(now)),
+        ..lease
+    });
     if let Some(requirement) = &mut response.obligations.require_approval {
         state.approvals.hold(&request, requirement, unix).await?;
     }
@@ -372,6 +401,27 @@ async fn decide(
         "decision"
     );
     Ok(Json(response))
+}
+
+/// Whether a decision's lease may be granted (to a proxy that holds leases): an allowed call,
+/// not let through by an approval
+/// (one approval, one call), whose budget adds exactly one call and nothing destructive — so
+/// the unused calls of the lease are all there is to give back.
+fn leasable(response: &DecisionResponse, method: &str) -> bool {
+    response.allow
+        && response.approval.is_none()
+        && is_budgeted(method)
+        && response
+            .obligations
+            .budget
+            .as_ref()
+            .is_some_and(|budget| budget.calls == 1 && budget.destructive == 0)
+}
+
+fn unix_millis(now: SystemTime) -> u64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn unix_seconds(now: SystemTime) -> i64 {
@@ -615,6 +665,69 @@ pub(crate) mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(bytes().await, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_lease_reserves_its_calls_and_unused_ones_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let identity = behavry_core::wire::AgentIdentity {
+            id: "demo-agent".into(),
+            ..Default::default()
+        };
+        let calls = || async {
+            let usage = state.blast_radius.usage(&identity, SystemTime::now()).await;
+            usage.unwrap()["agent"]["1m"]["calls"]
+        };
+        // A proxy that does not say it holds leases gets none, and only its call is counted.
+        let (_, _, body) = call(&state, decide_request(tool_call("demo-agent", "echo"))).await;
+        assert!(body["obligations"].get("lease").is_none(), "{body}");
+        assert_eq!(calls().await, 1);
+
+        let before = unix_millis(SystemTime::now());
+        let mut holding: serde_json::Value =
+            serde_json::from_str(&tool_call("demo-agent", "echo")).unwrap();
+        holding["holdsLeases"] = true.into();
+        let (status, _, body) = call(&state, decide_request(holding.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let decision: DecisionResponse = serde_json::from_value(body).unwrap();
+        assert!(decision.allow);
+        let lease = decision
+            .obligations
+            .lease
+            .expect("the default bundle leases echo");
+        assert!(lease.calls > 0 && lease.seconds > 0, "{lease:?}");
+        let reserved_at_ms = lease.reserved_at_ms.expect("set by the sidecar");
+        assert!(reserved_at_ms >= before);
+        // The call and its lease are counted now.
+        assert_eq!(calls().await, u64::from(lease.calls) + 2);
+
+        // The proxy used two of them and gives the rest back.
+        let unused = u64::from(lease.calls) - 2;
+        let report = serde_json::json!({"agent": {"id": "demo-agent"}, "unusedCalls": unused,
+                                        "reservedAtMs": reserved_at_ms});
+        let request = Request::post(USAGE_PATH)
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(report.to_string()))
+            .unwrap();
+        let (status, _, ack) = call(&state, request).await;
+        assert_eq!(status, StatusCode::OK, "{ack}");
+        assert_eq!(calls().await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_policy_cannot_set_the_reservation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("authz.rego"),
+            "package behavry.authz\nimport rego.v1\ndecision := {\"allow\": true, \"obligations\": \
+             {\"lease\": {\"calls\": 5, \"seconds\": 5, \"reservedAtMs\": 1}}}\n",
+        )
+        .unwrap();
+        // Refused when the bundle is loaded (its decision is checked then).
+        let err =
+            crate::policy::PolicyBundle::load(dir.path(), &[], Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("lease.reservedAtMs"), "{err}");
     }
 
     #[tokio::test]

@@ -665,12 +665,18 @@ fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
             (o.conceal, "conceal"),
             (o.require_scope.is_some(), "requireScope"),
             (o.require_approval.is_some(), "requireApproval"),
+            // The sidecar's own part of a lease, never the policy's.
+            (
+                o.lease.as_ref().is_some_and(|l| l.reserved_at_ms.is_some()),
+                "lease.reservedAtMs",
+            ),
         ]
     } else {
         [
             (o.budget.is_some(), "budget"),
             (!o.redact.is_empty(), "redact"),
             (o.visible.is_some(), "visible"),
+            (o.lease.is_some(), "lease"),
         ]
     };
     match misplaced.iter().find(|(present, _)| *present) {
@@ -995,6 +1001,7 @@ pub(crate) mod tests {
             },
             tool: None,
             task: None,
+            holds_leases: false,
         }
     }
 

@@ -126,6 +126,7 @@ impl CaseInput {
             request: self.request.clone(),
             tool: self.tool.clone(),
             task: self.task.clone(),
+            holds_leases: false,
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct DecisionRequest {
     /// no such task created on this server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskFacts>,
+    /// The proxy holds leases of allowed calls and gives back what it does not use
+    /// (docs/policy.md, "Leases"): without it, the sidecar grants none (a proxy that would drop a
+    /// lease would leave its calls spent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holds_leases: bool,
 }
 
 /// The call that created a task (MCP 2025-11-25 basic/utilities/tasks: a task-augmented
@@ -276,6 +281,37 @@ pub struct Obligations {
     /// Allow of a listing (`tools/list`, ...): which entries the agent may see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible: Option<Visibility>,
+    /// Allow of a call: the proxy may allow this many more calls like it by itself (docs/policy.md,
+    /// "Leases"); the sidecar reserves their budget with this call's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A lease of allowed calls (docs/policy.md, "Leases"): the proxy may answer up to `calls` more
+/// requests with the same decision key and tool facts as the leased one, within `seconds`,
+/// without asking the sidecar. The sidecar reserved their budget when it granted the lease; the
+/// proxy reports what it did not use ([`UsageReport::unused_calls`]), which is given back.
+/// The same idea as Envoy's rate-limit quota service, where the server hands each proxy a quota
+/// assignment and the proxies report their usage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Lease {
+    /// Calls the proxy may allow by itself, the leased one not included.
+    pub calls: u32,
+    /// How long the lease holds, from when the proxy received it.
+    pub seconds: u32,
+    /// A leased call's request body is at most this many bytes (the policy's argument-size
+    /// limit, kept by the proxy without parsing anything); no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
+    /// The lease ends once the answers of its calls (the leased one's included) reach this many
+    /// bytes (the policy's share of the `bytes` budgets); no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
+    /// When the sidecar reserved the budget (Unix ms, its clock; set by the sidecar): unused
+    /// calls are given back to the counters' buckets of that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_at_ms: Option<u64>,
 }
 
 impl Obligations {
@@ -316,14 +352,23 @@ pub struct ApprovalGrant {
 /// that consumed budget (NDJSON of [`UsageReport`], proxy credential).
 pub const USAGE_PATH: &str = "/v1/usage";
 
-/// The response size of one allowed call, for the `bytes` blast-radius counters.
+/// The response size of one allowed call, for the `bytes` blast-radius counters, or the unused
+/// calls of a lease.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageReport {
     /// Who the call was for, with its delegation chain.
     pub agent: AgentIdentity,
     /// Bytes of the upstream's answer.
+    #[serde(default)]
     pub bytes: u64,
+    /// Calls of a lease the proxy did not use (it expired or was dropped): given back to the
+    /// `calls` counters at [`Lease::reserved_at_ms`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unused_calls: u64,
+    /// The lease's [`Lease::reserved_at_ms`], with `unused_calls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_at_ms: Option<u64>,
 }
 
 /// What one allowed call adds to the blast-radius counters.

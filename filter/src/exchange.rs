@@ -327,6 +327,11 @@ pub struct Exchange {
     hidden_entries: Vec<String>,
     /// Where the decision came from when the filter made it without a callout.
     local_source: Option<LocalSource>,
+    /// What the proxy knows of the called tool (annotations from a listing), as sent to policy.
+    tool_facts: Option<ToolFacts>,
+    /// The call was allowed under a lease, or its decision granted one: its response bytes count
+    /// against the lease's share ([`Self::lease_key`]).
+    leased: bool,
     /// JSON pointers into the result to replace (the decision's `redact` obligation).
     redact: Vec<String>,
     /// The call consumed budget: its response bytes are reported to the sidecar.
@@ -414,6 +419,8 @@ impl Exchange {
             listed_tools: Vec::new(),
             hidden_entries: Vec::new(),
             local_source: None,
+            tool_facts: None,
+            leased: false,
             redact: Vec::new(),
             report_bytes: false,
             usage: None,
@@ -657,6 +664,7 @@ impl Exchange {
         }
         self.record(AuditKind::Intent, now_ms, json!({}));
         let tool = self.facts.tool.as_deref().and_then(|tool| known.tool(tool));
+        self.tool_facts.clone_from(&tool);
         // A request about a task carries the call that created it (policy binds the task to
         // that call's agent); a task listing shows only the agent's own tasks.
         let task = self.facts.task_id.as_deref().and_then(|id| known.task(id));
@@ -712,6 +720,7 @@ impl Exchange {
             request: self.facts.clone(),
             tool,
             task,
+            holds_leases: config.inline.enabled && config.inline.cache_entries > 0,
         };
         match serde_json::to_vec(&request) {
             Ok(bytes) => BodyAction::AskAuthz(bytes),
@@ -880,10 +889,12 @@ impl Exchange {
             .and_then(|client| serde_json::to_string(client).ok())
     }
 
-    /// What identifies a decision that may be reused (`cacheSeconds`): the agent, its delegation
-    /// chain and token scopes, and the server, method and target asked for. Nothing else a
-    /// request carries (arguments, session, client, tool annotations) is in it: a policy that
-    /// depends on those must not put `cacheSeconds` on its decision.
+    /// What identifies a decision that may be reused (`cacheSeconds`, `lease`): the agent, its
+    /// delegation chain and token scopes, the server, method and target asked for, and what the
+    /// proxy knows of the tool (its annotations: a tool that turns destructive is another key).
+    /// Nothing else a request carries (arguments, session, client) is in it: a policy that
+    /// depends on those must not put `cacheSeconds` or `lease` on its decision (a lease's
+    /// `maxRequestBytes` is the exception, kept by the proxy).
     pub fn decision_key(&self) -> String {
         let mut scopes: Vec<&str> = self.claims.scopes.iter().map(String::as_str).collect();
         scopes.sort_unstable();
@@ -904,19 +915,38 @@ impl Exchange {
             facts.server,
             facts.method,
             target,
+            self.tool_facts,
         ])
         .to_string()
     }
 
-    /// The decision the worker's table or cache makes for the call that is about to be sent to
-    /// the sidecar, if any.
+    /// The key of the lease this call was allowed under or granted, for counting its response
+    /// bytes against the lease ([`InlinePolicy::count_response_bytes`]).
+    pub fn lease_key(&self) -> Option<String> {
+        self.leased.then(|| self.decision_key())
+    }
+
+    /// Whom the budget of this call is counted for (a lease's unused calls go back to them).
+    pub fn budget_owner(&self) -> AgentIdentity {
+        self.agent_identity()
+    }
+
+    /// The decision the worker's table, cache or a lease makes for the call (its request body
+    /// `request_bytes` long) that is about to be sent to the sidecar, if any.
     pub fn local_decision(
         &self,
         inline: &mut InlinePolicy,
+        request_bytes: u64,
         now_ms: u64,
     ) -> Option<(DecisionResponse, LocalSource)> {
         let agent = self.head.agent.as_deref()?;
-        inline.decide(&self.decision_key(), agent, &self.facts, now_ms)
+        inline.decide(
+            &self.decision_key(),
+            agent,
+            &self.facts,
+            request_bytes,
+            now_ms,
+        )
     }
 
     /// Decide with a decision the filter made itself ([`Self::local_decision`]); audited with
@@ -970,6 +1000,8 @@ impl Exchange {
                 self.record(AuditKind::Decision, now_ms, detail);
                 if decision.allow {
                     self.report_bytes = decision.obligations.budget.is_some();
+                    self.leased = decision.obligations.lease.is_some()
+                        || self.local_source == Some(LocalSource::Lease);
                     self.visibility = decision.obligations.visible;
                     self.redact = decision.obligations.redact;
                     return self.resume();
@@ -1657,6 +1689,7 @@ impl Exchange {
             self.usage = Some(UsageReport {
                 agent: self.agent_identity(),
                 bytes: u64::try_from(self.response_bytes).unwrap_or(u64::MAX),
+                ..UsageReport::default()
             });
         }
         self.record(AuditKind::Outcome, now_ms, detail);
@@ -1779,6 +1812,19 @@ mod tests {
         assert_eq!(request.request.tool.as_deref(), Some("echo"));
         assert_eq!(request.request.server, "everything");
         (config, ex)
+    }
+
+    #[test]
+    fn the_sidecar_is_told_whether_this_proxy_holds_leases() {
+        let mut config = config();
+        assert!(asked_for(&config, "agent-a", CALL).1.holds_leases);
+        // Without inline decisions, or without room for them, a lease would be lost with its
+        // reserved calls: none is asked for.
+        config.inline.cache_entries = 0;
+        assert!(!asked_for(&config, "agent-a", CALL).1.holds_leases);
+        config.inline.cache_entries = 10;
+        config.inline.enabled = false;
+        assert!(!asked_for(&config, "agent-a", CALL).1.holds_leases);
     }
 
     fn allow() -> DecisionResponse {

@@ -8,7 +8,7 @@ use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
-    TaskFacts, ToolFacts, USAGE_PATH,
+    TaskFacts, ToolFacts, USAGE_PATH, UsageReport,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -79,7 +79,11 @@ struct BehavryRoot {
 impl Context for BehavryRoot {
     fn on_done(&mut self) -> bool {
         // A root context that goes away (reload, drain) puts back what it took and was not
-        // acknowledged, so another one ships it.
+        // acknowledged, so another one ships it; so too the unused calls of its leases.
+        if let Ok(mut inline) = self.inline.try_borrow_mut() {
+            inline.end_all_leases();
+            queue_returns(&mut inline, self.usage_queue_id);
+        }
         if let Some(queue_id) = self.queue_id {
             for line in self.shipper.take_unacknowledged() {
                 if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
@@ -216,6 +220,10 @@ impl RootContext for BehavryRoot {
         self.ship();
         self.poll_revocations();
         self.poll_table();
+        if let Ok(mut inline) = self.inline.try_borrow_mut() {
+            inline.sweep(now_ms());
+            queue_returns(&mut inline, self.usage_queue_id);
+        }
         self.ship_usage();
     }
 
@@ -317,13 +325,14 @@ impl BehavryRoot {
         match serde_json::from_slice::<PolicyTable>(&call_body(body_size)) {
             Ok(published) => {
                 let digest = published.bundle_digest.clone();
-                if let Ok(mut inline) = self.inline.try_borrow_mut()
-                    && inline.update(published)
-                {
-                    log(
-                        LogLevel::Info,
-                        &format!("decision table of bundle {digest} in force"),
-                    );
+                if let Ok(mut inline) = self.inline.try_borrow_mut() {
+                    if inline.update(published) {
+                        log(
+                            LogLevel::Info,
+                            &format!("decision table of bundle {digest} in force"),
+                        );
+                    }
+                    queue_returns(&mut inline, self.usage_queue_id);
                 }
             }
             Err(err) => log(LogLevel::Warn, &format!("unreadable decision table: {err}")),
@@ -574,7 +583,30 @@ fn send_reply(reply: &LocalReply) {
     }
 }
 
-/// Envoy shared queue of the usage reports (response bytes of budgeted calls).
+/// Queue one usage report for the sidecar (shipped by a root context's tick).
+fn queue_usage(report: &UsageReport, usage_queue_id: Option<u32>) {
+    let Some(queue_id) = usage_queue_id else {
+        return;
+    };
+    if let Ok(line) = serde_json::to_vec(report)
+        && let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line))
+    {
+        log(
+            LogLevel::Warn,
+            &format!("usage report not queued: {status:?}"),
+        );
+    }
+}
+
+/// Queue the unused calls of the leases that ended, to be given back.
+fn queue_returns(inline: &mut InlinePolicy, usage_queue_id: Option<u32>) {
+    for report in inline.take_returns() {
+        queue_usage(&report, usage_queue_id);
+    }
+}
+
+/// Envoy shared queue of the usage reports (response bytes of budgeted calls, unused calls of
+/// leases).
 const USAGE_QUEUE: &str = "behavry.usage";
 /// Most usage reports in one batch to the sidecar.
 const MAX_USAGE_BATCH: usize = 500;
@@ -815,14 +847,14 @@ impl BehavryHttp {
         let Some(exchange) = &mut self.exchange else {
             return;
         };
-        if let (Some(report), Some(queue_id)) = (exchange.take_usage(), self.usage_queue_id)
-            && let Ok(line) = serde_json::to_vec(&report)
-            && let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line))
-        {
-            log(
-                LogLevel::Warn,
-                &format!("usage report not queued: {status:?}"),
-            );
+        if let Some(report) = exchange.take_usage() {
+            if let Some(key) = exchange.lease_key()
+                && let Ok(mut inline) = self.inline.try_borrow_mut()
+            {
+                inline.count_response_bytes(&key, report.bytes);
+                queue_returns(&mut inline, self.usage_queue_id);
+            }
+            queue_usage(&report, self.usage_queue_id);
         }
         let events = exchange.take_audit_events();
         if events.is_empty() {
@@ -969,7 +1001,13 @@ impl BehavryHttp {
             && let Ok(decision) = &decision
             && let Ok(mut inline) = self.inline.try_borrow_mut()
         {
-            inline.remember(|| exchange.decision_key(), decision, now_ms());
+            inline.remember(
+                || exchange.decision_key(),
+                || exchange.budget_owner(),
+                decision,
+                now_ms(),
+            );
+            queue_returns(&mut inline, self.usage_queue_id);
         }
         let action = exchange.on_decision(&config, decision, now_ms());
         self.after_decision(action)
@@ -1025,10 +1063,10 @@ impl BehavryHttp {
                     return Action::Pause;
                 };
                 let local = if config.inline.enabled {
-                    self.inline
-                        .try_borrow_mut()
-                        .ok()
-                        .and_then(|mut inline| exchange.local_decision(&mut inline, now_ms()))
+                    self.inline.try_borrow_mut().ok().and_then(|mut inline| {
+                        let request_bytes = u64::try_from(body_size).unwrap_or(u64::MAX);
+                        exchange.local_decision(&mut inline, request_bytes, now_ms())
+                    })
                 } else {
                     None
                 };

@@ -8,8 +8,11 @@ same route, same upstream). Then, for several rounds, runs `behavry-loadgen` aga
 
   direct          the upstream itself: the loopback floor;
   bare-envoy      Envoy with only the router: the baseline the budgets are ratios against;
-  behavry         Envoy with jwt_authn + the Behavry filter, a sidecar decision on every call
-                  and three audit events per call,
+  behavry         Envoy with jwt_authn + the Behavry filter and three audit events per call;
+                  the allowed echo is decided by the sidecar, which grants a lease of more
+                  calls like it, and then mostly by the filter under that lease,
+  behavry-callout the same allowed call through an Envoy with Behavry and
+                  `inline.enabled: false`: a sidecar decision on every call,
   denied-inline   the same Envoy, a call of a tool the agent is not granted: denied by the
                   filter from the bundle's published decision table, no callout,
   denied-callout  an Envoy with Behavry and `inline.enabled: false`: the same denied call,
@@ -59,7 +62,8 @@ RUN_LIMIT_SECS = 120
 
 LOADGEN = BIN / "behavry-loadgen"
 OUT = ROOT / "target" / "bench" / "tools_call.json"
-TARGETS = ("direct", "bare-envoy", "behavry", "denied-inline", "denied-callout")
+TARGETS = ("direct", "bare-envoy", "behavry", "behavry-callout", "denied-inline",
+           "denied-callout")
 # The agent the benchmark calls as: a `batch` role (policies/data.yaml), whose per-minute call
 # budget the load stays far below; the demo agent's default budget would stop it.
 BENCH_AGENT = "bench-agent"
@@ -79,9 +83,12 @@ DECIDE_REQUEST = {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
                   "agent": {"id": "bench-agent", "scopes": ["mcp"]},
                   "request": {"server": "scripted", "method": "tools/call", "tool": "echo",
                               "arguments": TOOLS_CALL["params"]["arguments"]}}
-# Budget rows of /work/shared/DESIGN.md ("Performance budgets") this run measures: every allowed
-# tools/call through Behavry gets a sidecar decision (allows consume budget: never cached).
+# Budget rows of /work/shared/DESIGN.md ("Performance budgets") this run measures: "filter +
+# sidecar decision on every tools/call" (p99 +1 ms, p99.9 +3 ms, throughput 0.5×; 0.8× when
+# decided from what the filter holds): the allowed call with a callout each (behavry-callout), and
+# with the leases the sidecar grants (behavry).
 BUDGET = {"p99_add_us": 1000, "p999_add_us": 3000, "throughput_ratio": 0.5}
+BUDGET_HELD = {"p99_add_us": 1000, "p999_add_us": 3000, "throughput_ratio": 0.8}
 
 
 def bare_envoy(stack: Stack, upstream_port: int) -> Service:
@@ -146,6 +153,7 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         "direct": stack.direct_url("scripted_json"),
         "bare-envoy": f"http://127.0.0.1:{stack.ports['bare_envoy']}/mcp/scripted",
         "behavry": stack.url("scripted"),
+        "behavry-callout": f"http://127.0.0.1:{stack.ports['callout_envoy']}/mcp/scripted",
         "denied-inline": stack.url("scripted"),
         "denied-callout": f"http://127.0.0.1:{stack.ports['callout_envoy']}/mcp/scripted",
     }
@@ -218,7 +226,7 @@ def policy_events(stack: Stack) -> int:
 
 
 def decided_by(stack: Stack) -> dict[str, int]:
-    """How the decisions in the audit log were made: `sidecar`, `table` or `cache`."""
+    """How the decisions in the audit log were made: `sidecar`, `table`, `cache` or `lease`."""
     import sqlite3
     counts: dict[str, int] = {}
     with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
@@ -253,7 +261,7 @@ def summarize(results: dict) -> tuple[dict, dict]:
     summary = {t: {mode: median_of(results[t][mode]) for mode in MODES} for t in TARGETS}
     base_lat, base_tp = summary["bare-envoy"]["latency"], summary["bare-envoy"]["throughput"]
     ratios = {}
-    for t in ("direct", "behavry", "denied-inline", "denied-callout"):
+    for t in ("direct", "behavry", "behavry-callout", "denied-inline", "denied-callout"):
         lat, tp = summary[t]["latency"], summary[t]["throughput"]
         ratios[t] = {
             "p50_add_us": lat["p50_us"] - base_lat["p50_us"],
@@ -271,16 +279,17 @@ def print_table(summary: dict, ratios: dict) -> None:
     c = THROUGHPUT_CONCURRENCY
     print(f"\ntools/call `echo`, median of {ROUNDS} rounds; Envoy --concurrency {ENVOY_CONCURRENCY};"
           f" latency in µs")
-    print(f"{'target':<12} | {'c=1 p50':>8} {'p90':>6} {'p99':>6} {'p99.9':>6} {'max':>6} "
+    print(f"{'target':<15} | {'c=1 p50':>8} {'p90':>6} {'p99':>6} {'p99.9':>6} {'max':>6} "
           f"{'req/s':>7} | {f'c={c} p50':>9} {'p99':>6} {'req/s':>7}")
-    print("-" * 90)
+    print("-" * 93)
     for t in TARGETS:
         lat, tp = summary[t]["latency"], summary[t]["throughput"]
-        print(f"{t:<12} | {lat['p50_us']:>8.0f} {lat['p90_us']:>6.0f} {lat['p99_us']:>6.0f} "
+        print(f"{t:<15} | {lat['p50_us']:>8.0f} {lat['p90_us']:>6.0f} {lat['p99_us']:>6.0f} "
               f"{lat['p999_us']:>6.0f} {lat['max_us']:>6.0f} {lat['throughput_rps']:>7.0f} | "
               f"{tp['p50_us']:>9.0f} {tp['p99_us']:>6.0f} {tp['throughput_rps']:>7.0f}")
     print()
-    for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry"),
+    for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry (leases)"),
+                     ("behavry-callout", "Envoy + Behavry (a callout each)"),
                      ("denied-inline", "denial from the table"),
                      ("denied-callout", "denial by callout")):
         r = ratios[t]
@@ -290,16 +299,16 @@ def print_table(summary: dict, ratios: dict) -> None:
               f"{r['throughput_ratio']:.2f}× at c={c}")
 
 
-def budget_verdict(ratios: dict) -> dict:
-    r = ratios["behavry"]
+def budget_verdict(ratios: dict, target: str, budget: dict, row: str) -> dict:
+    r = ratios[target]
     return {
-        "row": "filter + sidecar decision on every tools/call",
-        "p99_add_us": {"budget": BUDGET["p99_add_us"], "measured": r["p99_add_us"],
-                       "met": r["p99_add_us"] <= BUDGET["p99_add_us"]},
-        "p999_add_us": {"budget": BUDGET["p999_add_us"], "measured": r["p999_add_us"],
-                        "met": r["p999_add_us"] <= BUDGET["p999_add_us"]},
-        "throughput_ratio": {"budget": BUDGET["throughput_ratio"], "measured": r["throughput_ratio"],
-                             "met": r["throughput_ratio"] >= BUDGET["throughput_ratio"]},
+        "row": row,
+        "p99_add_us": {"budget": budget["p99_add_us"], "measured": r["p99_add_us"],
+                       "met": r["p99_add_us"] <= budget["p99_add_us"]},
+        "p999_add_us": {"budget": budget["p999_add_us"], "measured": r["p999_add_us"],
+                        "met": r["p999_add_us"] <= budget["p999_add_us"]},
+        "throughput_ratio": {"budget": budget["throughput_ratio"], "measured": r["throughput_ratio"],
+                             "met": r["throughput_ratio"] >= budget["throughput_ratio"]},
     }
 
 
@@ -339,7 +348,7 @@ def main() -> int:
                         calls_through_behavry += report["warmup"] + report["requests"]
                     flag = f"  ERRORS {report['errors']}: {report['error_samples']}" \
                         if report["errors"] or report["limit_hit"] else ""
-                    print(f"round {round_index + 1}/{ROUNDS} {mode:<10} {target:<10} "
+                    print(f"round {round_index + 1}/{ROUNDS} {mode:<10} {target:<15} "
                           f"c={concurrency:<3} p50 {report['p50_us']:>6} µs  p99 "
                           f"{report['p99_us']:>6} µs  {report['throughput_rps']:>7.0f} req/s{flag}",
                           flush=True)
@@ -374,10 +383,17 @@ def main() -> int:
 
     summary, ratios = summarize(results)
     print_table(summary, ratios)
-    verdict = budget_verdict(ratios)
-    print(f"\nbudget ({verdict['row']}): "
-          + ", ".join(f"{k} {v['measured']:.2f} vs {v['budget']} -> {'met' if v['met'] else 'NOT met'}"
-                      for k, v in verdict.items() if k != "row"))
+    verdicts = [
+        budget_verdict(ratios, "behavry-callout", BUDGET,
+                       "filter + sidecar decision on every tools/call (a callout each)"),
+        budget_verdict(ratios, "behavry", BUDGET_HELD,
+                       "filter + sidecar decision, from what the filter holds (leases)"),
+    ]
+    for verdict in verdicts:
+        print(f"\nbudget ({verdict['row']}): "
+              + ", ".join(f"{k} {v['measured']:.2f} vs {v['budget']} -> "
+                          f"{'met' if v['met'] else 'NOT met'}"
+                          for k, v in verdict.items() if k != "row"))
     audit = {"callsThroughBehavry": calls_through_behavry, "expectedEvents": expected_events,
              "logSize": events, "complete": events == expected_events,
              "verifyExitCode": verify.returncode, "verify": verify.stdout.strip()}
@@ -385,7 +401,8 @@ def main() -> int:
           f"(expected {expected_events}: {'ok' if audit['complete'] else 'MISMATCH'}); "
           f"verify: {audit['verify'] or verify.stderr.strip()}")
     decisions = sum(sources.values())
-    inline_share = (sources.get("table", 0) + sources.get("cache", 0)) / max(decisions, 1)
+    inline_share = (sources.get("table", 0) + sources.get("cache", 0)
+                    + sources.get("lease", 0)) / max(decisions, 1)
     print(f"decisions: {sources} ({inline_share:.1%} made in the filter without a callout)")
     print("Envoy's histograms over the whole run (Behavry Envoy: mcp_ingress, behavry_authz is "
           "the sidecar callout; bare: mcp_bare):")
@@ -404,7 +421,7 @@ def main() -> int:
                      "envoyConcurrency": ENVOY_CONCURRENCY, "loadgenThreads": 1,
                      "request": TOOLS_CALL},
         "elapsedSecs": round(elapsed, 1),
-        "summary": summary, "versusBareEnvoy": ratios, "budget": verdict, "audit": audit,
+        "summary": summary, "versusBareEnvoy": ratios, "budget": verdicts, "audit": audit,
         "decisionsBy": sources, "inlineShare": inline_share, "decideEndpoint": decide,
         "envoyTimings": timings,
         "errors": errors, "limitHits": limit_hits, "runs": results,
