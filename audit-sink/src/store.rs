@@ -6,6 +6,7 @@
 //! acknowledged only after `COMMIT` returns, and with `synchronous=FULL` in WAL mode a committed
 //! transaction survives a power loss (SQLite `pragma.html#pragma_synchronous`).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,10 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections in the sink's pool (readers share it with the one writer at a time).
 pub const POOL_CONNECTIONS: u32 = 4;
+
+/// Events per multi-row statement of an append (9 bound values each: far below SQLite's limit of
+/// 32 766 variables per statement).
+const INSERT_CHUNK_ROWS: usize = 500;
 
 /// Rows read per query during verification.
 const VERIFY_PAGE_ROWS: i64 = 4096;
@@ -164,38 +169,40 @@ impl AuditStore {
             appended: 0,
             duplicates: 0,
         };
+        // One query for the batch's ids already stored, and one multi-row insert per chunk:
+        // a statement per event costs a round trip to sqlx's SQLite thread each.
+        let mut seen = stored_event_ids(&mut tx, events).await?;
+        let mut rows = Vec::with_capacity(events.len());
         for item in events {
-            // Sees rows inserted earlier in this transaction too, so in-batch repeats are caught.
-            let existing: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM audit_records WHERE event_id = ?")
-                    .bind(&item.event.event_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if existing.is_some() {
+            // `seen` holds this batch's ids too, so in-batch repeats are duplicates as well.
+            if !seen.insert(item.event.event_id.as_str()) {
                 ack.duplicates += 1;
                 continue;
             }
             let seq = last_seq + 1;
             let hash = chain_hash(&prev_hash, &item.canonical);
-            sqlx::query(
-                "INSERT INTO audit_records \
-                 (seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash, received_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(seq)
-            .bind(&item.event.event_id)
-            .bind(&item.event.trace_id)
-            .bind(item.event.kind.as_str())
-            .bind(item.time_ms)
-            .bind(&item.canonical)
-            .bind(prev_hash.as_slice())
-            .bind(hash.as_slice())
-            .bind(received_at_ms)
-            .execute(&mut *tx)
-            .await?;
+            rows.push((seq, item, prev_hash, hash));
             last_seq = seq;
             prev_hash = hash;
             ack.appended += 1;
+        }
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_records \
+                 (seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash, received_at_ms) ",
+            );
+            insert.push_values(chunk, |mut row, (seq, item, prev_hash, hash)| {
+                row.push_bind(*seq)
+                    .push_bind(item.event.event_id.as_str())
+                    .push_bind(item.event.trace_id.as_str())
+                    .push_bind(item.event.kind.as_str())
+                    .push_bind(item.time_ms)
+                    .push_bind(item.canonical.as_slice())
+                    .push_bind(prev_hash.as_slice())
+                    .push_bind(hash.as_slice())
+                    .push_bind(received_at_ms);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(ack)
@@ -281,6 +288,32 @@ impl AuditStore {
         tx.rollback().await?;
         Ok(VerifyOutcome::Intact(verifier.head()))
     }
+}
+
+/// The ids among `events` that are already stored.
+async fn stored_event_ids<'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &'a [IngestEvent],
+) -> Result<HashSet<&'a str>, StoreError> {
+    let mut stored = HashSet::new();
+    for chunk in events.chunks(INSERT_CHUNK_ROWS) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT event_id FROM audit_records WHERE event_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for item in chunk {
+            ids.push_bind(item.event.event_id.as_str());
+        }
+        query.push(")");
+        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+        let found: HashSet<String> = found.into_iter().collect();
+        for item in chunk {
+            if found.contains(item.event.event_id.as_str()) {
+                stored.insert(item.event.event_id.as_str());
+            }
+        }
+    }
+    Ok(stored)
 }
 
 /// A row as read for trace lookup.
@@ -459,6 +492,48 @@ mod tests {
             VerifyOutcome::Intact(head) => assert_eq!(head.size, 6),
             VerifyOutcome::Broken(broken) => panic!("{broken}"),
         }
+    }
+
+    #[tokio::test]
+    async fn batches_larger_than_one_statement_append_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let numbered = |n: usize| {
+            let mut event = sample_event(1, AuditKind::Intent);
+            event.event_id = format!("event-{n}");
+            event
+        };
+        let first: Vec<AuditEvent> = (0..INSERT_CHUNK_ROWS * 2 + 1).map(numbered).collect();
+        let ack = store.append_batch(&batch(&first)).await.unwrap();
+        assert_eq!(ack.appended, first.len() as u64);
+        // Resent with new events among them, across chunk boundaries: only the new ones count.
+        let second: Vec<AuditEvent> = (INSERT_CHUNK_ROWS..INSERT_CHUNK_ROWS * 3 + 7)
+            .map(numbered)
+            .collect();
+        let ack = store.append_batch(&batch(&second)).await.unwrap();
+        let new = second.len() - (first.len() - INSERT_CHUNK_ROWS);
+        assert_eq!(
+            ack,
+            IngestAck {
+                appended: new as u64,
+                duplicates: (second.len() - new) as u64
+            }
+        );
+        match store.verify().await.unwrap() {
+            VerifyOutcome::Intact(head) => {
+                assert_eq!(head.size, (first.len() + new) as u64);
+            }
+            VerifyOutcome::Broken(broken) => panic!("{broken}"),
+        }
+        let last = store.trace(&first[0].trace_id).await.unwrap();
+        let seqs: Vec<u64> = last.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=(first.len() + new) as u64).collect::<Vec<_>>());
+        assert_eq!(
+            last.last().unwrap().event.event_id,
+            format!("event-{}", INSERT_CHUNK_ROWS * 3 + 6)
+        );
     }
 
     #[tokio::test]
@@ -696,5 +771,38 @@ mod tests {
             matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
             "{broken}"
         );
+    }
+
+    /// Durable appends per second, in batches of the sizes the filter ships, for
+    /// docs/performance.md: `cargo test -p behavry-audit --release store::tests::append_throughput
+    /// -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, prints numbers"]
+    async fn append_throughput() {
+        for batch_size in [1_usize, 30, 500] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = AuditStore::open(&dir.path().join("audit.db"))
+                .await
+                .unwrap();
+            let total = 30_000_usize.min(batch_size * 2_000);
+            let events: Vec<IngestEvent> = (0..total)
+                .map(|n| {
+                    let mut event = sample_event(1, AuditKind::Decision);
+                    event.event_id = format!("event-{n}");
+                    batch(std::slice::from_ref(&event)).remove(0)
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            for chunk in events.chunks(batch_size) {
+                store.append_batch(chunk).await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            println!(
+                "batches of {batch_size}: {:.0} events/s ({:.1} µs each), {} events",
+                total as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64() * 1e6 / total as f64,
+                total
+            );
+        }
     }
 }
