@@ -4,7 +4,8 @@
 #   url_allow    "hosts": [host | "*.domain"], "schemes": [scheme] (default ["https"])
 #   sql_read_only                         the argument is one read-only SQL statement
 #   max_length   "max": n                 the argument (a string) has at most n characters
-# and data.behavry.limits.max_argument_bytes caps the JSON size of all arguments of any call.
+# and data.behavry.limits.max_argument_bytes caps the JSON size of all arguments of any call
+# (input.request.argumentsBytes as the proxy measured it, else json.marshal here).
 # A call that does not send the argument a path_prefix, url_allow or sql_read_only rule names is
 # denied by that rule (the tool's default could be anything); max_length checks only an argument
 # that is sent.
@@ -126,5 +127,11 @@ denials contains {
 	"reason": sprintf("the arguments of tool '%s' exceed %d bytes", [target, data.behavry.limits.max_argument_bytes]),
 } if {
 	method == "tools/call"
-	count(json.marshal(arguments)) > data.behavry.limits.max_argument_bytes
+	argument_bytes > data.behavry.limits.max_argument_bytes
 }
+
+# The size of the arguments as compact JSON: as the proxy measured it (the same measure it keeps a
+# lease's maxArgumentBytes by), or measured here for a request without it.
+argument_bytes := n if {
+	n = input.request.argumentsBytes # `=`: undefined when absent (VM too)
+} else := count(json.marshal(arguments))

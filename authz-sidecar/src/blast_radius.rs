@@ -12,8 +12,10 @@
 //! The counters live in memory (one sidecar) or in Redis (`[blast_radius.store] backend =
 //! "redis"`, shared by every sidecar with the same prefix): [`crate::budget`].
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use behavry_core::wire::{AgentIdentity, BudgetConsumption};
 use serde::Deserialize;
@@ -67,11 +69,30 @@ impl BlastRadiusConfig {
     }
 }
 
+/// Shards of the per-agent decision locks ([`BlastRadius::serialize`]).
+const DECISION_LOCK_SHARDS: usize = 64;
+/// How long after a lease's end its unused calls may still be given back (the proxy reports them
+/// at its next timer tick; a report later than this is ignored and the calls stay counted).
+pub const LEASE_REPORT_GRACE_MS: u64 = 60_000;
+/// Most leases with calls outstanding that a sidecar keeps track of; past it, a new lease's
+/// unused calls are not given back (they stay counted: budgets run early, never late).
+pub const MAX_OUTSTANDING_LEASES: usize = 100_000;
+
 /// The counters and their windows.
 #[derive(Debug)]
 pub struct BlastRadius {
     store: BudgetStore,
     windows: Vec<(String, Window)>,
+    decision_locks: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+    outstanding: Mutex<HashMap<(String, u64), Outstanding>>,
+}
+
+/// The calls of a lease this sidecar granted that may still be given back.
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    calls: u64,
+    until_ms: u64,
 }
 
 impl BlastRadius {
@@ -81,7 +102,87 @@ impl BlastRadius {
         Ok(BlastRadius {
             store: config.store.open().await?,
             windows: windows_of(config)?,
+            decision_locks: (0..DECISION_LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+            outstanding: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Hold the agent's decision lock (one of [`DECISION_LOCK_SHARDS`], by agent id) from reading
+    /// its usage to recording what the decision consumes: decisions for one agent in this
+    /// sidecar see each other's consumption, leases included, so they cannot together go over a
+    /// limit. Sidecars sharing Redis do not serialize with each other.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "the index is reduced modulo the length, which is DECISION_LOCK_SHARDS > 0"
+    )]
+    pub async fn serialize(&self, agent: &AgentIdentity) -> tokio::sync::MutexGuard<'_, ()> {
+        let hash = self.hasher.hash_one(&agent.id);
+        let shard = usize::try_from(hash % DECISION_LOCK_SHARDS as u64).unwrap_or_default();
+        self.decision_locks[shard % self.decision_locks.len()]
+            .lock()
+            .await
+    }
+
+    /// Note a lease of `calls` reserved at `reserved_at_ms` for `seconds`: at most that many
+    /// calls of it may be given back, until [`LEASE_REPORT_GRACE_MS`] after it ends.
+    pub fn lease_granted(
+        &self,
+        agent: &AgentIdentity,
+        calls: u64,
+        reserved_at_ms: u64,
+        seconds: u32,
+    ) {
+        let until_ms = reserved_at_ms
+            .saturating_add(u64::from(seconds).saturating_mul(1000))
+            .saturating_add(LEASE_REPORT_GRACE_MS);
+        let mut outstanding = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if outstanding.len() >= MAX_OUTSTANDING_LEASES {
+            outstanding.retain(|_, lease| lease.until_ms > reserved_at_ms);
+            if outstanding.len() >= MAX_OUTSTANDING_LEASES {
+                return;
+            }
+        }
+        let entry = outstanding
+            .entry((lease_owner(agent), reserved_at_ms))
+            .or_insert(Outstanding { calls: 0, until_ms });
+        entry.calls = entry.calls.saturating_add(calls);
+        entry.until_ms = entry.until_ms.max(until_ms);
+    }
+
+    /// How many of `calls` may be given back for the lease of `agent` reserved at
+    /// `reserved_at_ms`: no more than this sidecar granted and has not had back, and nothing
+    /// after the grace period (a report cannot give back what was never reserved).
+    fn take_outstanding(
+        &self,
+        agent: &AgentIdentity,
+        calls: u64,
+        reserved_at_ms: u64,
+        now_ms: u64,
+    ) -> u64 {
+        let mut outstanding = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (lease_owner(agent), reserved_at_ms);
+        let Some(lease) = outstanding.get_mut(&key) else {
+            return 0;
+        };
+        if lease.until_ms < now_ms {
+            outstanding.remove(&key);
+            return 0;
+        }
+        let taken = calls.min(lease.calls);
+        lease.calls -= taken;
+        if lease.calls == 0 {
+            outstanding.remove(&key);
+        }
+        taken
     }
 
     /// The window labels, as policy names them.
@@ -170,7 +271,8 @@ impl BlastRadius {
     }
 
     /// Give back `calls` unused calls of a lease reserved at `reserved_at`, for the agent and its
-    /// chain, in every window (docs/policy.md, "Leases").
+    /// chain, in every window (docs/policy.md, "Leases"): at most what this sidecar granted for
+    /// that lease and has not had back.
     pub async fn release_calls(
         &self,
         agent: &AgentIdentity,
@@ -178,6 +280,10 @@ impl BlastRadius {
         reserved_at: SystemTime,
         now: SystemTime,
     ) -> Result<(), BudgetError> {
+        let calls = self.take_outstanding(agent, calls, unix_ms(reserved_at), unix_ms(now));
+        if calls == 0 {
+            return Ok(());
+        }
         let keys: Vec<CounterKey> = subjects(agent)
             .into_iter()
             .flat_map(|(_, subject)| {
@@ -188,6 +294,21 @@ impl BlastRadius {
             .collect();
         self.store.release(&keys, calls, reserved_at, now).await
     }
+}
+
+/// Whose lease it is: the agent and its delegation chain (as counted).
+fn lease_owner(agent: &AgentIdentity) -> String {
+    subjects(agent)
+        .into_iter()
+        .map(|(_, subject)| subject)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn windows_of(config: &BlastRadiusConfig) -> Result<Vec<(String, Window)>, BudgetError> {
@@ -300,14 +421,37 @@ mod tests {
         let mut reserved = call("s/a", 0);
         reserved.calls = 9;
         radius.consume(&who, &reserved, now).await.unwrap();
+        let at_ms = unix_ms(now);
+        radius.lease_granted(&who, 8, at_ms, 5);
         radius.release_calls(&who, 6, now, now).await.unwrap();
-        let usage = radius.usage(&who, now).await.unwrap();
-        for scope in ["agent", "chain"] {
-            for window in ["1m", "1h"] {
-                assert_eq!(usage[scope][window]["calls"], 3, "{usage:?}");
-                assert_eq!(usage[scope][window]["resources"], 1);
+        let calls = |usage: &Counters, expected: u64| {
+            for scope in ["agent", "chain"] {
+                for window in ["1m", "1h"] {
+                    assert_eq!(usage[scope][window]["calls"], expected, "{usage:?}");
+                    assert_eq!(usage[scope][window]["resources"], 1);
+                }
             }
-        }
+        };
+        calls(&radius.usage(&who, now).await.unwrap(), 3);
+        // No more than the lease had outstanding comes back, and only to its owner.
+        radius.release_calls(&who, 6, now, now).await.unwrap();
+        calls(&radius.usage(&who, now).await.unwrap(), 1);
+        radius.release_calls(&who, 1, now, now).await.unwrap();
+        calls(&radius.usage(&who, now).await.unwrap(), 1);
+        radius.lease_granted(&who, 5, at_ms + 1, 5);
+        let other_chain = agent("orchestrator", &["helper-2"]);
+        let later = now + std::time::Duration::from_millis(1);
+        radius
+            .release_calls(&other_chain, 5, later, later)
+            .await
+            .unwrap();
+        // A report after the lease's grace period gives nothing back.
+        let too_late = later + std::time::Duration::from_millis(5_000 + LEASE_REPORT_GRACE_MS + 1);
+        radius
+            .release_calls(&who, 5, later, too_late)
+            .await
+            .unwrap();
+        calls(&radius.usage(&who, now).await.unwrap(), 1);
     }
 
     #[test]

@@ -310,6 +310,13 @@ async fn decide(
     let enrollment = snapshot
         .agent(&request.agent.id)
         .map(|agent| &agent.enrollment);
+    // One decision at a time per agent in this sidecar, from reading its usage to recording
+    // what the decision consumes (leases included).
+    let _budget_turn = if is_budgeted(&request.request.method) {
+        Some(state.blast_radius.serialize(&request.agent).await)
+    } else {
+        None
+    };
     let now = SystemTime::now();
     // Usage before the call, for the methods that consume budget. Unreadable counters leave the
     // input without them, and the policy refuses a call whose budget it cannot check.
@@ -383,9 +390,18 @@ async fn decide(
             .consume(&request.agent, &reserved, now)
             .await?;
     }
-    response.obligations.lease = lease.map(|lease| Lease {
-        reserved_at_ms: Some(unix_millis(now)),
-        ..lease
+    response.obligations.lease = lease.map(|lease| {
+        let reserved_at_ms = unix_millis(now);
+        state.blast_radius.lease_granted(
+            &request.agent,
+            u64::from(lease.calls),
+            reserved_at_ms,
+            lease.seconds,
+        );
+        Lease {
+            reserved_at_ms: Some(reserved_at_ms),
+            ..lease
+        }
     });
     if let Some(requirement) = &mut response.obligations.require_approval {
         state.approvals.hold(&request, requirement, unix).await?;
@@ -713,6 +729,34 @@ pub(crate) mod tests {
         let (status, _, ack) = call(&state, request).await;
         assert_eq!(status, StatusCode::OK, "{ack}");
         assert_eq!(calls().await, 4);
+
+        // A report cannot give back what was not reserved: of 1000 calls, the two the lease
+        // still had out come back; another reservation, or the same one again, gives nothing.
+        for (report, left) in [
+            (
+                serde_json::json!({"agent": {"id": "demo-agent"}, "unusedCalls": 1000,
+                                   "reservedAtMs": reserved_at_ms}),
+                2,
+            ),
+            (
+                serde_json::json!({"agent": {"id": "demo-agent"}, "unusedCalls": 3,
+                                   "reservedAtMs": reserved_at_ms - 1}),
+                2,
+            ),
+            (
+                serde_json::json!({"agent": {"id": "demo-agent"}, "unusedCalls": 1,
+                                   "reservedAtMs": reserved_at_ms}),
+                2,
+            ),
+        ] {
+            let request = Request::post(USAGE_PATH)
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(report.to_string()))
+                .unwrap();
+            let (status, _, _) = call(&state, request).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(calls().await, left);
+        }
     }
 
     #[tokio::test]

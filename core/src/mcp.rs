@@ -289,6 +289,11 @@ impl McpCall {
                 _ => self.prompt_name.clone(),
             },
             arguments: self.arguments.clone(),
+            arguments_bytes: self.arguments.as_ref().and_then(|arguments| {
+                serde_json::to_vec(arguments)
+                    .ok()
+                    .and_then(|json| u64::try_from(json.len()).ok())
+            }),
             task_id: self.task_id.clone(),
             session_id: session_id.map(str::to_owned),
             protocol_version: self
@@ -858,6 +863,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&facts).unwrap(),
             json!({"server":"files","method":"tools/call","tool":"echo","arguments":{"m":1},
+                   "argumentsBytes":7,
                    "protocolVersion":"2026-07-28","clientInfo":{"name":"mcp"}})
         );
         let facts = call.request_facts("files", Some("s-1"), Some("2025-11-25"));

@@ -207,6 +207,10 @@ pub struct RequestFacts {
     /// `params.arguments` of a `tools/call` or `prompts/get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+    /// The size of `arguments` as compact JSON (serde_json), in bytes: one measure of it for the
+    /// policy's size limit and for the proxy that keeps a lease's `maxArgumentBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments_bytes: Option<u64>,
     /// `params.taskId` of `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
@@ -300,10 +304,15 @@ pub struct Lease {
     pub calls: u32,
     /// How long the lease holds, from when the proxy received it.
     pub seconds: u32,
-    /// A leased call's request body is at most this many bytes (the policy's argument-size
-    /// limit, kept by the proxy without parsing anything); no limit when absent.
+    /// A leased call's arguments are at most this many bytes (`argumentsBytes`: the policy's
+    /// argument-size limit, kept by the proxy); no limit when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_request_bytes: Option<u64>,
+    pub max_argument_bytes: Option<u64>,
+    /// Argument name → most characters: a leased call that sends one of these arguments sends
+    /// it as a string of at most that many characters (Unicode scalar values, as Rego's
+    /// `count`), else it is asked of the sidecar (the policy's `max_length` argument rules).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub max_argument_chars: std::collections::BTreeMap<String, u64>,
     /// The lease ends once the answers of its calls (the leased one's included) reach this many
     /// bytes (the policy's share of the `bytes` budgets); no limit when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

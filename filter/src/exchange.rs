@@ -890,11 +890,12 @@ impl Exchange {
     }
 
     /// What identifies a decision that may be reused (`cacheSeconds`, `lease`): the agent, its
-    /// delegation chain and token scopes, the server, method and target asked for, and what the
-    /// proxy knows of the tool (its annotations: a tool that turns destructive is another key).
-    /// Nothing else a request carries (arguments, session, client) is in it: a policy that
-    /// depends on those must not put `cacheSeconds` or `lease` on its decision (a lease's
-    /// `maxRequestBytes` is the exception, kept by the proxy).
+    /// delegation chain and token scopes, the server, method and target asked for, what the
+    /// proxy knows of the tool (its annotations: a tool that turns destructive is another key),
+    /// and the client's fingerprint id (the decision says whether the client is one the agent is
+    /// enrolled to use). Nothing else a request carries (arguments, session) is in it: a policy
+    /// that depends on those must not put `cacheSeconds` or `lease` on its decision (a lease's
+    /// argument limits are the exception, kept by the proxy).
     pub fn decision_key(&self) -> String {
         let mut scopes: Vec<&str> = self.claims.scopes.iter().map(String::as_str).collect();
         scopes.sort_unstable();
@@ -916,6 +917,7 @@ impl Exchange {
             facts.method,
             target,
             self.tool_facts,
+            facts.client.as_ref().map(|client| client.id.as_str()),
         ])
         .to_string()
     }
@@ -931,22 +933,15 @@ impl Exchange {
         self.agent_identity()
     }
 
-    /// The decision the worker's table, cache or a lease makes for the call (its request body
-    /// `request_bytes` long) that is about to be sent to the sidecar, if any.
+    /// The decision the worker's table, cache or a lease makes for the call that is about to be
+    /// sent to the sidecar, if any.
     pub fn local_decision(
         &self,
         inline: &mut InlinePolicy,
-        request_bytes: u64,
         now_ms: u64,
     ) -> Option<(DecisionResponse, LocalSource)> {
         let agent = self.head.agent.as_deref()?;
-        inline.decide(
-            &self.decision_key(),
-            agent,
-            &self.facts,
-            request_bytes,
-            now_ms,
-        )
+        inline.decide(&self.decision_key(), agent, &self.facts, now_ms)
     }
 
     /// Decide with a decision the filter made itself ([`Self::local_decision`]); audited with

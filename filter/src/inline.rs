@@ -20,7 +20,7 @@
 //! the lease expires, is dropped, or runs out of its response bytes ([`InlinePolicy::take_returns`]).
 //! [`DecisionTable`]: behavry_core::decision_table::DecisionTable
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use behavry_core::decision_table::PolicyTable;
 use behavry_core::wire::{AgentIdentity, DecisionResponse, RequestFacts, UsageReport};
@@ -63,7 +63,8 @@ struct Held {
     decision: DecisionResponse,
     calls_left: u32,
     expires_at_ms: u64,
-    max_request_bytes: Option<u64>,
+    max_argument_bytes: Option<u64>,
+    max_argument_chars: BTreeMap<String, u64>,
     /// Response bytes the lease's calls may still return before it ends.
     response_bytes_left: Option<u64>,
     owner: AgentIdentity,
@@ -71,6 +72,28 @@ struct Held {
 }
 
 impl Held {
+    /// Whether the call's arguments are within what the proxy keeps for the lease: their size as
+    /// measured for policy (`argumentsBytes`), and the length of each limited argument it sends.
+    fn covers_arguments(&self, facts: &RequestFacts) -> bool {
+        let size_ok = match (self.max_argument_bytes, facts.arguments_bytes) {
+            (None, _) => true,
+            (Some(max), Some(bytes)) => bytes <= max,
+            // Arguments whose size is unknown are not covered.
+            (Some(_), None) => facts.arguments.is_none(),
+        };
+        size_ok
+            && self.max_argument_chars.iter().all(|(name, max)| {
+                match facts.arguments.as_ref().and_then(|a| a.get(name)) {
+                    None => true,
+                    Some(serde_json::Value::String(text)) => {
+                        u64::try_from(text.chars().count()).is_ok_and(|n| n <= *max)
+                    }
+                    // A rule on a string: anything else is the policy's to refuse.
+                    Some(_) => false,
+                }
+            })
+    }
+
     /// The report that gives back what was not used, if anything.
     fn unused(self) -> Option<UsageReport> {
         (self.calls_left > 0).then(|| UsageReport {
@@ -119,14 +142,13 @@ impl InlinePolicy {
     }
 
     /// The decision for `key` (see [`crate::exchange::Exchange::decision_key`]) of `agent`
-    /// asking `facts` in a request body of `request_bytes`, if the table, the cache or a lease
-    /// has one at `now_ms`. A lease that answers counts one call used.
+    /// asking `facts`, if the table, the cache or a lease has one at `now_ms`. A lease that
+    /// answers counts one call used.
     pub fn decide(
         &mut self,
         key: &str,
         agent: &str,
         facts: &RequestFacts,
-        request_bytes: u64,
         now_ms: u64,
     ) -> Option<(DecisionResponse, LocalSource)> {
         if let Some(published) = &self.published
@@ -149,12 +171,9 @@ impl InlinePolicy {
             self.end_lease(key);
             return None;
         }
-        // A larger request is the sidecar's to decide (the argument-size limit); the lease
-        // stays for the next one.
-        if held
-            .max_request_bytes
-            .is_some_and(|max| request_bytes > max)
-        {
+        // Arguments the lease does not cover are the sidecar's to decide (the argument-size
+        // limit, length limits); the lease stays for the next call.
+        if !held.covers_arguments(facts) {
             return None;
         }
         held.calls_left = held.calls_left.saturating_sub(1);
@@ -179,12 +198,11 @@ impl InlinePolicy {
         decision: &DecisionResponse,
         now_ms: u64,
     ) {
-        if self
+        let other_bundle = self
             .digest()
-            .is_some_and(|digest| digest != decision.bundle_digest)
-        {
+            .is_some_and(|digest| digest != decision.bundle_digest);
+        if other_bundle {
             self.drop_all();
-            return;
         }
         if let Some(lease) = &decision.obligations.lease
             && let Some(reserved_at_ms) = lease.reserved_at_ms
@@ -196,12 +214,13 @@ impl InlinePolicy {
                 decision: leased,
                 calls_left: lease.calls,
                 expires_at_ms: now_ms.saturating_add(u64::from(lease.seconds).saturating_mul(1000)),
-                max_request_bytes: lease.max_request_bytes,
+                max_argument_bytes: lease.max_argument_bytes,
+                max_argument_chars: lease.max_argument_chars.clone(),
                 response_bytes_left: lease.max_response_bytes,
                 owner: owner(),
                 reserved_at_ms,
             };
-            if !decision.allow || self.max_entries == 0 || lease.seconds == 0 {
+            if other_bundle || !decision.allow || self.max_entries == 0 || lease.seconds == 0 {
                 self.returns.extend(held.unused());
                 return;
             }
@@ -219,6 +238,9 @@ impl InlinePolicy {
         let Some(seconds) = decision.obligations.cache_seconds.filter(|s| *s > 0) else {
             return;
         };
+        if other_bundle {
+            return;
+        }
         let o = &decision.obligations;
         let nothing_left = if decision.allow {
             o.budget.is_none() && o.redact.is_empty() && decision.approval.is_none()
@@ -309,7 +331,7 @@ impl InlinePolicy {
 mod tests {
     use behavry_core::decision_table::DecisionTable;
     use behavry_core::wire::{BudgetConsumption, Lease, Obligations, Visibility};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -358,12 +380,12 @@ mod tests {
         let mut inline = InlinePolicy::new(100);
         assert!(
             inline
-                .decide("k", "dev", &facts("tools/call", Some("get-env")), 0, 0)
+                .decide("k", "dev", &facts("tools/call", Some("get-env")), 0)
                 .is_none()
         );
         assert!(inline.update(published("sha256:a")));
         let (denied, source) = inline
-            .decide("k", "dev", &facts("tools/call", Some("get-env")), 0, 0)
+            .decide("k", "dev", &facts("tools/call", Some("get-env")), 0)
             .unwrap();
         assert_eq!(source, LocalSource::Table);
         assert_eq!(
@@ -374,22 +396,22 @@ mod tests {
         // An allowed call is not the table's to decide.
         assert!(
             inline
-                .decide("k", "dev", &facts("tools/call", Some("echo")), 0, 0)
+                .decide("k", "dev", &facts("tools/call", Some("echo")), 0)
                 .is_none()
         );
 
         let list = facts("tools/list", None);
-        assert!(inline.decide("list", "dev", &list, 0, 0).is_none());
+        assert!(inline.decide("list", "dev", &list, 0).is_none());
         inline.remember(
             || "list".into(),
             AgentIdentity::default,
             &listing_allow("sha256:a", Some(30)),
             1_000,
         );
-        let (cached, source) = inline.decide("list", "dev", &list, 0, 30_999).unwrap();
+        let (cached, source) = inline.decide("list", "dev", &list, 30_999).unwrap();
         assert_eq!(source, LocalSource::Cache);
         assert_eq!(cached, listing_allow("sha256:a", Some(30)));
-        assert!(inline.decide("list", "dev", &list, 0, 31_000).is_none());
+        assert!(inline.decide("list", "dev", &list, 31_000).is_none());
         assert_eq!(inline.cached(), 0);
     }
 
@@ -454,7 +476,7 @@ mod tests {
         assert_eq!(inline.digest(), Some("sha256:b"));
         assert!(
             inline
-                .decide("k", "dev", &facts("tools/call", Some("get-env")), 0, 0)
+                .decide("k", "dev", &facts("tools/call", Some("get-env")), 0)
                 .is_some(),
             "the polled table still decides"
         );
@@ -498,7 +520,8 @@ mod tests {
                 lease: Some(Lease {
                     calls,
                     seconds: 5,
-                    max_request_bytes: Some(1000),
+                    max_argument_bytes: Some(1000),
+                    max_argument_chars: BTreeMap::from([("message".to_owned(), 5)]),
                     max_response_bytes,
                     reserved_at_ms: Some(42),
                 }),
@@ -546,7 +569,7 @@ mod tests {
         );
         assert_eq!(inline.leased(), 1);
         for _ in 0..3 {
-            let (decision, source) = inline.decide("echo", "dev", &echo, 200, 2_000).unwrap();
+            let (decision, source) = inline.decide("echo", "dev", &echo, 2_000).unwrap();
             assert_eq!(source, LocalSource::Lease);
             assert!(decision.allow);
             // Each leased call is counted (its bytes reported) but grants no lease itself.
@@ -554,7 +577,7 @@ mod tests {
             assert_eq!(decision.obligations.lease, None);
         }
         // Used up: the next call is asked, and nothing is left to give back.
-        assert!(inline.decide("echo", "dev", &echo, 200, 2_000).is_none());
+        assert!(inline.decide("echo", "dev", &echo, 2_000).is_none());
         assert_eq!(inline.leased(), 0);
         assert!(returned(&mut inline).is_empty());
         // Another key is not covered.
@@ -564,17 +587,30 @@ mod tests {
             &leased_allow("sha256:a", 3, None),
             1_000,
         );
-        assert!(inline.decide("other", "dev", &echo, 200, 2_000).is_none());
+        assert!(inline.decide("other", "dev", &echo, 2_000).is_none());
     }
 
     #[test]
-    fn a_large_request_is_asked_and_the_lease_stays() {
+    fn arguments_beyond_the_lease_limits_are_asked_and_the_lease_stays() {
         let mut inline = InlinePolicy::new(100);
         inline.update(published("sha256:a"));
-        let echo = facts("tools/call", Some("echo"));
-        grant(&mut inline, "echo", &leased_allow("sha256:a", 2, None), 0);
-        assert!(inline.decide("echo", "dev", &echo, 1_001, 1).is_none());
-        assert!(inline.decide("echo", "dev", &echo, 1_000, 1).is_some());
+        grant(&mut inline, "echo", &leased_allow("sha256:a", 10, None), 0);
+        let call = |arguments: Value, bytes: Option<u64>| RequestFacts {
+            arguments: Some(arguments),
+            arguments_bytes: bytes,
+            ..facts("tools/call", Some("echo"))
+        };
+        let mut decide = |facts: RequestFacts| inline.decide("echo", "dev", &facts, 1).is_some();
+        // Within both limits (five characters, not bytes: "héllo" is six bytes).
+        assert!(decide(call(json!({"message": "héllo"}), Some(20))));
+        assert!(decide(call(json!({"other": "anything at all"}), Some(30))));
+        // Too large, size unknown, too long, or not a string: the sidecar decides.
+        assert!(!decide(call(json!({"message": "hi"}), Some(1_001))));
+        assert!(!decide(call(json!({"message": "hi"}), None)));
+        assert!(!decide(call(json!({"message": "hello!"}), Some(20))));
+        assert!(!decide(call(json!({"message": 12345}), Some(20))));
+        // No arguments at all are within any limit.
+        assert!(decide(facts("tools/call", Some("echo"))));
         assert_eq!(inline.leased(), 1);
     }
 
@@ -590,8 +626,8 @@ mod tests {
             &leased_allow("sha256:a", 5, None),
             1_000,
         );
-        inline.decide("echo", "dev", &echo, 0, 2_000).unwrap();
-        assert!(inline.decide("echo", "dev", &echo, 0, 6_000).is_none());
+        inline.decide("echo", "dev", &echo, 2_000).unwrap();
+        assert!(inline.decide("echo", "dev", &echo, 6_000).is_none());
         assert_eq!(returned(&mut inline), [(4, Some(42))]);
         grant(
             &mut inline,
@@ -613,10 +649,11 @@ mod tests {
         assert_eq!(returned(&mut inline), [(7, Some(42))]);
         assert_eq!(inline.leased(), 0);
 
-        // Granted under another bundle than the one held: not kept, given back at once.
+        // Granted under another bundle than the one held: not kept, and given back at once with
+        // the leases held.
         grant(&mut inline, "echo", &leased_allow("sha256:b", 2, None), 0);
         grant(&mut inline, "x", &leased_allow("sha256:c", 3, None), 0);
-        assert_eq!(returned(&mut inline), [(2, Some(42))]);
+        assert_eq!(returned(&mut inline), [(2, Some(42)), (3, Some(42))]);
         assert_eq!(inline.leased(), 0);
     }
 
@@ -632,14 +669,14 @@ mod tests {
             0,
         );
         inline.count_response_bytes("echo", 3_000);
-        assert!(inline.decide("echo", "dev", &echo, 0, 1).is_some());
+        assert!(inline.decide("echo", "dev", &echo, 1).is_some());
         inline.count_response_bytes("echo", 2_000);
-        assert!(inline.decide("echo", "dev", &echo, 0, 1).is_none());
+        assert!(inline.decide("echo", "dev", &echo, 1).is_none());
         assert_eq!(returned(&mut inline), [(9, Some(42))]);
         // Without a bytes share, bytes do not end it.
         grant(&mut inline, "echo", &leased_allow("sha256:a", 10, None), 0);
         inline.count_response_bytes("echo", u64::MAX);
-        assert!(inline.decide("echo", "dev", &echo, 0, 1).is_some());
+        assert!(inline.decide("echo", "dev", &echo, 1).is_some());
     }
 
     #[test]

@@ -1063,10 +1063,10 @@ impl BehavryHttp {
                     return Action::Pause;
                 };
                 let local = if config.inline.enabled {
-                    self.inline.try_borrow_mut().ok().and_then(|mut inline| {
-                        let request_bytes = u64::try_from(body_size).unwrap_or(u64::MAX);
-                        exchange.local_decision(&mut inline, request_bytes, now_ms())
-                    })
+                    self.inline
+                        .try_borrow_mut()
+                        .ok()
+                        .and_then(|mut inline| exchange.local_decision(&mut inline, now_ms()))
                 } else {
                     None
                 };
