@@ -11,7 +11,10 @@ a quarter of what is left, for one second:
 - the budget holds exactly with leases: on one connection, 40 calls pass and the 41st is denied;
 - an unused lease is given back: after one call and the lease's expiry, the agent still has 39
   calls, not 40 minus the reservation;
-- a leased call with a request body over the lease's size is asked of the sidecar.
+- a leased call with arguments over the lease's size is asked of the sidecar;
+- a tool with a length rule (the scripted server's `echo`, `message` at most 4096 characters) is
+  leased, the proxy keeps the rule: a short message is allowed under the lease, a long one goes
+  to the sidecar and is denied by the rule.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ def lease_stack(tmp_path_factory):
     })
     agents = "".join(f'[[agents]]\nid = "{agent}"\n[agents.servers.raw]\ntools = ["raw"]\n'
                      for agent in ("lease-first", "lease-spender", "lease-returner", "lease-big"))
+    agents += '[[agents]]\nid = "lease-echo"\n[agents.servers.scripted]\ntools = ["echo"]\n'
     stack = Stack(tmp_path_factory.mktemp("lease-stack"), name="leases", policy_dir=policies,
                   authz_extra=agents)
     with stack.running() as s:
@@ -54,11 +58,12 @@ class Connection:
         self.token = stack.mint(agent)
         self.http = http.client.HTTPConnection("127.0.0.1", stack.ports["envoy"], timeout=30)
 
-    def call(self, arguments: dict | None = None) -> dict:
+    def call(self, arguments: dict | None = None, tool: str = "raw",
+             path: str = "/mcp/raw/echo-headers") -> dict:
         trace = secrets.token_hex(16)
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                           "params": {"name": "raw", "arguments": arguments or {}}})
-        self.http.request("POST", "/mcp/raw/echo-headers", body, {
+                           "params": {"name": tool, "arguments": arguments or {}}})
+        self.http.request("POST", path, body, {
             "authorization": f"Bearer {self.token}", "content-type": "application/json",
             "accept": "application/json, text/event-stream",
             "traceparent": f"00-{trace}-{secrets.token_hex(8)}-01"})
@@ -153,3 +158,26 @@ def test_a_request_over_the_lease_size_is_asked(lease_stack):
     # Over the bundle's argument-size limit: the sidecar decides, and denies.
     assert big["answer"]["error"]["data"]["ruleIds"] == ["behavry.arguments.too_large"], big
     assert "decidedBy" not in decision(lease_stack, big["trace"])
+
+
+def test_a_length_rule_is_kept_by_the_proxy_under_a_lease(lease_stack):
+    # The scripted server in stateless JSON mode (route /mcp/scripted-json, server "scripted").
+    connection = Connection(lease_stack, "lease-echo")
+    echo = {"tool": "echo", "path": "/mcp/scripted-json"}
+    try:
+        first = connection.call({"message": "first"}, **echo)
+        second = connection.call({"message": "second"}, **echo)
+        long = connection.call({"message": "x" * 5000}, **echo)
+        after = connection.call({"message": "after"}, **echo)
+    finally:
+        connection.close()
+    assert allowed(first) and allowed(second) and allowed(after), (first, second, after)
+    granted = decision(lease_stack, first["trace"])
+    assert granted["obligations"]["lease"]["maxArgumentChars"] == {"message": 4096}, granted
+    assert decision(lease_stack, second["trace"])["decidedBy"] == "lease"
+    # Over the length rule: asked of the sidecar, which denies it by the rule; the lease stays.
+    assert long["answer"]["error"]["code"] == POLICY_DENIED, long
+    refused = decision(lease_stack, long["trace"])
+    assert "decidedBy" not in refused, refused
+    assert refused["ruleIds"] == ["behavry.arguments.too_long"], refused
+    assert decision(lease_stack, after["trace"])["decidedBy"] == "lease"
