@@ -33,7 +33,7 @@ use behavry_core::wire::{
 use serde::Serialize;
 
 use crate::approvals::Approvals;
-use crate::blast_radius::BlastRadius;
+use crate::blast_radius::{BlastRadius, unix_ms};
 use crate::budget::BudgetError;
 use crate::config::AdminCredential;
 use crate::credentials::CredentialService;
@@ -391,7 +391,7 @@ async fn decide(
             .await?;
     }
     response.obligations.lease = lease.map(|lease| {
-        let reserved_at_ms = unix_millis(now);
+        let reserved_at_ms = unix_ms(now);
         state.blast_radius.lease_granted(
             &request.agent,
             u64::from(lease.calls),
@@ -432,12 +432,6 @@ fn leasable(response: &DecisionResponse, method: &str) -> bool {
             .budget
             .as_ref()
             .is_some_and(|budget| budget.calls == 1 && budget.destructive == 0)
-}
-
-fn unix_millis(now: SystemTime) -> u64 {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 fn unix_seconds(now: SystemTime) -> i64 {
@@ -700,7 +694,7 @@ pub(crate) mod tests {
         assert!(body["obligations"].get("lease").is_none(), "{body}");
         assert_eq!(calls().await, 1);
 
-        let before = unix_millis(SystemTime::now());
+        let before = unix_ms(SystemTime::now());
         let mut holding: serde_json::Value =
             serde_json::from_str(&tool_call("demo-agent", "echo")).unwrap();
         holding["holdsLeases"] = true.into();
@@ -757,6 +751,44 @@ pub(crate) mod tests {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(calls().await, left);
         }
+    }
+
+    /// Concurrent first calls of one agent each see the others' reservations: together they
+    /// never reserve more than the agent's budget (1200 calls a minute in the default bundle),
+    /// however many arrive at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_leases_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), false).await;
+        let mut holding: serde_json::Value =
+            serde_json::from_str(&tool_call("demo-agent", "echo")).unwrap();
+        holding["holdsLeases"] = true.into();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let state = state.clone();
+                let body = holding.to_string();
+                tokio::spawn(async move { call(&state, decide_request(body)).await })
+            })
+            .collect();
+        let mut reserved = 0_u64;
+        for task in tasks {
+            let (status, _, body) = task.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let decision: DecisionResponse = serde_json::from_value(body).unwrap();
+            assert!(decision.allow);
+            reserved += 1 + decision.obligations.lease.map_or(0, |l| u64::from(l.calls));
+        }
+        let identity = behavry_core::wire::AgentIdentity {
+            id: "demo-agent".into(),
+            ..Default::default()
+        };
+        let usage = state.blast_radius.usage(&identity, SystemTime::now()).await;
+        let used = usage.unwrap()["agent"]["1m"]["calls"];
+        assert_eq!(used, reserved);
+        assert!(
+            used <= 1200,
+            "{used} calls reserved against a budget of 1200"
+        );
     }
 
     #[tokio::test]
