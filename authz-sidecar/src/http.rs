@@ -526,6 +526,14 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// `POST /v1/usage` with an NDJSON body.
+    fn usage_request(body: &str) -> Request<Body> {
+        Request::post(USAGE_PATH)
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
     fn tool_call(agent: &str, tool: &str) -> String {
         serde_json::json!({
             "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -646,15 +654,9 @@ pub(crate) mod tests {
     async fn usage_reports_feed_the_bytes_counters() {
         let dir = tempfile::tempdir().unwrap();
         let state = test_state(dir.path(), false).await;
-        let post = |body: &str| {
-            Request::post(USAGE_PATH)
-                .header(header::CONTENT_TYPE, "application/x-ndjson")
-                .body(Body::from(body.to_owned()))
-                .unwrap()
-        };
         let lines = "{\"agent\":{\"id\":\"demo-agent\"},\"bytes\":700}\n\n\
                      {\"agent\":{\"id\":\"demo-agent\",\"delegation\":[\"h\"]},\"bytes\":300}\n";
-        let (status, _, ack) = call(&state, post(lines)).await;
+        let (status, _, ack) = call(&state, usage_request(lines)).await;
         assert_eq!(status, StatusCode::OK, "{ack}");
         assert_eq!(ack["recorded"], 2);
         let identity = behavry_core::wire::AgentIdentity {
@@ -670,7 +672,7 @@ pub(crate) mod tests {
         // A bad line refuses the batch before anything is recorded.
         let (status, _, _) = call(
             &state,
-            post("{\"agent\":{\"id\":\"demo-agent\"},\"bytes\":5}\nnope\n"),
+            usage_request("{\"agent\":{\"id\":\"demo-agent\"},\"bytes\":5}\nnope\n"),
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -716,10 +718,7 @@ pub(crate) mod tests {
         let unused = u64::from(lease.calls) - 2;
         let report = serde_json::json!({"agent": {"id": "demo-agent"}, "unusedCalls": unused,
                                         "reservedAtMs": reserved_at_ms});
-        let request = Request::post(USAGE_PATH)
-            .header(header::CONTENT_TYPE, "application/x-ndjson")
-            .body(Body::from(report.to_string()))
-            .unwrap();
+        let request = usage_request(&report.to_string());
         let (status, _, ack) = call(&state, request).await;
         assert_eq!(status, StatusCode::OK, "{ack}");
         assert_eq!(calls().await, 4);
@@ -743,10 +742,7 @@ pub(crate) mod tests {
                 2,
             ),
         ] {
-            let request = Request::post(USAGE_PATH)
-                .header(header::CONTENT_TYPE, "application/x-ndjson")
-                .body(Body::from(report.to_string()))
-                .unwrap();
+            let request = usage_request(&report.to_string());
             let (status, _, _) = call(&state, request).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(calls().await, left);

@@ -332,6 +332,10 @@ pub struct Exchange {
     /// The call was allowed under a lease, or its decision granted one: its response bytes count
     /// against the lease's share ([`Self::lease_key`]).
     leased: bool,
+    /// [`Self::decision_key`], built once: the table/cache/lease lookup, keeping the sidecar's
+    /// decision and counting a lease's bytes all use it, and the facts it is made of are fixed
+    /// before the first.
+    decision_key: std::cell::OnceCell<String>,
     /// JSON pointers into the result to replace (the decision's `redact` obligation).
     redact: Vec<String>,
     /// The call consumed budget: its response bytes are reported to the sidecar.
@@ -421,6 +425,7 @@ impl Exchange {
             local_source: None,
             tool_facts: None,
             leased: false,
+            decision_key: std::cell::OnceCell::new(),
             redact: Vec::new(),
             report_bytes: false,
             usage: None,
@@ -752,8 +757,9 @@ impl Exchange {
         }
     }
 
-    /// The verified agent with its delegation chain and scopes.
-    fn agent_identity(&self) -> AgentIdentity {
+    /// The verified agent with its delegation chain and scopes: who the call is for, as the
+    /// sidecar counts budgets (a lease's unused calls go back to them).
+    pub fn agent_identity(&self) -> AgentIdentity {
         AgentIdentity {
             id: self.head.agent.clone().unwrap_or_default(),
             delegation: self.claims.delegation.clone(),
@@ -897,6 +903,12 @@ impl Exchange {
     /// that depends on those must not put `cacheSeconds` or `lease` on its decision (a lease's
     /// argument limits are the exception, kept by the proxy).
     pub fn decision_key(&self) -> String {
+        self.decision_key
+            .get_or_init(|| self.build_decision_key())
+            .clone()
+    }
+
+    fn build_decision_key(&self) -> String {
         let mut scopes: Vec<&str> = self.claims.scopes.iter().map(String::as_str).collect();
         scopes.sort_unstable();
         let facts = &self.facts;
@@ -926,11 +938,6 @@ impl Exchange {
     /// bytes against the lease ([`InlinePolicy::count_response_bytes`]).
     pub fn lease_key(&self) -> Option<String> {
         self.leased.then(|| self.decision_key())
-    }
-
-    /// Whom the budget of this call is counted for (a lease's unused calls go back to them).
-    pub fn budget_owner(&self) -> AgentIdentity {
-        self.agent_identity()
     }
 
     /// The decision the worker's table, cache or a lease makes for the call that is about to be

@@ -1003,7 +1003,7 @@ impl BehavryHttp {
         {
             inline.remember(
                 || exchange.decision_key(),
-                || exchange.budget_owner(),
+                || exchange.agent_identity(),
                 decision,
                 now_ms(),
             );
