@@ -805,4 +805,64 @@ mod tests {
             );
         }
     }
+
+    /// Appends as the filter ships them to a log that grows: three events per call under a random
+    /// trace id (so each call lands on random pages of the event-id and trace indexes), batches of
+    /// 300, the rate per 50 000 events up to 300 000: `cargo test -p behavry-audit --release
+    /// store::tests::append_throughput_growing_log -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, prints numbers"]
+    async fn append_throughput_growing_log() {
+        use sha2::Digest as _;
+        const SEGMENT: usize = 50_000;
+        const BATCH: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let kinds = [AuditKind::Intent, AuditKind::Decision, AuditKind::Outcome];
+        for segment in 0..6 {
+            let events: Vec<IngestEvent> = (segment * SEGMENT..(segment + 1) * SEGMENT)
+                .map(|n| {
+                    let call = n / 3;
+                    let trace_id = hex::encode(&sha2::Sha256::digest(call.to_le_bytes())[..16]);
+                    let mut event = sample_event(1, kinds[n % 3]);
+                    event.event_id = format!("{trace_id}-00f067aa0ba902b7-{}", event.kind.as_str());
+                    event.trace_id = trace_id;
+                    batch(std::slice::from_ref(&event)).remove(0)
+                })
+                .collect();
+            let cpu = process_cpu_seconds();
+            let started = std::time::Instant::now();
+            for chunk in events.chunks(BATCH) {
+                store.append_batch(chunk).await.unwrap();
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds() - cpu;
+            println!(
+                "log {:>7} -> {:>7} events: {:.0} events/s, {:.1} µs of CPU per event",
+                segment * SEGMENT,
+                (segment + 1) * SEGMENT,
+                SEGMENT as f64 / elapsed,
+                cpu * 1e6 / SEGMENT as f64
+            );
+        }
+    }
+
+    /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, counted in
+    /// ticks of 10 ms; 0 elsewhere).
+    fn process_cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
 }

@@ -22,8 +22,9 @@ and, on its own, `POST /v1/decide` of the authz-sidecar over loopback HTTP (the 
 filter asks for an allowed echo: evaluation, blast-radius counters, HTTP),
 at concurrency 1 (latency) and at a higher concurrency (throughput), the order of the targets
 rotating each round so that drift on the machine hits them alike. Reports the median of the
-rounds, the ratios against bare Envoy, and checks afterwards that the audit-sink holds three
-events per call made through Behavry and that the chain verifies. Writes
+rounds, the ratios against bare Envoy, the CPU time per call of each process of the stack (and of
+each Envoy's worker threads) in the c=16 runs, and checks afterwards that the audit-sink holds
+three events per call made through Behavry and that the chain verifies. Writes
 target/bench/tools_call.json. Method and results: docs/performance.md.
 
 Environment (all optional): BENCH_ROUNDS (3), BENCH_LATENCY_REQUESTS (3000),
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -237,6 +239,52 @@ def decided_by(stack: Stack) -> dict[str, int]:
     return counts
 
 
+def stat_fields(stat: Path) -> tuple[str, list[str]] | None:
+    """The command name and the fields after it of a /proc `stat` file (the name is in parentheses
+    and may hold spaces), or None when the process or thread has gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    head, _, rest = text.rpartition(")")
+    return head.partition("(")[2], rest.split()
+
+
+def group_cpu_ticks(pgid: int) -> tuple[int, int]:
+    """User + system CPU time (clock ticks) of every live process in process group `pgid` (a
+    service and anything it runs: the `envoy` launcher and the Envoy binary), and the part of it
+    spent by Envoy's worker threads (named `wrk:worker_N`), which carry the requests."""
+    total = workers = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        parsed = stat_fields(stat)
+        if parsed is None or int(parsed[1][2]) != pgid:
+            continue
+        total += int(parsed[1][11]) + int(parsed[1][12])
+        for task in stat.parent.glob("task/*/stat"):
+            thread = stat_fields(task)
+            if thread is not None and thread[0].startswith("wrk:"):
+                workers += int(thread[1][11]) + int(thread[1][12])
+    return total, workers
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each service of the stack (and, for the Envoys, by their worker
+    threads alone: `<name>.workers`), and by the load generator runs (this script's waited-for
+    children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for name, service in stack.services.items():
+        if not service.running():
+            continue
+        total, workers = group_cpu_ticks(service.proc.pid)
+        seconds[name] = total / tick
+        if name.startswith("envoy"):
+            seconds[f"{name}.workers"] = workers / tick
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds["loadgen"] = children.ru_utime + children.ru_stime
+    return seconds
+
+
 def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: int,
             expect: str = "result") -> dict:
     # The same request bytes go to every target (the bare path forwards the token, which the
@@ -253,8 +301,12 @@ def loadgen(url: str, token: str, body_file: Path, concurrency: int, requests: i
 
 
 def median_of(runs: list[dict]) -> dict:
+    processes = sorted({name for r in runs for name in r.get("cpu_us_per_call", {})})
+    cpu = {name: statistics.median(r["cpu_us_per_call"].get(name, 0.0) for r in runs)
+           for name in processes}
     return {m: statistics.median(r[m] for r in runs) for m in METRICS} | {
-        "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
+        "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs),
+        "cpu_us_per_call": cpu}
 
 
 def summarize(results: dict) -> tuple[dict, dict]:
@@ -287,6 +339,19 @@ def print_table(summary: dict, ratios: dict) -> None:
         print(f"{t:<15} | {lat['p50_us']:>8.0f} {lat['p90_us']:>6.0f} {lat['p99_us']:>6.0f} "
               f"{lat['p999_us']:>6.0f} {lat['max_us']:>6.0f} {lat['throughput_rps']:>7.0f} | "
               f"{tp['p50_us']:>9.0f} {tp['p99_us']:>6.0f} {tp['throughput_rps']:>7.0f}")
+    print(f"\nCPU per call at c={c} (µs, user + system, median of the rounds; each process over the "
+          "whole run, so what the shipping of earlier calls costs lands in the run it happens in):")
+    processes = sorted({name for t in TARGETS
+                        for name in summary[t]["throughput"]["cpu_us_per_call"]})
+    widths = {name: max(len(name), 6) for name in processes}
+    print(f"{'target':<15} | " + " ".join(f"{name:>{widths[name]}}" for name in processes)
+          + f" | {'total':>7}")
+    for t in TARGETS:
+        cpu = summary[t]["throughput"]["cpu_us_per_call"]
+        total = sum(v for name, v in cpu.items() if not name.endswith(".workers"))
+        print(f"{t:<15} | "
+              + " ".join(f"{cpu.get(name, 0):>{widths[name]}.0f}" for name in processes)
+              + f" | {total:>7.0f}")
     print()
     for t, label in (("direct", "loopback floor"), ("behavry", "Envoy + Behavry (leases)"),
                      ("behavry-callout", "Envoy + Behavry (a callout each)"),
@@ -341,8 +406,14 @@ def main() -> int:
             for mode, (concurrency, requests) in MODES.items():
                 for target in order:
                     denied = target in DENIED_TARGETS
+                    before = cpu_snapshot(stack)
                     report = loadgen(urls[target], token, denied_file if denied else body_file,
                                      concurrency, requests, "error" if denied else "result")
+                    after = cpu_snapshot(stack)
+                    calls = report["warmup"] + report["requests"]
+                    report["cpu_us_per_call"] = {
+                        name: round((after[name] - before[name]) * 1e6 / calls, 1)
+                        for name in after if name in before}
                     results[target][mode].append(report)
                     if target not in ("direct", "bare-envoy"):
                         calls_through_behavry += report["warmup"] + report["requests"]

@@ -26,6 +26,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parents[2]
+# Worker threads of the Envoy the end-to-end tests start (`--concurrency`).
+ENVOY_WORKERS = 2
 TOOLS = Path(os.environ.get("BEHAVRY_TOOLS", ROOT / ".tools"))
 PROFILE = os.environ.get("BEHAVRY_PROFILE", "debug")
 BIN = ROOT / "target" / PROFILE
@@ -435,7 +437,7 @@ class Stack:
             env={"BEHAVRY_SCRIPTED_REQUIRED_KEY": "Bearer " + self.vaulted_key},
             ready_url=f"http://127.0.0.1:{self.ports['vaulted']}/raw/count")
 
-    def envoy(self, concurrency: int = 2, log_level: str = "info",
+    def envoy(self, concurrency: int = ENVOY_WORKERS, log_level: str = "info",
               config_name: str = "envoy.yaml", audience: str | None = None) -> Service:
         """Envoy with Behavry; benchmarks pass a smaller `concurrency` and a quieter `log_level`
         (and a `config_name` of their own for a second Envoy)."""

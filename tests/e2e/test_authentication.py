@@ -8,7 +8,7 @@ import time
 import pytest
 
 import tokens
-from harness import AGENT, ISSUER, http
+from harness import AGENT, ENVOY_WORKERS, ISSUER, http
 
 CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                    "params": {"name": "raw", "arguments": {}}}).encode()
@@ -94,3 +94,21 @@ def test_agent_token_never_reaches_the_server(stack, token):
     assert seen["x-probe"] == "through"
     assert "authorization" not in seen
     assert not any(token in value for value in seen.values())
+
+
+def jwt_cache_hits(stack) -> int:
+    _, _, body = http("GET", f"http://127.0.0.1:{stack.ports['admin']}/stats?filter=jwt_cache_hit$")
+    return sum(int(line.rsplit(":", 1)[1]) for line in body.decode().splitlines() if ":" in line)
+
+
+def test_a_verified_token_is_kept_by_the_worker_and_its_next_calls_skip_the_signature_check(
+        stack, token):
+    """Envoy's JWT cache (`jwt_cache_config`): a token verified once is looked up, not verified
+    again, on its next calls (time claims are still checked on every use; revocation is the
+    filter's and is tested in test_revocation.py with a token used before it is revoked)."""
+    before = jwt_cache_hits(stack)
+    for _ in range(5):
+        status, _, body = post(stack, {"authorization": f"Bearer {token}"})
+        assert status == 200, body
+    # The cache is per worker thread: each of Envoy's workers verifies the token once at most.
+    assert jwt_cache_hits(stack) >= before + 5 - ENVOY_WORKERS
