@@ -263,9 +263,20 @@ pub struct PolicySource {
     /// The bundle folder (its `tests/*.yaml` cases check the Rego VM in [`PolicyEngine::Auto`]).
     dir: PathBuf,
     engine: PolicyEngine,
-    /// Under [`PolicyEngine::Auto`]: whether the VM decides every case of the bundle as the
-    /// interpreter does (how many cases), or why not. Checked once per set of files.
-    vm_check: std::sync::OnceLock<Result<usize, String>>,
+    /// What the bundle's own decision cases say of these files, found once per set of files.
+    case_check: std::sync::OnceLock<CaseCheck>,
+}
+
+/// What a bundle's own decision cases (`tests/*.yaml`) say of its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CaseCheck {
+    /// The first case whose decision this binary cannot use (no decision, an evaluation error, a
+    /// decision it cannot read, a misplaced obligation): such a bundle is refused, since every
+    /// call like that case would fail.
+    unusable: Option<String>,
+    /// Whether the Rego VM decides every case as the interpreter does (how many cases), or why
+    /// not; only looked at under [`PolicyEngine::Auto`].
+    vm: Result<usize, String>,
 }
 
 /// Which regorus evaluator decides (`policy_engine` in the sidecar config).
@@ -293,7 +304,7 @@ impl PolicySource {
             decision_timeout,
             dir: policy_dir.to_owned(),
             engine: PolicyEngine::Auto,
-            vm_check: std::sync::OnceLock::new(),
+            case_check: std::sync::OnceLock::new(),
         })
     }
 
@@ -308,15 +319,24 @@ impl PolicySource {
         self
     }
 
+    /// The bundle's cases run once per set of files (on the VM too under
+    /// [`PolicyEngine::Auto`]).
+    fn case_check(&self, timer: ExecutionTimerConfig) -> &CaseCheck {
+        self.case_check.get_or_init(|| {
+            check_cases(
+                &self.dir,
+                &self.files,
+                (self.engine == PolicyEngine::Auto).then_some(timer),
+            )
+        })
+    }
+
     /// Whether the VM may decide for this bundle, under its engine setting.
     fn vm_allowed(&self, timer: ExecutionTimerConfig) -> bool {
         match self.engine {
             PolicyEngine::Interpreter => false,
             PolicyEngine::Vm => true,
-            PolicyEngine::Auto => match self
-                .vm_check
-                .get_or_init(|| vm_agrees_with_cases(&self.dir, &self.files, timer))
-            {
+            PolicyEngine::Auto => match &self.case_check(timer).vm {
                 Ok(_) => true,
                 Err(why) => {
                     tracing::info!(reason = %why, "policy bundle decided by the interpreter");
@@ -363,6 +383,10 @@ impl PolicySource {
             limit: self.decision_timeout,
             check_interval: TIMER_CHECK_INTERVAL,
         };
+        // The warm-up input alone misses decisions the bundle makes only for real requests.
+        if let Some(why) = &self.case_check(timer).unusable {
+            return Err(PolicyError::Compile(why.clone()));
+        }
         let vm = match VmPool::compile(&engine, timer).and_then(|pool| {
             if self.vm_allowed(timer) {
                 Ok(pool)
@@ -410,53 +434,116 @@ impl PolicySource {
     }
 }
 
-/// Whether the Rego VM decides every decision case of the bundle in `dir` (its `tests/*.yaml`)
-/// exactly as the interpreter does: `Ok(number of cases)`, or why not. A bundle without cases has
-/// nothing to prove it by, so it is not.
-fn vm_agrees_with_cases(
+/// Runs the decision cases of the bundle in `dir` (its `tests/*.yaml`) on the interpreter, and on
+/// the Rego VM when `vm_timer` is given. A bundle without cases, or whose cases cannot be read,
+/// has nothing to prove the VM by (and nothing found unusable).
+fn check_cases(
     dir: &Path,
     files: &[BundleFile],
-    timer: ExecutionTimerConfig,
-) -> Result<usize, String> {
+    vm_timer: Option<ExecutionTimerConfig>,
+) -> CaseCheck {
     use crate::policy_cases::{case_files, case_parts, read_case_file};
-    let paths = case_files(dir).map_err(|err| err.to_string())?;
-    if paths.is_empty() {
-        return Err(
-            "the bundle has no decision cases (tests/*.yaml) to check the Rego VM by".into(),
-        );
-    }
+    let mut check = CaseCheck {
+        unusable: None,
+        vm: Err("the VM was not asked about".to_owned()),
+    };
+    let paths = match case_files(dir) {
+        Ok(paths) if paths.is_empty() => {
+            check.vm = Err(
+                "the bundle has no decision cases (tests/*.yaml) to check the Rego VM by".into(),
+            );
+            return check;
+        }
+        Ok(paths) => paths,
+        Err(err) => {
+            check.vm = Err(err.to_string());
+            return check;
+        }
+    };
     let windows: Vec<String> = crate::blast_radius::BlastRadiusConfig::default()
         .windows
         .into_keys()
         .collect();
-    let mut checked = 0;
+    let mut vm = vm_timer.map(|_| Ok(0));
     for path in paths {
-        let cases = read_case_file(&path).map_err(|err| err.to_string())?;
-        let agent_data = agent_data_json(&cases.agents).map_err(|err| err.to_string())?;
-        let engine = engine_with(files, &agent_data).map_err(|err| err.to_string())?;
-        let pool = VmPool::compile(&engine, timer).map_err(|err| err.to_string())?;
+        let cases = match read_case_file(&path) {
+            Ok(cases) => cases,
+            Err(err) => {
+                check.vm = Err(err.to_string());
+                return check;
+            }
+        };
+        let engine = match agent_data_json(&cases.agents)
+            .and_then(|agent_data| engine_with(files, &agent_data))
+        {
+            Ok(engine) => engine,
+            Err(err) => {
+                check.unusable = Some(format!("with the agents of {}: {err}", path.display()));
+                return check;
+            }
+        };
+        let mut pool = match vm_timer.map(|timer| VmPool::compile(&engine, timer)) {
+            Some(Err(err)) => {
+                vm = Some(Err(err.to_string()));
+                None
+            }
+            Some(Ok(pool)) => Some(pool),
+            None => None,
+        };
         for case in &cases.cases {
             let (request, counters, now) = case_parts(case, &windows);
             let enrollment = cases.agents.iter().find(|a| a.id == request.agent.id);
-            let input = input_value(&PolicyInput::new(&request, enrollment, &counters, now))
-                .map_err(|err| err.to_string())?;
+            let input = match input_value(&PolicyInput::new(&request, enrollment, &counters, now)) {
+                Ok(input) => input,
+                Err(err) => {
+                    check.unusable = Some(format!("case `{}`: {err}", case.name));
+                    return check;
+                }
+            };
             let mut interpreter = engine.clone();
             interpreter.set_input(input.clone());
-            let expected = interpreter
-                .eval_rule(DECISION_RULE.to_owned())
-                .map_err(|err| err.to_string())?;
-            let actual = pool.execute(input).map_err(|err| err.to_string())?;
-            if actual != expected {
-                return Err(format!(
-                    "case `{}` of {} decides differently on the Rego VM",
+            let expected = match interpreter.eval_rule(DECISION_RULE.to_owned()) {
+                Ok(expected) => expected,
+                Err(err) => {
+                    check.unusable = Some(format!(
+                        "case `{}` of {} does not evaluate: {err}",
+                        case.name,
+                        path.display()
+                    ));
+                    return check;
+                }
+            };
+            if let Err(err) = parse_decision(expected.clone()) {
+                check.unusable = Some(format!(
+                    "case `{}` of {} gets a decision this sidecar cannot use: {err}",
                     case.name,
                     path.display()
                 ));
+                return check;
             }
-            checked += 1;
+            if let (Some(p), Some(Ok(checked))) = (pool.as_ref(), vm.as_mut()) {
+                match p.execute(input) {
+                    Ok(actual) if actual == expected => *checked += 1,
+                    Ok(_) => {
+                        vm = Some(Err(format!(
+                            "case `{}` of {} decides differently on the Rego VM",
+                            case.name,
+                            path.display()
+                        )));
+                        pool = None;
+                    }
+                    Err(err) => {
+                        vm = Some(Err(err.to_string()));
+                        pool = None;
+                    }
+                }
+            }
         }
     }
-    Ok(checked)
+    if let Some(vm) = vm {
+        check.vm = vm;
+    }
+    check
 }
 
 /// The bundle compiled for the Rego VM, and the idle VMs that run it (a VM runs one evaluation
@@ -1557,19 +1644,12 @@ pub(crate) mod tests {
     /// A rule the VM gets wrong (`x := <undefined>` does not fail a body on regorus 0.14's VM),
     /// with a case that shows it.
     fn vm_unsafe_bundle(dir: &Path) {
-        std::fs::write(
-            dir.join("p.rego"),
-            "package behavry.authz\nimport rego.v1\ndefault decision := {\"allow\": false}\n\
-             decision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"open\"]} if {\n\
+        bundle_with_an_echo_case(
+            dir,
+            "decision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"open\"]} if {\n\
              \tx := data.open[input.request.tool]\n}\n",
-        )
-        .unwrap();
-        std::fs::create_dir(dir.join("tests")).unwrap();
-        std::fs::write(
-            dir.join("tests/cases.yaml"),
-            "cases:\n  - name: echo is closed\n    input:\n      agent: {id: a}\n      request: {server: s, method: tools/call, tool: echo}\n    expect: {allow: false}\n",
-        )
-        .unwrap();
+            false,
+        );
     }
 
     #[test]
@@ -1588,16 +1668,18 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         vm_unsafe_bundle(dir.path());
         let source = PolicySource::load(dir.path(), TIMEOUT).unwrap();
-        let check = vm_agrees_with_cases(
+        let check = check_cases(
             dir.path(),
             &source.files,
-            ExecutionTimerConfig {
+            Some(ExecutionTimerConfig {
                 limit: TIMEOUT,
                 check_interval: TIMER_CHECK_INTERVAL,
-            },
+            }),
         );
+        assert_eq!(check.unusable, None);
         assert!(
             check
+                .vm
                 .as_ref()
                 .is_err_and(|why| why.contains("echo is closed")),
             "{check:?}"
@@ -1614,6 +1696,81 @@ pub(crate) mod tests {
             .bundle(&[])
             .unwrap();
         assert!(!bundle.uses_vm());
+    }
+
+    /// A bundle denying by default, with these further `decision` rules, and one case: a call of
+    /// `echo`, expected allowed ("echo is open") or denied ("echo is closed").
+    fn bundle_with_an_echo_case(dir: &Path, rules: &str, allowed: bool) {
+        std::fs::write(
+            dir.join("p.rego"),
+            format!(
+                "package behavry.authz\nimport rego.v1\ndefault decision := {{\"allow\": false}}\n{rules}"
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        let name = if allowed {
+            "echo is open"
+        } else {
+            "echo is closed"
+        };
+        std::fs::write(
+            dir.join("tests/cases.yaml"),
+            format!(
+                "cases:\n  - name: {name}\n    input:\n      agent: {{id: a}}\n      request: {{server: s, method: tools/call, tool: echo}}\n    expect: {{allow: {allowed}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_bundle_is_refused_when_one_of_its_cases_gets_a_decision_this_sidecar_cannot_use() {
+        // Every request but the case's is fine, the warm-up input included: only the case shows
+        // that calls of `echo` would fail.
+        let dir = tempfile::tempdir().unwrap();
+        let allow_echo = "decision := {\"allow\": true, \"reasons\": [], \"ruleIds\": [\"e\"]";
+        let if_echo = "if input.request.tool == \"echo\"\n";
+        bundle_with_an_echo_case(
+            dir.path(),
+            &format!("{allow_echo}, \"obligations\": {{\"newObligation\": 1}}}} {if_echo}"),
+            true,
+        );
+        for engine in [
+            PolicyEngine::Auto,
+            PolicyEngine::Interpreter,
+            PolicyEngine::Vm,
+        ] {
+            let refused = PolicySource::load(dir.path(), TIMEOUT)
+                .unwrap()
+                .with_engine(engine)
+                .bundle(&[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains("case `echo is open`") && refused.contains("newObligation"),
+                "{engine:?}: {refused}"
+            );
+        }
+
+        // A case that does not evaluate at all (two values for one complete rule) refuses it too.
+        bundle_with_an_echo_case(
+            dir.path(),
+            &format!(
+                "{allow_echo}}} {if_echo}decision := {{\"allow\": false, \"reasons\": [], \"ruleIds\": [\"d\"]}} {if_echo}"
+            ),
+            true,
+        );
+        let refused = PolicyBundle::load(dir.path(), &[], TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("case `echo is open`") && refused.contains("does not evaluate"),
+            "{refused}"
+        );
+
+        // The same bundle without the obligation loads.
+        bundle_with_an_echo_case(dir.path(), &format!("{allow_echo}}} {if_echo}"), true);
+        assert!(PolicyBundle::load(dir.path(), &[], TIMEOUT).is_ok());
     }
 
     #[test]

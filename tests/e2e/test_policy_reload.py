@@ -200,3 +200,37 @@ def policy_events(stack) -> list[dict]:
     with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT body FROM audit_records WHERE kind = 'policy' ORDER BY seq")
         return [json.loads(body) for (body,) in rows]
+
+
+# A second `decision` for one request the bundle's own cases make (tests/default.yaml: a developer
+# calling `echo` with "hi"): the warm-up input loads it, but that call would fail to evaluate.
+CONFLICTING_EXTRA = """package behavry.authz
+
+import rego.v1
+
+decision := {"allow": true, "reasons": [], "ruleIds": ["e2e.reload.conflict"], "obligations": {}} if {
+\tinput.request.tool == "echo"
+\tinput.request.arguments.message == "hi"
+}
+"""
+
+
+def test_a_bundle_that_fails_one_of_its_own_cases_is_refused_and_the_old_one_kept(reload_stack):
+    stack = reload_stack
+    token = stack.mint()
+    extra = stack.policy_dir / EXTRA_FILE
+    start = health(stack)
+    assert start["lastError"] is None
+    write_atomically(extra, CONFLICTING_EXTRA)
+    try:
+        refused = wait_until("the bundle to be refused",
+                             lambda: (h := health(stack))["lastError"] and h,
+                             timeout=PICKUP_TIMEOUT)
+        assert "case `a developer may call a tool of its role`" in refused["lastError"], refused
+        assert refused["digest"] == start["digest"]
+        assert allowed(governed_call(stack, token))
+    finally:
+        extra.unlink()
+    cleared = wait_until("the refusal to clear", lambda: (h := health(stack))["lastError"] is None
+                         and h, timeout=PICKUP_TIMEOUT)
+    assert cleared["digest"] == start["digest"]
