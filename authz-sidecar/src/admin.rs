@@ -189,17 +189,6 @@ pub fn routes(state: AppState) -> Router<AppState> {
             delete(remove_key),
         )
         .route(ADMIN_REVOCATIONS_PATH, post(revoke).get(revocations))
-        .route(
-            crate::approvals::ADMIN_APPROVALS_PATH,
-            get(crate::approvals::list),
-        )
-        .route(
-            &format!(
-                "{}/{{id}}/{{action}}",
-                crate::approvals::ADMIN_APPROVALS_PATH
-            ),
-            post(crate::approvals::decide),
-        )
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
@@ -216,11 +205,17 @@ fn check_credential(
     expected: Option<&AdminCredential>,
     headers: &axum::http::HeaderMap,
 ) -> Result<(), AdminError> {
-    bearer::check(expected, headers).map_err(|refusal| match refusal {
-        bearer::Refusal::Disabled => AdminError::Disabled,
-        bearer::Refusal::Missing => AdminError::MissingCredential,
-        bearer::Refusal::Wrong => AdminError::WrongCredential,
-    })
+    bearer::check(expected, headers).map_err(AdminError::from)
+}
+
+impl From<bearer::Refusal> for AdminError {
+    fn from(refusal: bearer::Refusal) -> AdminError {
+        match refusal {
+            bearer::Refusal::Disabled => AdminError::Disabled,
+            bearer::Refusal::Missing => AdminError::MissingCredential,
+            bearer::Refusal::Wrong => AdminError::WrongCredential,
+        }
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(

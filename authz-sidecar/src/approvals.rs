@@ -12,15 +12,24 @@
 //!
 //! Approvals live in the registry database, so they survive restarts and are shared by sidecars
 //! on one PostgreSQL registry.
+//!
+//! Who decides: with named approvers configured (`[[approvers]]`: a name and the SHA-256 of that
+//! person's own bearer credential), only they can approve or reject, and the name recorded is
+//! the one their credential proves; the admin credential can still list. Without approvers, the
+//! admin credential decides and the name it gives is recorded as given.
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use behavry_core::wire::{ApprovalGrant, ApprovalRequirement, DecisionRequest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bearer::{self, Refusal};
+use crate::config::AdminCredential;
 use crate::http::AppState;
 use crate::registry::{AgentRegistry, ApprovalRecord, RegistryError};
 
@@ -49,21 +58,173 @@ pub struct ApprovalFacts {
     pub approved_by: String,
 }
 
+/// One `[[approvers]]` entry of the sidecar config, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverEntry {
+    /// The name recorded with what this person decides.
+    pub name: String,
+    /// Lowercase hex SHA-256 of their bearer credential (`behavry approvals new-approver` makes
+    /// both); the credential itself is never in the config.
+    pub token_sha256: String,
+}
+
+/// A named approver: who they are and the digest of their credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approver {
+    name: String,
+    token_digest: [u8; 32],
+}
+
+impl Approver {
+    /// Check an entry: a valid name, and a digest of 64 hex digits.
+    pub fn from_entry(entry: &ApproverEntry) -> Result<Approver, String> {
+        let name = approver_name(&entry.name)?.to_owned();
+        let digest = entry.token_sha256.trim();
+        let mut token_digest = [0_u8; 32];
+        hex::decode_to_slice(digest, &mut token_digest).map_err(|_| {
+            format!("`token_sha256` of approver `{name}` must be 64 hexadecimal digits")
+        })?;
+        Ok(Approver { name, token_digest })
+    }
+
+    /// The approver's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `digest` is this approver's credential's.
+    pub fn holds(&self, digest: &[u8; 32]) -> bool {
+        bearer::matches_digest(digest, &self.token_digest)
+    }
+
+    /// Whether two approvers have the same credential.
+    pub fn same_credential(&self, other: &Approver) -> bool {
+        self.holds(&other.token_digest)
+    }
+}
+
+/// A name as recorded for a decision: trimmed, 1 to [`MAX_APPROVER_CHARS`] characters, no
+/// control characters.
+pub fn approver_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_APPROVER_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "an approver's name must be 1 to {MAX_APPROVER_CHARS} printable characters"
+        ));
+    }
+    Ok(name)
+}
+
+/// A new approver credential (32 random bytes, hex) and the `[[approvers]]` entry for `name`
+/// that holds its digest.
+pub fn new_approver(name: &str) -> Result<(String, ApproverEntry), String> {
+    let name = approver_name(name)?.to_owned();
+    let mut bytes = [0_u8; 32];
+    rsa::rand_core::RngCore::fill_bytes(&mut rsa::rand_core::OsRng, &mut bytes);
+    let token = hex::encode(bytes);
+    let token_sha256 = hex::encode(bearer::presented_digest(&token));
+    Ok((token, ApproverEntry { name, token_sha256 }))
+}
+
+/// Who sent a request to the approval routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin credential.
+    Admin,
+    /// A named approver, by their own credential.
+    Approver(String),
+}
+
 /// The approval store and its settings.
 #[derive(Debug, Clone)]
 pub struct Approvals {
     registry: AgentRegistry,
     ttl_secs: i64,
     page_base: String,
+    approvers: Vec<Approver>,
 }
 
 impl Approvals {
-    /// Approvals in `registry`, lasting `ttl_secs`, with pages under `public_url`.
-    pub fn new(registry: AgentRegistry, ttl_secs: u64, public_url: &str) -> Approvals {
+    /// Approvals in `registry`, lasting `ttl_secs`, with pages under `public_url`, decided by
+    /// `approvers` (none: by the admin credential).
+    pub fn new(
+        registry: AgentRegistry,
+        ttl_secs: u64,
+        public_url: &str,
+        approvers: Vec<Approver>,
+    ) -> Approvals {
         Approvals {
             registry,
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX),
             page_base: format!("{}{APPROVAL_PAGE_PATH}/", public_url.trim_end_matches('/')),
+            approvers,
+        }
+    }
+
+    /// Who the `Authorization: Bearer` credential of `headers` is (RFC 6750 §2.1): an approver,
+    /// or the admin. Every approver's digest is compared (constant time each), so which one
+    /// matched does not show in the timing.
+    pub fn caller(
+        &self,
+        admin: Option<&AdminCredential>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Refusal> {
+        if admin.is_none() && self.approvers.is_empty() {
+            return Err(Refusal::Disabled);
+        }
+        let presented = bearer::presented(headers).ok_or(Refusal::Missing)?;
+        let digest = bearer::presented_digest(presented);
+        let mut found = None;
+        for approver in &self.approvers {
+            if approver.holds(&digest) {
+                found = Some(approver.name.clone());
+            }
+        }
+        if let Some(name) = found {
+            return Ok(Caller::Approver(name));
+        }
+        match admin {
+            Some(admin) if bearer::check(Some(admin), headers).is_ok() => Ok(Caller::Admin),
+            _ => Err(Refusal::Wrong),
+        }
+    }
+
+    /// The name to record for a decision by `caller`, who says `claimed` (if anything), or why
+    /// `caller` may not decide.
+    fn decider(
+        &self,
+        caller: &Caller,
+        claimed: Option<&str>,
+    ) -> Result<String, (StatusCode, &'static str, String)> {
+        let claimed = claimed
+            .map(approver_name)
+            .transpose()
+            .map_err(|why| (StatusCode::BAD_REQUEST, "invalid_request", why))?;
+        match caller {
+            Caller::Approver(name) => match claimed {
+                Some(other) if other != name => Err((
+                    StatusCode::FORBIDDEN,
+                    "approver_mismatch",
+                    format!("this credential is approver `{name}`'s, not `{other}`'s"),
+                )),
+                _ => Ok(name.clone()),
+            },
+            Caller::Admin if !self.approvers.is_empty() => Err((
+                StatusCode::FORBIDDEN,
+                "approver_required",
+                "approvals are decided by the named approvers (`[[approvers]]`), each with their \
+                 own credential, not with the admin credential"
+                    .to_owned(),
+            )),
+            Caller::Admin => claimed.map(str::to_owned).ok_or((
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "who decides? send `approver` with the admin credential".to_owned(),
+            )),
         }
     }
 
@@ -317,11 +478,44 @@ pub struct ListQuery {
 }
 
 /// Body of approve and reject.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecideBody {
-    /// Who decides (recorded with the approval and in the audit trail of the call).
-    pub approver: String,
+    /// Who decides (recorded with the approval and in the audit trail of the call): required
+    /// with the admin credential; an approver's credential names them, and a name given with it
+    /// must be theirs.
+    pub approver: Option<String>,
+}
+
+/// The approval routes of the admin API, behind [`require_caller`].
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route(ADMIN_APPROVALS_PATH, get(list))
+        .route(
+            &format!("{ADMIN_APPROVALS_PATH}/{{id}}/{{action}}"),
+            post(decide),
+        )
+        .layer(DefaultBodyLimit::max(crate::admin::MAX_ADMIN_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_caller))
+}
+
+/// The admin credential or an approver's, in front of every approval route; the [`Caller`] goes
+/// to the handler.
+async fn require_caller(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state
+        .approvals
+        .caller(state.admin_credential.as_deref(), request.headers())
+    {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => crate::admin::AdminError::from(refusal).into_response(),
+    }
 }
 
 fn error(status: StatusCode, code: &'static str, message: String) -> Response {
@@ -377,6 +571,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
 /// `POST /admin/v1/approvals/{id}/approve` and `/reject`.
 pub async fn decide(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, verb)): Path<(String, String)>,
     body: Result<Json<DecideBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -401,20 +596,13 @@ pub async fn decide(
             );
         }
     };
-    let approver = body.approver.trim();
-    if approver.is_empty()
-        || approver.chars().count() > MAX_APPROVER_CHARS
-        || approver.chars().any(char::is_control)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("`approver` must be 1 to {MAX_APPROVER_CHARS} printable characters"),
-        );
-    }
+    let approver = match state.approvals.decider(&caller, body.approver.as_deref()) {
+        Ok(name) => name,
+        Err((status, code, message)) => return error(status, code, message),
+    };
     match state
         .approvals
-        .decide(&id, approve, approver, unix_now())
+        .decide(&id, approve, &approver, unix_now())
         .await
     {
         Ok(Decided::Done) => match state.approvals.registry.approval(&id).await {
@@ -534,6 +722,154 @@ mod tests {
         )
     }
 
+    /// Hold a destructive `echo` of `message`: the id of its approval.
+    async fn held_id(state: &AppState, message: &str) -> String {
+        let (_, _, held) = call(state, destructive(message)).await;
+        held["obligations"]["requireApproval"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Alice's own credential, as an approver.
+    const ALICE_TOKEN: &str = "alice-approver-credential-0123456789abcdef";
+
+    /// A request to the approval routes with `credential` (none: no Authorization header).
+    fn with_credential(
+        credential: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> Request<Body> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(credential) = credential {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {credential}"));
+        }
+        request.body(Body::from(body.to_string())).unwrap()
+    }
+
+    /// [`test_state`] whose held calls are decided by the approver `alice`.
+    async fn state_with_alice(dir: &std::path::Path) -> AppState {
+        let mut state = test_state(dir, true).await;
+        let alice = Approver::from_entry(&ApproverEntry {
+            name: "alice".to_owned(),
+            token_sha256: hex::encode(Sha256::digest(ALICE_TOKEN)),
+        })
+        .unwrap();
+        state.approvals = std::sync::Arc::new(Approvals::new(
+            state.directory.registry().clone(),
+            DEFAULT_APPROVAL_TTL_SECS,
+            "http://127.0.0.1:9911",
+            vec![alice],
+        ));
+        state
+    }
+
+    #[tokio::test]
+    async fn with_named_approvers_only_they_decide_and_the_name_recorded_is_proven() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with_alice(dir.path()).await;
+        let id = held_id(&state, "drop it").await;
+        let approve = format!("{ADMIN_APPROVALS_PATH}/{id}/approve");
+
+        // The admin credential lists, but no longer decides, whatever name it gives.
+        let (status, _, listed) = call(&state, admin("GET", ADMIN_APPROVALS_PATH, None)).await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        let (status, _, refused) = call(&state, decided(&id, "approve", "alice")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+        assert_eq!(refused["error"], "approver_required");
+
+        // No credential, or one nobody holds: 401 with the Bearer challenge (RFC 6750 §3.1).
+        let (status, headers, _) =
+            call(&state, with_credential(None, "POST", &approve, json!({}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        let wrong = "not-alice-credential-0123456789abcdef";
+        let (status, headers, _) = call(
+            &state,
+            with_credential(Some(wrong), "POST", &approve, json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+
+        // Alice cannot decide in someone else's name.
+        let (status, _, mismatch) = call(
+            &state,
+            with_credential(
+                Some(ALICE_TOKEN),
+                "POST",
+                &approve,
+                json!({"approver": "bob"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{mismatch}");
+        assert_eq!(mismatch["error"], "approver_mismatch");
+
+        // Her credential names her; the approval and the call's decision carry it.
+        let (status, _, approved) = call(
+            &state,
+            with_credential(Some(ALICE_TOKEN), "POST", &approve, json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{approved}");
+        assert_eq!(approved["decidedBy"], "alice");
+        let (_, _, allowed) = call(&state, destructive("drop it")).await;
+        assert_eq!(allowed["allow"], true, "{allowed}");
+        assert_eq!(allowed["approval"]["approvedBy"], "alice");
+
+        // An approver lists too.
+        let (status, _, listed) = call(
+            &state,
+            with_credential(Some(ALICE_TOKEN), "GET", ADMIN_APPROVALS_PATH, json!(null)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        assert_eq!(listed[0]["decidedBy"], "alice");
+    }
+
+    #[test]
+    fn a_new_approver_holds_the_credential_made_for_them() {
+        let (token, entry) = new_approver(" carol ").unwrap();
+        assert_eq!(entry.name, "carol");
+        assert_eq!(token.len(), 64);
+        let approver = Approver::from_entry(&entry).unwrap();
+        assert!(approver.holds(&bearer::presented_digest(&token)));
+        assert!(!approver.holds(&bearer::presented_digest(&new_approver("carol").unwrap().0)));
+        assert!(new_approver("").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_admin_credential_must_say_who_decides_when_there_are_no_approvers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path(), true).await;
+        let id = held_id(&state, "drop it").await;
+        let path = format!("{ADMIN_APPROVALS_PATH}/{id}/approve");
+        for body in [
+            json!({}),
+            json!({"approver": " "}),
+            json!({"approver": "a\u{7}b"}),
+        ] {
+            let (status, _, answer) = call(&state, admin("POST", &path, Some(body))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        }
+        // Disabled: neither an admin credential nor approvers.
+        let dir = tempfile::tempdir().unwrap();
+        let closed = test_state(dir.path(), false).await;
+        let (status, _, answer) = call(&closed, decided(&id, "approve", "alice")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        assert_eq!(answer["error"], "admin_disabled");
+    }
+
     #[tokio::test]
     async fn a_held_call_goes_through_once_after_approval() {
         let dir = tempfile::tempdir().unwrap();
@@ -611,11 +947,7 @@ mod tests {
     async fn an_approval_is_used_once_even_when_retries_race() {
         let dir = tempfile::tempdir().unwrap();
         let state = test_state(dir.path(), true).await;
-        let (_, _, first) = call(&state, destructive("x")).await;
-        let id = first["obligations"]["requireApproval"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = held_id(&state, "x").await;
         call(&state, decided(&id, "approve", "alice")).await;
         let grant = ApprovalFacts {
             granted: true,
@@ -659,11 +991,7 @@ mod tests {
     async fn the_approval_page_shows_status_not_arguments() {
         let dir = tempfile::tempdir().unwrap();
         let state = test_state(dir.path(), false).await;
-        let (_, _, first) = call(&state, destructive("secret-ish <b>value</b>")).await;
-        let id = first["obligations"]["requireApproval"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = held_id(&state, "secret-ish <b>value</b>").await;
         let page = Request::get(format!("{APPROVAL_PAGE_PATH}/{id}"))
             .body(Body::empty())
             .unwrap();

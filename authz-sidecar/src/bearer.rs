@@ -26,7 +26,17 @@ pub fn check(expected: Option<&AdminCredential>, headers: &HeaderMap) -> Result<
     let Some(expected) = expected else {
         return Err(Refusal::Disabled);
     };
-    let presented = headers
+    let presented = presented(headers).ok_or(Refusal::Missing)?;
+    if matches_digest(&presented_digest(presented), &expected.digest()) {
+        Ok(())
+    } else {
+        Err(Refusal::Wrong)
+    }
+}
+
+/// The `Authorization: Bearer` credential of `headers`, if one was sent (RFC 6750 §2.1).
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
@@ -34,16 +44,17 @@ pub fn check(expected: Option<&AdminCredential>, headers: &HeaderMap) -> Result<
             let (scheme, token) = value.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or(Refusal::Missing)?;
-    // Constant time: compare fixed-length digests with `subtle`, so neither the content nor the
-    // length of the secret leaks through timing.
-    let presented_digest = Sha256::digest(presented.as_bytes());
-    let expected_digest = Sha256::digest(expected.expose());
-    if bool::from(presented_digest.ct_eq(&expected_digest)) {
-        Ok(())
-    } else {
-        Err(Refusal::Wrong)
-    }
+}
+
+/// SHA-256 of a presented credential: what is compared, never the credential itself.
+pub fn presented_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Constant time: fixed-length digests compared with `subtle`, so neither the content nor the
+/// length of a secret leaks through timing.
+pub fn matches_digest(presented: &[u8; 32], expected: &[u8; 32]) -> bool {
+    bool::from(presented.ct_eq(expected))
 }
 
 /// The JSON error answer (`{"error", "message"}`), logged once (error for 5xx, warning

@@ -229,6 +229,10 @@ struct ConfigFile {
     /// How long a held call waits for a human, and how long an approval or a rejection stands.
     #[serde(default = "default_approval_ttl_secs")]
     approval_ttl_secs: u64,
+    /// `[[approvers]]`: the people who decide held calls, each with their own credential.
+    /// Default: none (the admin credential decides, with the name it gives).
+    #[serde(default)]
+    approvers: Vec<crate::approvals::ApproverEntry>,
     /// Base URL of the audit-sink that records policy changes. Default: none (logged only).
     #[serde(default)]
     audit_url: Option<String>,
@@ -422,6 +426,11 @@ impl AdminCredential {
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// SHA-256 of the credential: what a presented credential is compared with.
+    pub fn digest(&self) -> [u8; 32] {
+        crate::bearer::presented_digest(&self.0)
+    }
 }
 
 impl std::fmt::Debug for AdminCredential {
@@ -481,6 +490,9 @@ pub struct Config {
     pub blast_radius: crate::blast_radius::BlastRadiusConfig,
     /// Lifetime of held calls, approvals and rejections, in seconds.
     pub approval_ttl_secs: u64,
+    /// The named approvers (names and credential digests unique); empty: the admin credential
+    /// decides held calls.
+    pub approvers: Vec<crate::approvals::Approver>,
     /// Base URL of the audit-sink that records policy changes, when set.
     pub audit_url: Option<String>,
     /// Which regorus evaluator decides (docs/policy.md, "Evaluation").
@@ -559,6 +571,52 @@ fn apply_env_overrides(file: &mut ConfigFile, env: &dyn EnvSource) {
     if let Some(public_url) = env.var(ENV_PUBLIC_URL) {
         file.public_url = Some(public_url);
     }
+}
+
+/// The `[[approvers]]`, checked: names and credentials unique, and no approver's credential the
+/// admin's or the proxy's (`others`), which would make one secret two roles.
+fn approvers(
+    entries: &[crate::approvals::ApproverEntry],
+    others: &[Option<&AdminCredential>],
+) -> Result<Vec<crate::approvals::Approver>, ConfigError> {
+    let other_digests: Vec<[u8; 32]> = others
+        .iter()
+        .flatten()
+        .map(|credential| credential.digest())
+        .collect();
+    let mut approvers: Vec<crate::approvals::Approver> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let field = format!("approvers[{index}]");
+        let approver = crate::approvals::Approver::from_entry(entry)
+            .map_err(|reason| ConfigError::invalid(field.clone(), reason))?;
+        let reused = |digest: &[u8; 32]| approver.holds(digest);
+        if approvers.iter().any(|a| a.name() == approver.name()) {
+            return Err(ConfigError::invalid(
+                field,
+                format!("approver `{}` is named twice", approver.name()),
+            ));
+        }
+        if approvers.iter().any(|a| a.same_credential(&approver)) {
+            return Err(ConfigError::invalid(
+                field,
+                format!(
+                    "approver `{}` shares another approver's credential",
+                    approver.name()
+                ),
+            ));
+        }
+        if other_digests.iter().any(reused) {
+            return Err(ConfigError::invalid(
+                field,
+                format!(
+                    "approver `{}` has the admin or the proxy credential: give each person their own",
+                    approver.name()
+                ),
+            ));
+        }
+        approvers.push(approver);
+    }
+    Ok(approvers)
 }
 
 fn validate(
@@ -679,6 +737,10 @@ fn validate(
             format!("must be 1 to {MAX_APPROVAL_TTL_SECS} seconds"),
         ));
     }
+    let approvers = approvers(
+        &file.approvers,
+        &[admin_token.as_ref(), proxy_token.as_ref()],
+    )?;
     file.blast_radius
         .validate()
         .map_err(|err| ConfigError::invalid("blast_radius", err.to_string()))?;
@@ -706,6 +768,7 @@ fn validate(
         kubernetes,
         blast_radius: file.blast_radius,
         approval_ttl_secs: file.approval_ttl_secs,
+        approvers,
         policy_engine: file.policy_engine,
         audit_url: match &file.audit_url {
             Some(url) => Some(check_url("audit_url", url)?),
@@ -1010,6 +1073,54 @@ tools = ["echo", "get-sum"]
         assert_eq!(agent.scopes, [DEFAULT_AGENT_SCOPE]);
         assert_eq!(agent.owner, None);
         assert!(agent.roles.is_empty());
+    }
+
+    #[test]
+    fn approvers_are_checked() {
+        let digest = |token: &str| crate::bearer::presented_digest(token);
+        let alice = hex::encode(digest("alice-approver-credential-0123456789"));
+        let bob = hex::encode(digest("bob-approver-credential-0123456789ab"));
+        let entry = |name: &str, sha: &str| {
+            format!("[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{sha}\"\n")
+        };
+        let config = parse(&(entry("alice", &alice) + &entry("bob", &bob))).unwrap();
+        let names: Vec<&str> = config.approvers.iter().map(|a| a.name()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(config.approvers[0].holds(&digest("alice-approver-credential-0123456789")));
+
+        for (text, expected) in [
+            (
+                entry("alice", &alice) + &entry("alice", &bob),
+                "named twice",
+            ),
+            (
+                entry("alice", &alice) + &entry("bob", &alice),
+                "shares another",
+            ),
+            (entry("alice", "abc"), "64 hexadecimal"),
+            (entry(" ", &alice), "printable"),
+            (
+                entry("alice", &alice).replace("token_sha256", "token"),
+                "unknown field",
+            ),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+
+        // The admin credential is not an approver's.
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "an-admin-credential-0123456789abcdef";
+        std::fs::write(dir.path().join("admin-token"), admin).unwrap();
+        let text = format!(
+            "admin_token_file = \"admin-token\"\n{}",
+            entry("alice", &hex::encode(digest(admin)))
+        );
+        let err =
+            Config::from_toml_str(&text, &dir.path().join("authz.toml"), dir.path(), &env(&[]))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("admin or the proxy credential"), "{err}");
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::oauth::routes())
         .merge(crate::credentials::routes())
         .merge(crate::admin::routes(state.clone()))
+        .merge(crate::approvals::routes(state.clone()))
         .with_state(state)
 }
 
@@ -491,6 +492,7 @@ pub(crate) mod tests {
                 directory.registry().clone(),
                 config.approval_ttl_secs,
                 &config.public_url,
+                config.approvers.clone(),
             )),
             directory: Arc::new(directory),
             proxy_credential: None,

@@ -142,6 +142,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         registry.clone(),
         config.approval_ttl_secs,
         &config.public_url,
+        config.approvers.clone(),
     );
     let directory = AgentDirectory::open(registry, policy).await?;
     let snapshot = directory.snapshot();
@@ -153,6 +154,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         seeded,
         enabled_agents = snapshot.enabled_agents(),
         admin_api = config.admin_token.is_some(),
+        approvers = config.approvers.len(),
         revocation_version = revocations.list().version,
         "loaded policy bundle and agent registry"
     );

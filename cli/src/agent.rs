@@ -324,18 +324,31 @@ pub(crate) struct AdminClient {
     token: String,
 }
 
+/// A credential kept in a file (trimmed).
+pub(crate) fn read_credential_file(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} file {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
 impl AdminClient {
     pub(crate) fn new(connection: &AdminConnection) -> anyhow::Result<AdminClient> {
         let token = match (&connection.admin_token, &connection.admin_token_file) {
             (Some(token), _) => token.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read admin token file {}", path.display()))?
-                .trim()
-                .to_owned(),
+            (None, Some(path)) => read_credential_file(path, "admin token")?,
             (None, None) => bail!(
                 "no admin credential: pass --admin-token-file, --admin-token or set {ENV_ADMIN_TOKEN}"
             ),
         };
+        AdminClient::with_token(connection, token)
+    }
+
+    /// A client of `connection`'s sidecar that presents `token` instead of the admin credential.
+    pub(crate) fn with_token(
+        connection: &AdminConnection,
+        token: String,
+    ) -> anyhow::Result<AdminClient> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -1,17 +1,44 @@
 //! `behavry approvals ...`: the calls policy holds for a human approval (docs/policy.md, "Human
 //! approval"), through the authz-sidecar's admin API (`/admin/v1/approvals`). Same connection
-//! flags as `behavry agent`.
+//! flags as `behavry agent`; a named approver presents their own credential
+//! (`--approver-token-file` or `BEHAVRY_APPROVER_TOKEN`) instead of the admin credential.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::agent::{AdminClient, AdminConnection, encode_segment};
+use crate::agent::{AdminClient, AdminConnection, encode_segment, read_credential_file};
 
 const APPROVALS: &str = "/admin/v1/approvals";
+
+/// Environment variable holding an approver's own credential.
+pub const ENV_APPROVER_TOKEN: &str = "BEHAVRY_APPROVER_TOKEN";
+
+/// A named approver's own credential (`[[approvers]]` in the sidecar config), presented instead
+/// of the admin credential when given.
+#[derive(Debug, Args)]
+pub struct ApproverCredential {
+    /// The approver's credential (prefer the environment variable or --approver-token-file).
+    #[arg(long, global = true, env = ENV_APPROVER_TOKEN, hide_env_values = true)]
+    approver_token: Option<String>,
+    /// A file holding the approver's credential (`behavry approvals new-approver` writes one).
+    #[arg(long, global = true, conflicts_with = "approver_token")]
+    approver_token_file: Option<PathBuf>,
+}
+
+impl ApproverCredential {
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.approver_token, &self.approver_token_file) {
+            (Some(token), _) => Ok(Some(token.trim().to_owned())),
+            (None, Some(path)) => read_credential_file(path, "approver token").map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
 
 /// The `behavry approvals` subcommands.
 #[derive(Debug, Subcommand)]
@@ -26,7 +53,8 @@ pub enum ApprovalsCommand {
     Approve {
         /// The approval id (`apr_…`).
         id: String,
-        /// Who approves (recorded, and audited with the call); default: $USER.
+        /// Who approves (recorded, and audited with the call). With the admin credential, default
+        /// $USER; an approver's credential names them.
         #[arg(long = "as", value_name = "NAME")]
         approver: Option<String>,
     },
@@ -34,14 +62,30 @@ pub enum ApprovalsCommand {
     Reject {
         /// The approval id (`apr_…`).
         id: String,
-        /// Who rejects (recorded); default: $USER.
+        /// Who rejects (recorded). With the admin credential, default $USER; an approver's
+        /// credential names them.
         #[arg(long = "as", value_name = "NAME")]
         approver: Option<String>,
+    },
+    /// Make a credential for a new named approver: written to a new file (mode 0600), and the
+    /// `[[approvers]]` entry (its SHA-256, never the credential) printed for the sidecar config.
+    /// Needs no sidecar.
+    NewApprover {
+        /// The approver's name, as recorded with what they decide.
+        name: String,
+        /// Where to write the credential (must not exist yet).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
     },
 }
 
 /// Run one `behavry approvals` subcommand.
-pub fn run(connection: &AdminConnection, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    connection: &AdminConnection,
+    approver: &ApproverCredential,
+    command: ApprovalsCommand,
+) -> anyhow::Result<ExitCode> {
+    let own_credential = approver.token()?;
     let (method, path, body) = match command {
         ApprovalsCommand::List { status } => {
             let query = status
@@ -49,10 +93,20 @@ pub fn run(connection: &AdminConnection, command: ApprovalsCommand) -> anyhow::R
                 .unwrap_or_default();
             (reqwest::Method::GET, format!("{APPROVALS}{query}"), None)
         }
-        ApprovalsCommand::Approve { id, approver } => decision(&id, "approve", approver)?,
-        ApprovalsCommand::Reject { id, approver } => decision(&id, "reject", approver)?,
+        ApprovalsCommand::Approve { id, approver } => {
+            decision(&id, "approve", approver, own_credential.is_some())?
+        }
+        ApprovalsCommand::Reject { id, approver } => {
+            decision(&id, "reject", approver, own_credential.is_some())?
+        }
+        ApprovalsCommand::NewApprover { name, token_file } => {
+            return new_approver(&name, &token_file);
+        }
     };
-    let client = AdminClient::new(connection)?;
+    let client = match own_credential {
+        Some(token) => AdminClient::with_token(connection, token)?,
+        None => AdminClient::new(connection)?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,20 +130,58 @@ pub fn run(connection: &AdminConnection, command: ApprovalsCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// The request deciding approval `id`. An approver's own credential names them (a name given
+/// with `--as` must be theirs); with the admin credential the name is `--as`, else $USER.
 fn decision(
     id: &str,
     verb: &str,
     approver: Option<String>,
+    own_credential: bool,
 ) -> anyhow::Result<(reqwest::Method, String, Option<Value>)> {
-    let approver = match approver.or_else(|| std::env::var("USER").ok()) {
-        Some(name) if !name.trim().is_empty() => name,
-        _ => bail!("who decides? pass --as NAME (no $USER to default to)"),
+    let body = if own_credential {
+        approver.map_or_else(|| json!({}), |name| json!({"approver": name}))
+    } else {
+        match approver.or_else(|| std::env::var("USER").ok()) {
+            Some(name) if !name.trim().is_empty() => json!({"approver": name}),
+            _ => bail!("who decides? pass --as NAME (no $USER to default to)"),
+        }
     };
     Ok((
         reqwest::Method::POST,
         format!("{APPROVALS}/{}/{verb}", encode_segment(id)),
-        Some(json!({"approver": approver})),
+        Some(body),
     ))
+}
+
+/// `behavry approvals new-approver`: the credential to a new file only its owner reads, the
+/// config entry to stdout.
+fn new_approver(name: &str, token_file: &Path) -> anyhow::Result<ExitCode> {
+    let (token, entry) =
+        behavry_authz::approvals::new_approver(name).map_err(anyhow::Error::msg)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(token_file).with_context(|| {
+        format!(
+            "cannot create {} (it must not exist yet)",
+            token_file.display()
+        )
+    })?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", token_file.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "# credential of approver {name} written to {file}: hand it to them, keep it secret\n\
+         # add this to the authz-sidecar config and restart it:\n\
+         [[approvers]]\nname = {quoted}\ntoken_sha256 = \"{digest}\"",
+        name = entry.name,
+        file = token_file.display(),
+        quoted = serde_json::to_string(&entry.name)?,
+        digest = entry.token_sha256,
+    )
+    .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One line per approval: id, status, who asks for what, why, and who decided. Every field the
@@ -138,9 +230,15 @@ mod tests {
 
     #[test]
     fn decisions_name_the_approver_and_encode_the_id() {
-        let (method, path, body) = decision("apr_1/../x", "approve", Some("alice".into())).unwrap();
+        let (method, path, body) =
+            decision("apr_1/../x", "approve", Some("alice".into()), false).unwrap();
         assert_eq!(method, reqwest::Method::POST);
         assert_eq!(path, "/admin/v1/approvals/apr_1%2F..%2Fx/approve");
+        assert_eq!(body, Some(json!({"approver": "alice"})));
+        // An approver's own credential names them: no name is sent unless one is given.
+        let (_, _, body) = decision("apr_1", "reject", None, true).unwrap();
+        assert_eq!(body, Some(json!({})));
+        let (_, _, body) = decision("apr_1", "reject", Some("alice".into()), true).unwrap();
         assert_eq!(body, Some(json!({"approver": "alice"})));
     }
 

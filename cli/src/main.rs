@@ -42,6 +42,8 @@ enum Command {
     Approvals {
         #[command(flatten)]
         connection: agent::AdminConnection,
+        #[command(flatten)]
+        approver: approvals::ApproverCredential,
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
     },
@@ -137,8 +139,9 @@ fn main() -> ExitCode {
         } => agent::run(&connection, command),
         Command::Approvals {
             connection,
+            approver,
             command,
-        } => approvals::run(&connection, command),
+        } => approvals::run(&connection, &approver, command),
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),

@@ -506,8 +506,10 @@ class Stack:
     def direct_url(self, server: str = "everything") -> str:
         return f"http://127.0.0.1:{self.ports[server]}/mcp"
 
-    def cli(self, *args: str, check: bool = True, env: dict | None = None,
+    @staticmethod
+    def cli(*args: str, check: bool = True, env: dict | None = None,
             input_text: str | None = None) -> subprocess.CompletedProcess:
+        """Run `behavry` (no stack needed: also `Stack.cli(...)`)."""
         return subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
                               check=check, timeout=60, input=input_text,
                               env={**os.environ, **env} if env else None)

@@ -155,3 +155,50 @@ def test_approvals_survive_a_sidecar_restart(approval_stack):
     passed = call(stack, token, arguments)
     assert "result" in passed["answer"], passed
     assert decision_of(stack, passed["trace"])["approval"]["id"] == approval_id
+
+
+@pytest.fixture(scope="module")
+def approver_stack(tmp_path_factory):
+    """The same policy, with one named approver, `carol`, configured from what
+    `behavry approvals new-approver` printed."""
+    marker = "  destructive_tools:\n"
+    policies = policies_with(tmp_path_factory.mktemp("approver-policies"),
+                             {marker: marker + "    raw: [raw]\n"})
+    home = tmp_path_factory.mktemp("approver-stack")
+    credential = home / "carol.token"
+    made = Stack.cli("approvals", "new-approver", "carol", "--token-file", str(credential))
+    assert "[[approvers]]" in made.stdout and credential.read_text().strip() not in made.stdout
+    extra = (f'approval_ttl_secs = 300\n{made.stdout}\n\n[[agents]]\nid = "{AGENT}"\n'
+             '[agents.servers.raw]\ntools = ["raw"]\n')
+    stack = Stack(home, name="approvers", policy_dir=policies, authz_extra=extra)
+    stack.approver_credential = credential
+    with stack.running() as s:
+        yield s
+
+
+def test_with_named_approvers_only_their_own_credential_decides(approver_stack):
+    stack = approver_stack
+    token, arguments, before = fresh_request(stack)
+    held = call(stack, token, arguments)
+    approval_id = held["answer"]["error"]["data"]["approvalId"]
+
+    # The admin credential still lists, but does not decide, whatever name it gives.
+    assert approval_id in approvals_cli(stack, "list").stdout
+    refused = stack.cli("approvals", "--url", stack.authz_url(), "approve", approval_id,
+                        "--as", "carol", check=False,
+                        env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token})
+    assert refused.returncode != 0 and "named approvers" in refused.stderr, refused
+
+    # Carol's own credential decides, in her name only.
+    own = ["approvals", "--url", stack.authz_url(), "--approver-token-file",
+           str(stack.approver_credential)]
+    mismatch = stack.cli(*own, "approve", approval_id, "--as", "mallory", check=False)
+    assert mismatch.returncode != 0 and "carol" in mismatch.stderr, mismatch
+    approved = stack.cli(*own, "approve", approval_id).stdout
+    assert "approved" in approved and "carol" in approved
+
+    passed = call(stack, token, arguments)
+    assert "result" in passed["answer"], passed
+    assert stack.upstream_requests() == before + 1
+    assert decision_of(stack, passed["trace"])["approval"] == {"id": approval_id,
+                                                               "approvedBy": "carol"}
