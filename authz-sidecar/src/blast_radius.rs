@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use behavry_core::wire::{AgentIdentity, BudgetConsumption};
 use serde::Deserialize;
@@ -88,6 +88,25 @@ pub struct BlastRadius {
     outstanding: Mutex<HashMap<(String, u64), Outstanding>>,
 }
 
+/// How long a decision waits for its agent's fleet-wide turn (Redis counters) before it is made
+/// without one (and without a lease). A turn is held for the few milliseconds of one decision.
+pub const FLEET_TURN_WAIT: Duration = Duration::from_millis(50);
+
+/// An agent's decision turn, from [`BlastRadius::take_turn`]; released when dropped.
+#[derive(Debug)]
+pub struct DecisionTurn<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    fleet: crate::budget::Turn,
+}
+
+impl DecisionTurn<'_> {
+    /// Whether no other decision for the agent can run meanwhile, here or (Redis) in another
+    /// sidecar: only then may the decision reserve a lease.
+    pub fn exclusive(&self) -> bool {
+        !matches!(self.fleet, crate::budget::Turn::Unavailable)
+    }
+}
+
 /// The calls of a lease this sidecar granted that may still be given back.
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
@@ -110,20 +129,27 @@ impl BlastRadius {
         })
     }
 
-    /// Hold the agent's decision lock (one of [`DECISION_LOCK_SHARDS`], by agent id) from reading
-    /// its usage to recording what the decision consumes: decisions for one agent in this
-    /// sidecar see each other's consumption, leases included, so they cannot together go over a
-    /// limit. Sidecars sharing Redis do not serialize with each other.
+    /// Take the agent's decision turn, held from reading its usage to recording what the
+    /// decision consumes: its lock in this sidecar (one of [`DECISION_LOCK_SHARDS`], by agent id),
+    /// and with Redis counters its turn among every sidecar sharing them (waiting up to
+    /// [`FLEET_TURN_WAIT`]). Decisions for one agent that hold the turn see each other's
+    /// consumption, leases included, so they cannot together go over a limit; a decision that
+    /// could not get the fleet-wide turn in time is still made and counted, but grants no lease.
     #[allow(
         clippy::indexing_slicing,
         reason = "the index is reduced modulo the length, which is DECISION_LOCK_SHARDS > 0"
     )]
-    pub async fn serialize(&self, agent: &AgentIdentity) -> tokio::sync::MutexGuard<'_, ()> {
+    pub async fn take_turn(&self, agent: &AgentIdentity) -> DecisionTurn<'_> {
         let hash = self.hasher.hash_one(&agent.id);
         let shard = usize::try_from(hash % DECISION_LOCK_SHARDS as u64).unwrap_or_default();
-        self.decision_locks[shard % self.decision_locks.len()]
+        let local = self.decision_locks[shard % self.decision_locks.len()]
             .lock()
-            .await
+            .await;
+        let fleet = self.store.take_turn(&agent.id, FLEET_TURN_WAIT).await;
+        DecisionTurn {
+            _local: local,
+            fleet,
+        }
     }
 
     /// Note a lease of `calls` reserved at `reserved_at_ms` for `seconds`: at most that many
@@ -337,8 +363,6 @@ fn subjects(agent: &AgentIdentity) -> Vec<(&'static str, String)> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn agent(id: &str, delegation: &[&str]) -> AgentIdentity {

@@ -938,6 +938,122 @@ const RELEASE_SCRIPT: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '
     if n > 0 then redis.call('DECRBY', KEYS[1], n) end \
     return n";
 
+/// Delete the turn key (KEYS[1]) only if it still holds this holder's token (ARGV[1]): a turn that
+/// expired and was taken by another sidecar is not ended by the late holder (the `SET NX`
+/// lock pattern of Redis's `SET` documentation).
+const END_TURN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// How long a fleet-wide turn is held at most (its key's `PX`): a sidecar that stops while
+/// holding one delays the others by no more than this.
+pub const TURN_HOLD: Duration = Duration::from_secs(2);
+
+/// The fleet-wide turn of one subject in Redis, from [`BudgetStore::take_turn`]; ended when
+/// dropped (in the background: a drop cannot wait), or by [`TURN_HOLD`] at the latest.
+pub struct FleetTurn {
+    redis: RedisCounters,
+    key: String,
+    token: String,
+}
+
+impl fmt::Debug for FleetTurn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetTurn")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FleetTurn {
+    fn drop(&mut self) {
+        let redis = self.redis.clone();
+        let key = std::mem::take(&mut self.key);
+        let token = std::mem::take(&mut self.token);
+        // Without a runtime (process ending) the key expires by itself.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .cmd("EVAL")
+                    .arg(END_TURN_SCRIPT)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(&token)
+                    .ignore();
+                if let Err(err) = redis.run::<()>(&pipeline, "end a turn").await {
+                    tracing::warn!(error = %err, "cannot end a fleet-wide decision turn; it expires by itself");
+                }
+            });
+        }
+    }
+}
+
+/// What [`BudgetStore::take_turn`] got.
+#[derive(Debug)]
+pub enum Turn {
+    /// The counters are this sidecar's alone (memory): its own lock is the whole turn.
+    Local,
+    /// The subject's fleet-wide turn, held until dropped.
+    Fleet(FleetTurn),
+    /// Another sidecar kept the turn past the wait, or Redis did not answer.
+    Unavailable,
+}
+
+impl BudgetStore {
+    /// Take the turn of `subject` among every sidecar sharing these counters (Redis: `SET key
+    /// token NX PX` with a random token, retried with a short backoff for up to `wait`). Memory
+    /// counters are this sidecar's own: [`Turn::Local`].
+    pub async fn take_turn(&self, subject: &str, wait: Duration) -> Turn {
+        let Backend::Redis(redis) = &self.backend else {
+            return Turn::Local;
+        };
+        let digest = Sha256::digest(subject.as_bytes());
+        let key = format!(
+            "{}turn:{}",
+            redis.prefix,
+            hex::encode(digest.first_chunk::<16>().copied().unwrap_or_default())
+        );
+        let mut token = [0_u8; 16];
+        rsa::rand_core::RngCore::fill_bytes(&mut rsa::rand_core::OsRng, &mut token);
+        let token = hex::encode(token);
+        let hold_ms = u64::try_from(TURN_HOLD.as_millis()).unwrap_or(u64::MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let mut pipeline = redis::pipe();
+            pipeline
+                .cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(hold_ms);
+            match redis
+                .run::<(Option<String>,)>(&pipeline, "take a turn")
+                .await
+            {
+                Ok((Some(_),)) => {
+                    return Turn::Fleet(FleetTurn {
+                        redis: redis.clone(),
+                        key,
+                        token,
+                    });
+                }
+                Ok((None,)) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot take a fleet-wide decision turn");
+                    return Turn::Unavailable;
+                }
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Turn::Unavailable;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(8));
+        }
+    }
+}
+
 #[derive(Clone)]
 struct RedisCounters {
     connection: ConnectionManager,
@@ -1688,6 +1804,60 @@ mod tests {
                 .unwrap();
         }
         keys.len()
+    }
+
+    #[tokio::test]
+    async fn a_turn_is_one_sidecars_at_a_time_fleet_wide_and_only_its_holder_ends_it() {
+        let prefix = test_prefix("turn");
+        let (first, second) = (redis_store(&prefix).await, redis_store(&prefix).await);
+        let wait = Duration::from_millis(20);
+        let Turn::Fleet(held) = first.take_turn("agent-a", wait).await else {
+            panic!("a free turn is taken");
+        };
+        // Another sidecar waits, then goes without; another subject is not held up.
+        assert!(matches!(
+            second.take_turn("agent-a", wait).await,
+            Turn::Unavailable
+        ));
+        assert!(matches!(
+            second.take_turn("agent-b", wait).await,
+            Turn::Fleet(_)
+        ));
+        let key = held.key.clone();
+        drop(held);
+        // Ended in the background: taken again within the wait.
+        let Turn::Fleet(again) = second
+            .take_turn("agent-a", Duration::from_millis(500))
+            .await
+        else {
+            panic!("an ended turn is free again");
+        };
+        // A holder whose turn expired and went to someone else does not end theirs.
+        let client = redis::Client::open(REDIS_URL).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("someone-else")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(value.as_deref(), Some("someone-else"));
+        // Memory counters are one sidecar's: its own lock is the whole turn.
+        assert!(matches!(
+            BudgetStore::memory(DEFAULT_BUCKETS)
+                .unwrap()
+                .take_turn("agent-a", wait)
+                .await,
+            Turn::Local
+        ));
+        delete_keys(&prefix).await;
     }
 
     #[tokio::test]

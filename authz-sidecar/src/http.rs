@@ -311,10 +311,11 @@ async fn decide(
     let enrollment = snapshot
         .agent(&request.agent.id)
         .map(|agent| &agent.enrollment);
-    // One decision at a time per agent in this sidecar, from reading its usage to recording
-    // what the decision consumes (leases included).
-    let _budget_turn = if is_budgeted(&request.request.method) {
-        Some(state.blast_radius.serialize(&request.agent).await)
+    // One decision at a time per agent (in this sidecar, and with Redis counters in every
+    // sidecar sharing them), from reading its usage to recording what the decision consumes
+    // (leases included).
+    let budget_turn = if is_budgeted(&request.request.method) {
+        Some(state.blast_radius.take_turn(&request.agent).await)
     } else {
         None
     };
@@ -373,6 +374,7 @@ async fn decide(
     }
     let lease = response.obligations.lease.take().filter(|lease| {
         request.holds_leases
+            && budget_turn.as_ref().is_some_and(|turn| turn.exclusive())
             && leasable(&response, &request.request.method)
             && lease.calls > 0
             && lease.seconds > 0
@@ -751,21 +753,74 @@ pub(crate) mod tests {
         }
     }
 
-    /// Concurrent first calls of one agent each see the others' reservations: together they
-    /// never reserve more than the agent's budget (1200 calls a minute in the default bundle),
-    /// however many arrive at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_leases_stay_within_the_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = test_state(dir.path(), false).await;
+    /// Two sidecars on one set of Redis counters (a fresh prefix).
+    async fn two_sidecars_sharing_redis(dirs: [&Path; 2]) -> [AppState; 2] {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let config = crate::blast_radius::BlastRadiusConfig {
+            store: crate::budget::BudgetBackendConfig::Redis {
+                url: "redis://127.0.0.1:6379/".to_owned(),
+                prefix: format!("behavry:http-test:{}:{nanos}:", std::process::id()),
+                buckets: crate::budget::DEFAULT_BUCKETS,
+                connect_timeout_ms: crate::budget::DEFAULT_CONNECT_TIMEOUT_MS,
+                response_timeout_ms: crate::budget::DEFAULT_RESPONSE_TIMEOUT_MS,
+            },
+            ..Default::default()
+        };
+        let mut states = Vec::new();
+        for dir in dirs {
+            let mut state = test_state(dir, false).await;
+            state.blast_radius = Arc::new(BlastRadius::open(&config).await.unwrap());
+            states.push(state);
+        }
+        states.try_into().unwrap()
+    }
+
+    fn leasing_echo() -> String {
         let mut holding: serde_json::Value =
             serde_json::from_str(&tool_call("demo-agent", "echo")).unwrap();
         holding["holdsLeases"] = true.into();
+        holding.to_string()
+    }
+
+    /// With Redis counters, an agent's decision turn is fleet-wide: while one sidecar holds it,
+    /// another decides the agent's call (counted) but reserves no lease on top of usage the first
+    /// may be changing.
+    #[tokio::test]
+    async fn sidecars_sharing_redis_take_turns_before_they_lease() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let [first, second] = two_sidecars_sharing_redis([a.path(), b.path()]).await;
+        let identity = behavry_core::wire::AgentIdentity {
+            id: "demo-agent".into(),
+            ..Default::default()
+        };
+        let held = first.blast_radius.take_turn(&identity).await;
+        assert!(held.exclusive());
+        let (status, _, body) = call(&second, decide_request(leasing_echo())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["allow"], true);
+        assert!(body["obligations"].get("lease").is_none(), "{body}");
+        let usage = first.blast_radius.usage(&identity, SystemTime::now()).await;
+        assert_eq!(usage.unwrap()["agent"]["1m"]["calls"], 1);
+
+        drop(held);
+        let (_, _, body) = call(&second, decide_request(leasing_echo())).await;
+        assert!(
+            body["obligations"]["lease"]["calls"].as_u64() > Some(0),
+            "{body}"
+        );
+    }
+
+    /// 40 concurrent first calls of one agent, spread over `sidecars`: each sees the others'
+    /// reservations, so together they never reserve more than the agent's budget (1200 calls a
+    /// minute in the default bundle), and what they were told they hold is what is counted.
+    async fn concurrent_first_calls_stay_within_the_budget(sidecars: &[AppState]) {
         let tasks: Vec<_> = (0..40)
-            .map(|_| {
-                let state = state.clone();
-                let body = holding.to_string();
-                tokio::spawn(async move { call(&state, decide_request(body)).await })
+            .map(|n| {
+                let state = sidecars[n % sidecars.len()].clone();
+                tokio::spawn(async move { call(&state, decide_request(leasing_echo())).await })
             })
             .collect();
         let mut reserved = 0_u64;
@@ -780,13 +835,33 @@ pub(crate) mod tests {
             id: "demo-agent".into(),
             ..Default::default()
         };
-        let usage = state.blast_radius.usage(&identity, SystemTime::now()).await;
+        let usage = sidecars[0]
+            .blast_radius
+            .usage(&identity, SystemTime::now())
+            .await;
         let used = usage.unwrap()["agent"]["1m"]["calls"];
         assert_eq!(used, reserved);
         assert!(
             used <= 1200,
             "{used} calls reserved against a budget of 1200"
         );
+    }
+
+    /// Within one sidecar (fails without the per-agent lock).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_leases_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        concurrent_first_calls_stay_within_the_budget(&[test_state(dir.path(), false).await]).await;
+    }
+
+    /// Through two sidecars sharing Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_leases_through_two_sidecars_stay_within_the_budget() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        concurrent_first_calls_stay_within_the_budget(
+            &two_sidecars_sharing_redis([a.path(), b.path()]).await,
+        )
+        .await;
     }
 
     #[tokio::test]
