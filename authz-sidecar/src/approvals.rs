@@ -41,6 +41,10 @@ pub const APPROVAL_PAGE_PATH: &str = "/approvals";
 pub const DEFAULT_APPROVAL_TTL_SECS: u64 = 900;
 /// Most approvals one list answer holds.
 const LIST_LIMIT: i64 = 500;
+/// `decided_with` of a decision made with an approver's own credential.
+const DECIDED_BY_APPROVER: &str = "approver";
+/// `decided_with` of a decision made with the admin credential (the name as it gave it).
+const DECIDED_BY_ADMIN: &str = "admin";
 /// Longest approver name stored.
 const MAX_APPROVER_CHARS: usize = 128;
 /// Domain separation of the request key.
@@ -85,6 +89,11 @@ impl Approver {
         hex::decode_to_slice(digest, &mut token_digest).map_err(|_| {
             format!("`token_sha256` of approver `{name}` must be 64 hexadecimal digits")
         })?;
+        if token_digest == bearer::presented_digest("") {
+            return Err(format!(
+                "`token_sha256` of approver `{name}` is the digest of an empty credential"
+            ));
+        }
         Ok(Approver { name, token_digest })
     }
 
@@ -193,6 +202,19 @@ impl Approvals {
         }
     }
 
+    /// Whether an approved `record` lets its call through: always without named approvers; with
+    /// them, only when one of them, still configured, approved it with their own credential (not
+    /// an approval the admin credential gave before approvers were named, nor one of an approver
+    /// since removed).
+    fn honoured(&self, record: &ApprovalRecord) -> bool {
+        self.approvers.is_empty()
+            || (record.decided_with.as_deref() == Some(DECIDED_BY_APPROVER)
+                && self
+                    .approvers
+                    .iter()
+                    .any(|a| Some(a.name()) == record.decided_by.as_deref()))
+    }
+
     /// The name to record for a decision by `caller`, who says `claimed` (if anything), or why
     /// `caller` may not decide.
     fn decider(
@@ -241,11 +263,13 @@ impl Approvals {
         else {
             return Ok(None);
         };
-        Ok((current.status == "approved").then(|| ApprovalFacts {
-            granted: true,
-            id: current.id,
-            approved_by: current.decided_by.unwrap_or_default(),
-        }))
+        Ok(
+            (current.status == "approved" && self.honoured(&current)).then(|| ApprovalFacts {
+                granted: true,
+                id: current.id,
+                approved_by: current.decided_by.unwrap_or_default(),
+            }),
+        )
     }
 
     /// Use up `grant` for the call it let through: `Some` with what to audit, `None` when another
@@ -274,7 +298,13 @@ impl Approvals {
         now: i64,
     ) -> Result<(), RegistryError> {
         let key = request_key(request);
-        let record = match self.registry.current_approval(&key, now).await? {
+        let current = self
+            .registry
+            .current_approval(&key, now)
+            .await?
+            // An approval that no longer counts (see `honoured`) is asked for again.
+            .filter(|existing| existing.status != "approved" || self.honoured(existing));
+        let record = match current {
             Some(existing) => existing,
             None => {
                 let record = ApprovalRecord {
@@ -300,6 +330,7 @@ impl Approvals {
                     decided_at: None,
                     decided_by: None,
                     used_at: None,
+                    decided_with: None,
                 };
                 self.registry.insert_approval(&record).await?;
                 tracing::info!(
@@ -315,22 +346,27 @@ impl Approvals {
         Ok(())
     }
 
-    /// Approve or reject a pending approval. An approval then counts for the TTL.
+    /// Approve or reject a pending approval, by `by` known as `caller`. An approval then counts
+    /// for the TTL.
     pub async fn decide(
         &self,
         id: &str,
         approve: bool,
-        by: &str,
+        (by, caller): (&str, &Caller),
         now: i64,
     ) -> Result<Decided, RegistryError> {
         let status = if approve { "approved" } else { "rejected" };
         let expires_at = now.saturating_add(self.ttl_secs);
+        let with = match caller {
+            Caller::Approver(_) => DECIDED_BY_APPROVER,
+            Caller::Admin => DECIDED_BY_ADMIN,
+        };
         if self
             .registry
-            .decide_approval(id, status, by, now, expires_at)
+            .decide_approval(id, status, (by, with), now, expires_at)
             .await?
         {
-            tracing::info!(approval = %id, status, by, "approval decided");
+            tracing::info!(approval = %id, status, by, with, "approval decided");
             return Ok(Decided::Done);
         }
         Ok(match self.registry.approval(id).await? {
@@ -446,6 +482,10 @@ pub struct ApprovalView {
     /// When.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<i64>,
+    /// How the decider was known: `approver` (their own credential) or `admin` (a name the admin
+    /// credential gave, not proven).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_with: Option<String>,
 }
 
 impl From<ApprovalRecord> for ApprovalView {
@@ -463,6 +503,11 @@ impl From<ApprovalRecord> for ApprovalView {
             trace_id: record.trace_id,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            decided_with: record.decided_by.as_ref().map(|_| {
+                record
+                    .decided_with
+                    .unwrap_or_else(|| DECIDED_BY_ADMIN.to_owned())
+            }),
             decided_by: record.decided_by,
             decided_at: record.decided_at,
         }
@@ -514,8 +559,59 @@ async fn require_caller(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(refusal) => crate::admin::AdminError::from(refusal).into_response(),
+        Err(refusal) => refused(refusal),
     }
+}
+
+/// RFC 6750 §3 `realm` of the approval routes' challenges (the admin API's).
+const REALM: &str = "behavry-admin";
+
+/// The answer to a credential the approval routes do not take (logged).
+fn refused(refusal: Refusal) -> Response {
+    let (status, code, message) = match refusal {
+        Refusal::Disabled => (
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "no one can list or decide held calls: configure `admin_token_file` or `[[approvers]]` \
+             on the authz-sidecar",
+        ),
+        Refusal::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "credential required: send Authorization: Bearer <an approver's or the admin credential>",
+        ),
+        Refusal::Wrong => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the credential is neither an approver's nor the admin's",
+        ),
+    };
+    bearer::error_response(
+        status,
+        code,
+        message.to_owned(),
+        "approval request",
+        Some((refusal, REALM)),
+    )
+}
+
+/// 403 for a valid credential that may not do this: logged, with the RFC 6750 §3.1
+/// `insufficient_scope` challenge.
+fn forbidden(code: &'static str, message: String) -> Response {
+    let mut response = bearer::error_response(
+        StatusCode::FORBIDDEN,
+        code,
+        message,
+        "approval decision",
+        None,
+    );
+    let challenge = format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\"");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn error(status: StatusCode, code: &'static str, message: String) -> Response {
@@ -573,7 +669,7 @@ pub async fn decide(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((id, verb)): Path<(String, String)>,
-    body: Result<Json<DecideBody>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Response {
     let approve = match verb.as_str() {
         "approve" => true,
@@ -586,23 +682,29 @@ pub async fn decide(
             );
         }
     };
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                rejection.body_text(),
-            );
+    // An approver's credential names them: an empty body is `{}`.
+    let body: DecideBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecideBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(err) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("invalid body: {err}"),
+                );
+            }
         }
     };
     let approver = match state.approvals.decider(&caller, body.approver.as_deref()) {
         Ok(name) => name,
+        Err((StatusCode::FORBIDDEN, code, message)) => return forbidden(code, message),
         Err((status, code, message)) => return error(status, code, message),
     };
     match state
         .approvals
-        .decide(&id, approve, &approver, unix_now())
+        .decide(&id, approve, (&approver, &caller), unix_now())
         .await
     {
         Ok(Decided::Done) => match state.approvals.registry.approval(&id).await {
@@ -667,8 +769,10 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resp
          <h1>Approval {id}: {status}</h1>\
          <p>Agent <b>{agent}</b> asks to call <b>{target}</b> ({method}) on server <b>{server}</b>.</p>\
          <p>{reason}</p>\
-         <p>An operator decides with <code>behavry approvals approve {id}</code> or \
-         <code>behavry approvals reject {id}</code>; then the agent retries the call.</p>",
+         <p>An approver decides with <code>behavry approvals approve {id}</code> or \
+         <code>behavry approvals reject {id}</code> (with their own credential, \
+         <code>--approver-token-file</code>, where approvers are named); then the agent retries \
+         the call.</p>",
         id = escape(&record.id),
         status = escape(&status),
         agent = escape(&record.agent_id),
@@ -751,21 +855,99 @@ mod tests {
         request.body(Body::from(body.to_string())).unwrap()
     }
 
-    /// [`test_state`] whose held calls are decided by the approver `alice`.
-    async fn state_with_alice(dir: &std::path::Path) -> AppState {
-        let mut state = test_state(dir, true).await;
-        let alice = Approver::from_entry(&ApproverEntry {
-            name: "alice".to_owned(),
-            token_sha256: hex::encode(Sha256::digest(ALICE_TOKEN)),
+    /// Bob's own credential.
+    const BOB_TOKEN: &str = "bob-approver-credential-0123456789abcdef00";
+
+    fn approver(name: &str, token: &str) -> Approver {
+        Approver::from_entry(&ApproverEntry {
+            name: name.to_owned(),
+            token_sha256: hex::encode(Sha256::digest(token)),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// `state` with these approvers (its registry kept): what a restart with another
+    /// `[[approvers]]` list gives.
+    fn with_approvers(mut state: AppState, approvers: Vec<Approver>) -> AppState {
         state.approvals = std::sync::Arc::new(Approvals::new(
             state.directory.registry().clone(),
             DEFAULT_APPROVAL_TTL_SECS,
             "http://127.0.0.1:9911",
-            vec![alice],
+            approvers,
         ));
         state
+    }
+
+    /// [`test_state`] whose held calls are decided by the approver `alice`.
+    async fn state_with_alice(dir: &std::path::Path) -> AppState {
+        with_approvers(
+            test_state(dir, true).await,
+            vec![approver("alice", ALICE_TOKEN)],
+        )
+    }
+
+    #[tokio::test]
+    async fn only_approvals_of_a_configured_approver_let_calls_through_once_approvers_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // Approved with the admin credential (in alice's name) before approvers were named.
+        let before = test_state(dir.path(), true).await;
+        let id = held_id(&before, "drop it").await;
+        let (status, _, _) = call(&before, decided(&id, "approve", "alice")).await;
+        assert_eq!(status, StatusCode::OK);
+        // After a restart with approvers, that approval is asked for again.
+        let state = with_approvers(before, vec![approver("alice", ALICE_TOKEN)]);
+        let (_, _, again) = call(&state, destructive("drop it")).await;
+        assert_eq!(again["allow"], false, "{again}");
+        let renewed = &again["obligations"]["requireApproval"];
+        assert_eq!(renewed["status"], "pending");
+        assert_ne!(renewed["id"], id.as_str());
+        let renewed = renewed["id"].as_str().unwrap().to_owned();
+        let (_, _, listed) = call(&state, admin("GET", ADMIN_APPROVALS_PATH, None)).await;
+        let old = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(old["decidedWith"], "admin");
+
+        // Alice approves with her credential (no body at all); then she is removed.
+        let path = format!("{ADMIN_APPROVALS_PATH}/{renewed}/approve");
+        let request = Request::post(&path)
+            .header(header::AUTHORIZATION, format!("Bearer {ALICE_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, approved) = call(&state, request).await;
+        assert_eq!(status, StatusCode::OK, "{approved}");
+        assert_eq!(approved["decidedWith"], "approver");
+        let state = with_approvers(state, vec![approver("bob", BOB_TOKEN)]);
+        let (_, _, held) = call(&state, destructive("drop it")).await;
+        assert_eq!(held["allow"], false, "{held}");
+        assert_eq!(held["obligations"]["requireApproval"]["status"], "pending");
+    }
+
+    #[tokio::test]
+    async fn approvers_without_an_admin_credential_decide_and_the_admin_api_stays_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = with_approvers(
+            test_state(dir.path(), false).await,
+            vec![approver("alice", ALICE_TOKEN)],
+        );
+        let id = held_id(&state, "drop it").await;
+        let approve = format!("{ADMIN_APPROVALS_PATH}/{id}/approve");
+        let (status, _, approved) = call(
+            &state,
+            with_credential(Some(ALICE_TOKEN), "POST", &approve, json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{approved}");
+        let (status, _, closed) = call(
+            &state,
+            with_credential(Some(ALICE_TOKEN), "GET", "/admin/v1/agents", json!(null)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{closed}");
+        assert_eq!(closed["error"], "admin_disabled");
     }
 
     #[tokio::test]
@@ -778,9 +960,16 @@ mod tests {
         // The admin credential lists, but no longer decides, whatever name it gives.
         let (status, _, listed) = call(&state, admin("GET", ADMIN_APPROVALS_PATH, None)).await;
         assert_eq!(status, StatusCode::OK, "{listed}");
-        let (status, _, refused) = call(&state, decided(&id, "approve", "alice")).await;
+        let (status, headers, refused) = call(&state, decided(&id, "approve", "alice")).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert_eq!(refused["error"], "approver_required");
+        // RFC 6750 §3.1: a valid credential without the right to do this.
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("error=\"insufficient_scope\"")
+        );
 
         // No credential, or one nobody holds: 401 with the Bearer challenge (RFC 6750 §3.1).
         let (status, headers, _) =
@@ -846,6 +1035,12 @@ mod tests {
         assert!(approver.holds(&bearer::presented_digest(&token)));
         assert!(!approver.holds(&bearer::presented_digest(&new_approver("carol").unwrap().0)));
         assert!(new_approver("").is_err());
+        // An empty credential's digest is refused.
+        let empty = ApproverEntry {
+            name: "x".to_owned(),
+            token_sha256: hex::encode(Sha256::digest("")),
+        };
+        assert!(Approver::from_entry(&empty).is_err());
     }
 
     #[tokio::test]

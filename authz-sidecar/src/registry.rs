@@ -225,7 +225,8 @@ macro_rules! upsert_agent_revocation {
 const AGENT_COLUMNS: &str = "id, owner, roles, scopes, servers, may_act, service_accounts, clients, enabled, created_at, updated_at";
 
 const APPROVAL_COLUMNS: &str = "id, request_key, agent_id, delegation, server, method, target, \
-     arguments, reason, trace_id, status, created_at, expires_at, decided_at, decided_by, used_at";
+     arguments, reason, trace_id, status, created_at, expires_at, decided_at, decided_by, used_at, \
+     decided_with";
 
 /// One held request and what became of it (table `authz_approvals`, migration 0004).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -262,6 +263,9 @@ pub struct ApprovalRecord {
     pub decided_by: Option<String>,
     /// When the approved call went through.
     pub used_at: Option<i64>,
+    /// How the decider was known: `approver` (their own credential) or `admin` (the name the
+    /// admin credential gave); `None` before it was decided, or decided before migration 0005.
+    pub decided_with: Option<String>,
 }
 
 /// The registry, over a connection pool.
@@ -755,25 +759,28 @@ impl AgentRegistry {
             .await?))
     }
 
-    /// Decide a pending, unexpired approval: `approved` or `rejected`, by `by` at `now`; an
-    /// approval then counts until `expires_at`. `false` when there is no such pending approval.
+    /// Decide a pending, unexpired approval: `approved` or `rejected`, by `by` (known `with`:
+    /// `approver` or `admin`) at `now`; an approval then counts until `expires_at`. `false` when
+    /// there is no such pending approval.
     pub async fn decide_approval(
         &self,
         id: &str,
         status: &str,
-        by: &str,
+        (by, with): (&str, &str),
         now: i64,
         expires_at: i64,
     ) -> Result<bool, RegistryError> {
         let result = on_pool!(self, pool => sqlx::query(
             "UPDATE authz_approvals SET status = $1, decided_by = $2, decided_at = $3, \
-             expires_at = $4 WHERE id = $5 AND status = 'pending' AND expires_at > $3",
+             expires_at = $4, decided_with = $6 \
+             WHERE id = $5 AND status = 'pending' AND expires_at > $3",
         )
         .bind(status)
         .bind(by)
         .bind(now)
         .bind(expires_at)
         .bind(id)
+        .bind(with)
         .execute(pool)
         .await?
         .rows_affected());
@@ -1140,6 +1147,7 @@ pub(crate) mod tests {
             decided_at: None,
             decided_by: None,
             used_at: None,
+            decided_with: None,
         };
         registry
             .insert_approval(&record("a1", "k", 1000))
@@ -1168,20 +1176,20 @@ pub(crate) mod tests {
 
         assert!(
             registry
-                .decide_approval("a2", "approved", "alice", 1060, 2000)
+                .decide_approval("a2", "approved", ("alice", "approver"), 1060, 2000)
                 .await
                 .unwrap()
         );
         // Only once, and not after it expired.
         assert!(
             !registry
-                .decide_approval("a2", "rejected", "bob", 1061, 2000)
+                .decide_approval("a2", "rejected", ("bob", "admin"), 1061, 2000)
                 .await
                 .unwrap()
         );
         assert!(
             !registry
-                .decide_approval("a1", "approved", "bob", 1200, 2000)
+                .decide_approval("a1", "approved", ("bob", "admin"), 1200, 2000)
                 .await
                 .unwrap()
         );
@@ -1190,9 +1198,10 @@ pub(crate) mod tests {
             (
                 approved.status.as_str(),
                 approved.decided_by.as_deref(),
+                approved.decided_with.as_deref(),
                 approved.expires_at
             ),
-            ("approved", Some("alice"), 2000)
+            ("approved", Some("alice"), Some("approver"), 2000)
         );
         let pending = registry
             .list_approvals(Some("pending"), 1050, 10)

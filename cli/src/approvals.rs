@@ -158,17 +158,7 @@ fn decision(
 fn new_approver(name: &str, token_file: &Path) -> anyhow::Result<ExitCode> {
     let (token, entry) =
         behavry_authz::approvals::new_approver(name).map_err(anyhow::Error::msg)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(token_file).with_context(|| {
-        format!(
-            "cannot create {} (it must not exist yet)",
-            token_file.display()
-        )
-    })?;
-    writeln!(file, "{token}").with_context(|| format!("cannot write {}", token_file.display()))?;
+    write_secret_file(token_file, &format!("{token}\n"))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
@@ -182,6 +172,28 @@ fn new_approver(name: &str, token_file: &Path) -> anyhow::Result<ExitCode> {
     )
     .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `secret` to a new file at `path` that only its owner can read (mode 0600 on Unix; on
+/// other systems the directory's permissions apply): never over an existing file or through a
+/// link, and removed again if it cannot be written whole.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    if let Err(err) = file
+        .write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+    {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(err).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
 }
 
 /// One line per approval: id, status, who asks for what, why, and who decided. Every field the
@@ -207,6 +219,9 @@ fn describe(approval: &Value) -> String {
     );
     if let Some(by) = approval.get("decidedBy").and_then(Value::as_str) {
         line.push_str(&format!("  decided by {}", printable(by)));
+        if approval.get("decidedWith").and_then(Value::as_str) == Some("admin") {
+            line.push_str(" (named by the admin credential)");
+        }
     }
     line
 }
@@ -240,6 +255,23 @@ mod tests {
         assert_eq!(body, Some(json!({})));
         let (_, _, body) = decision("apr_1", "reject", Some("alice".into()), true).unwrap();
         assert_eq!(body, Some(json!({"approver": "alice"})));
+    }
+
+    #[test]
+    fn a_secret_file_is_new_and_its_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carol.token");
+        write_secret_file(&path, "s3cret\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "s3cret\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_secret_file(&path, "other\n").unwrap_err().to_string();
+        assert!(again.contains("must not exist"), "{again}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "s3cret\n");
     }
 
     #[test]
