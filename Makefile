@@ -90,14 +90,15 @@ lint: setup wasm
 ## Bench -------------------------------------------------------------------------------------
 
 # tools/call through the upstream directly, bare Envoy and Envoy with Behavry in one run (writes
-# target/bench/tools_call.json), then behavry-core's parser benches and the policy decision
-# bench (criterion, target/criterion/).
+# target/bench/tools_call.json), then behavry-core's parser benches, the filter's own work per
+# exchange and the policy decision bench (criterion, target/criterion/).
 # Method and results: docs/performance.md.
 bench: setup
 	cargo build --release $(addprefix --bin ,$(HOST_BINS) behavry-loadgen)
 	$(MAKE) wasm
 	BEHAVRY_TOOLS=$(abspath $(TOOLS)) BEHAVRY_PROFILE=release $(PY) tests/bench/tools_call_latency.py
 	cargo bench -p behavry-core --bench parsing
+	cargo bench -p behavry-filter --bench exchange
 	cargo bench -p behavry-authz --bench decision
 
 clean:
