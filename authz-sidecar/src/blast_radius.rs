@@ -88,22 +88,38 @@ pub struct BlastRadius {
     outstanding: Mutex<HashMap<(String, u64), Outstanding>>,
 }
 
-/// How long a decision waits for its agent's fleet-wide turn (Redis counters) before it is made
-/// without one (and without a lease). A turn is held for the few milliseconds of one decision.
+/// How long a decision that may lease waits for its agent's fleet-wide turn (Redis counters)
+/// before it is made without one (and without a lease). A turn is held for the few milliseconds
+/// of one decision.
 pub const FLEET_TURN_WAIT: Duration = Duration::from_millis(50);
 
-/// An agent's decision turn, from [`BlastRadius::take_turn`]; released when dropped.
+/// An agent's decision turn, from [`BlastRadius::take_turn`]: end it with
+/// [`DecisionTurn::end`] (dropped, it is released too, the fleet-wide part in the background).
 #[derive(Debug)]
 pub struct DecisionTurn<'a> {
-    _local: tokio::sync::MutexGuard<'a, ()>,
+    // Fields drop in order: the fleet-wide turn is let go before the local lock.
     fleet: crate::budget::Turn,
+    _local: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl DecisionTurn<'_> {
     /// Whether no other decision for the agent can run meanwhile, here or (Redis) in another
-    /// sidecar: only then may the decision reserve a lease.
+    /// sidecar, until the counters are written: only then may the decision reserve a lease.
     pub fn exclusive(&self) -> bool {
-        !matches!(self.fleet, crate::budget::Turn::Unavailable)
+        match &self.fleet {
+            crate::budget::Turn::Local => true,
+            crate::budget::Turn::Fleet(turn) => turn.still_held(),
+            crate::budget::Turn::Unavailable => false,
+        }
+    }
+
+    /// Release the turn now: the fleet-wide part first (awaited, so the agent's next decision
+    /// finds it free), then the local lock.
+    pub async fn end(self) {
+        let DecisionTurn { fleet, _local } = self;
+        if let crate::budget::Turn::Fleet(turn) = fleet {
+            turn.end().await;
+        }
     }
 }
 
@@ -130,25 +146,30 @@ impl BlastRadius {
     }
 
     /// Take the agent's decision turn, held from reading its usage to recording what the
-    /// decision consumes: its lock in this sidecar (one of [`DECISION_LOCK_SHARDS`], by agent id),
-    /// and with Redis counters its turn among every sidecar sharing them (waiting up to
-    /// [`FLEET_TURN_WAIT`]). Decisions for one agent that hold the turn see each other's
-    /// consumption, leases included, so they cannot together go over a limit; a decision that
-    /// could not get the fleet-wide turn in time is still made and counted, but grants no lease.
+    /// decision consumes: with Redis counters and `for_lease`, first its turn among every
+    /// sidecar sharing them (waiting up to [`FLEET_TURN_WAIT`], before the local lock so that
+    /// waiting never holds up other agents here), then its lock in this sidecar (one of
+    /// [`DECISION_LOCK_SHARDS`], by agent id). Decisions for one agent that hold the turn see
+    /// each other's consumption, leases included, so they cannot together go over a limit; a
+    /// decision without the fleet-wide turn is still made and counted, but grants no lease.
     #[allow(
         clippy::indexing_slicing,
         reason = "the index is reduced modulo the length, which is DECISION_LOCK_SHARDS > 0"
     )]
-    pub async fn take_turn(&self, agent: &AgentIdentity) -> DecisionTurn<'_> {
+    pub async fn take_turn(&self, agent: &AgentIdentity, for_lease: bool) -> DecisionTurn<'_> {
+        let fleet = if for_lease {
+            self.store.take_turn(&agent.id, FLEET_TURN_WAIT).await
+        } else {
+            crate::budget::Turn::Unavailable
+        };
         let hash = self.hasher.hash_one(&agent.id);
         let shard = usize::try_from(hash % DECISION_LOCK_SHARDS as u64).unwrap_or_default();
         let local = self.decision_locks[shard % self.decision_locks.len()]
             .lock()
             .await;
-        let fleet = self.store.take_turn(&agent.id, FLEET_TURN_WAIT).await;
         DecisionTurn {
-            _local: local,
             fleet,
+            _local: local,
         }
     }
 

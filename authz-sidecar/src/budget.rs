@@ -39,6 +39,7 @@
 //!   Keys are `<prefix>{<digest of the subject>}:<kind>:<window ms>:<bucket start ms>`: the
 //!   subject is hashed (SHA-256, 128 bits), never spliced into a key name, and the hash tag keeps
 //!   a subject's keys in one Redis Cluster slot so multi-key `MGET` / `PFCOUNT` stay valid.
+//!   A subject's decision turn ([`BudgetStore::take_turn`]) is the key `<prefix>turn:<digest>`.
 //!
 //! Errors (Redis unreachable, a timeout, a bad reply) are a [`BudgetError`], never a panic; the
 //! caller decides whether a call proceeds without its budget (the decision path fails closed).
@@ -948,12 +949,16 @@ const END_TURN_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// holding one delays the others by no more than this.
 pub const TURN_HOLD: Duration = Duration::from_secs(2);
 
-/// The fleet-wide turn of one subject in Redis, from [`BudgetStore::take_turn`]; ended when
-/// dropped (in the background: a drop cannot wait), or by [`TURN_HOLD`] at the latest.
+/// The fleet-wide turn of one subject in Redis, from [`BudgetStore::take_turn`]. End it with
+/// [`FleetTurn::end`]; dropped instead (an error path, a cancelled request), it is ended in the
+/// background, and by [`TURN_HOLD`] at the latest.
 pub struct FleetTurn {
     redis: RedisCounters,
     key: String,
     token: String,
+    /// When the `SET` that took it was sent: the key expires [`TURN_HOLD`] after at the latest.
+    taken_at: tokio::time::Instant,
+    ended: bool,
 }
 
 impl fmt::Debug for FleetTurn {
@@ -964,26 +969,46 @@ impl fmt::Debug for FleetTurn {
     }
 }
 
+impl FleetTurn {
+    /// Whether the turn is still surely held for one more write to the counters: its key has
+    /// not expired and will not within a Redis response timeout.
+    pub fn still_held(&self) -> bool {
+        self.taken_at.elapsed() + self.redis.response_timeout < TURN_HOLD
+    }
+
+    /// End the turn now (compare-and-delete: a key that expired and went to another sidecar is
+    /// left alone), so the next decision for the subject does not wait for it.
+    pub async fn end(mut self) {
+        self.ended = true;
+        end_turn(&self.redis, &self.key, &self.token).await;
+    }
+}
+
+async fn end_turn(redis: &RedisCounters, key: &str, token: &str) {
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("EVAL")
+        .arg(END_TURN_SCRIPT)
+        .arg(1)
+        .arg(key)
+        .arg(token)
+        .ignore();
+    if let Err(err) = redis.run::<()>(&pipeline, "end a turn").await {
+        tracing::warn!(error = %err, "cannot end a fleet-wide decision turn; it expires by itself");
+    }
+}
+
 impl Drop for FleetTurn {
     fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
         let redis = self.redis.clone();
         let key = std::mem::take(&mut self.key);
         let token = std::mem::take(&mut self.token);
         // Without a runtime (process ending) the key expires by itself.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut pipeline = redis::pipe();
-                pipeline
-                    .cmd("EVAL")
-                    .arg(END_TURN_SCRIPT)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(&token)
-                    .ignore();
-                if let Err(err) = redis.run::<()>(&pipeline, "end a turn").await {
-                    tracing::warn!(error = %err, "cannot end a fleet-wide decision turn; it expires by itself");
-                }
-            });
+            runtime.spawn(async move { end_turn(&redis, &key, &token).await });
         }
     }
 }
@@ -993,29 +1018,37 @@ impl Drop for FleetTurn {
 pub enum Turn {
     /// The counters are this sidecar's alone (memory): its own lock is the whole turn.
     Local,
-    /// The subject's fleet-wide turn, held until dropped.
+    /// The subject's fleet-wide turn.
     Fleet(FleetTurn),
-    /// Another sidecar kept the turn past the wait, or Redis did not answer.
+    /// Another sidecar kept the turn past the wait, or Redis did not answer in time.
     Unavailable,
 }
 
 impl BudgetStore {
     /// Take the turn of `subject` among every sidecar sharing these counters (Redis: `SET key
-    /// token NX PX` with a random token, retried with a short backoff for up to `wait`). Memory
-    /// counters are this sidecar's own: [`Turn::Local`].
+    /// token NX PX` with a random token, retried with a short backoff; the whole wait, Redis's
+    /// answers included, bounded by `wait`). Memory counters are this sidecar's own:
+    /// [`Turn::Local`].
     pub async fn take_turn(&self, subject: &str, wait: Duration) -> Turn {
         let Backend::Redis(redis) = &self.backend else {
             return Turn::Local;
         };
         let digest = Sha256::digest(subject.as_bytes());
-        let key = format!(
-            "{}turn:{}",
-            redis.prefix,
-            hex::encode(digest.first_chunk::<16>().copied().unwrap_or_default())
-        );
         let mut token = [0_u8; 16];
         rsa::rand_core::RngCore::fill_bytes(&mut rsa::rand_core::OsRng, &mut token);
-        let token = hex::encode(token);
+        // Made before the first `SET`: a `SET` that ran in Redis but whose answer was lost (a
+        // timeout, a cancelled request) is still ended when this guard is dropped.
+        let mut turn = FleetTurn {
+            redis: redis.clone(),
+            key: format!(
+                "{}turn:{}",
+                redis.prefix,
+                hex::encode(digest.first_chunk::<16>().copied().unwrap_or_default())
+            ),
+            token: hex::encode(token),
+            taken_at: tokio::time::Instant::now(),
+            ended: false,
+        };
         let hold_ms = u64::try_from(TURN_HOLD.as_millis()).unwrap_or(u64::MAX);
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = Duration::from_millis(1);
@@ -1023,29 +1056,25 @@ impl BudgetStore {
             let mut pipeline = redis::pipe();
             pipeline
                 .cmd("SET")
-                .arg(&key)
-                .arg(&token)
+                .arg(&turn.key)
+                .arg(&turn.token)
                 .arg("NX")
                 .arg("PX")
                 .arg(hold_ms);
-            match redis
-                .run::<(Option<String>,)>(&pipeline, "take a turn")
-                .await
-            {
-                Ok((Some(_),)) => {
-                    return Turn::Fleet(FleetTurn {
-                        redis: redis.clone(),
-                        key,
-                        token,
-                    });
-                }
-                Ok((None,)) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot take a fleet-wide decision turn");
+            turn.taken_at = tokio::time::Instant::now();
+            let attempt = redis.run::<(Option<String>,)>(&pipeline, "take a turn");
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok((Some(_),))) => return Turn::Fleet(turn),
+                Ok(Ok((None,))) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "cannot take a fleet-wide decision turn");
                     return Turn::Unavailable;
                 }
+                Err(_) => return Turn::Unavailable,
             }
             if tokio::time::Instant::now() + pause > deadline {
+                // Nothing was taken: no need to end anything.
+                turn.ended = true;
                 return Turn::Unavailable;
             }
             tokio::time::sleep(pause).await;
@@ -1849,6 +1878,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(value.as_deref(), Some("someone-else"));
+        // A turn is held for one more write only while its key surely has not expired.
+        let Turn::Fleet(fresh) = first.take_turn("agent-c", wait).await else {
+            panic!("a free turn is taken");
+        };
+        assert!(fresh.still_held());
+        tokio::time::sleep(TURN_HOLD - Duration::from_millis(DEFAULT_RESPONSE_TIMEOUT_MS) + wait)
+            .await;
+        assert!(!fresh.still_held());
+        fresh.end().await;
         // Memory counters are one sidecar's: its own lock is the whole turn.
         assert!(matches!(
             BudgetStore::memory(DEFAULT_BUCKETS)

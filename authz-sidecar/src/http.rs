@@ -315,7 +315,12 @@ async fn decide(
     // sidecar sharing them), from reading its usage to recording what the decision consumes
     // (leases included).
     let budget_turn = if is_budgeted(&request.request.method) {
-        Some(state.blast_radius.take_turn(&request.agent).await)
+        Some(
+            state
+                .blast_radius
+                .take_turn(&request.agent, request.holds_leases)
+                .await,
+        )
     } else {
         None
     };
@@ -406,6 +411,10 @@ async fn decide(
             ..lease
         }
     });
+    // The counters are written: the agent's next decision may go on.
+    if let Some(turn) = budget_turn {
+        turn.end().await;
+    }
     if let Some(requirement) = &mut response.obligations.require_approval {
         state.approvals.hold(&request, requirement, unix).await?;
     }
@@ -753,8 +762,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// Two sidecars on one set of Redis counters (a fresh prefix).
-    async fn two_sidecars_sharing_redis(dirs: [&Path; 2]) -> [AppState; 2] {
+    /// `count` sidecars on one set of Redis counters (a fresh prefix): each with its own
+    /// counters' client, local locks and lease ledger (the registry and bundle are shared, as
+    /// they would be on one registry database).
+    async fn sidecars_sharing_redis(dir: &Path, count: usize) -> Vec<AppState> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -769,13 +780,14 @@ pub(crate) mod tests {
             },
             ..Default::default()
         };
+        let base = test_state(dir, false).await;
         let mut states = Vec::new();
-        for dir in dirs {
-            let mut state = test_state(dir, false).await;
+        for _ in 0..count {
+            let mut state = base.clone();
             state.blast_radius = Arc::new(BlastRadius::open(&config).await.unwrap());
             states.push(state);
         }
-        states.try_into().unwrap()
+        states
     }
 
     fn leasing_echo() -> String {
@@ -790,23 +802,24 @@ pub(crate) mod tests {
     /// may be changing.
     #[tokio::test]
     async fn sidecars_sharing_redis_take_turns_before_they_lease() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let [first, second] = two_sidecars_sharing_redis([a.path(), b.path()]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sidecars = sidecars_sharing_redis(dir.path(), 2).await;
+        let (first, second) = (&sidecars[0], &sidecars[1]);
         let identity = behavry_core::wire::AgentIdentity {
             id: "demo-agent".into(),
             ..Default::default()
         };
-        let held = first.blast_radius.take_turn(&identity).await;
+        let held = first.blast_radius.take_turn(&identity, true).await;
         assert!(held.exclusive());
-        let (status, _, body) = call(&second, decide_request(leasing_echo())).await;
+        let (status, _, body) = call(second, decide_request(leasing_echo())).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["allow"], true);
         assert!(body["obligations"].get("lease").is_none(), "{body}");
         let usage = first.blast_radius.usage(&identity, SystemTime::now()).await;
         assert_eq!(usage.unwrap()["agent"]["1m"]["calls"], 1);
 
-        drop(held);
-        let (_, _, body) = call(&second, decide_request(leasing_echo())).await;
+        held.end().await;
+        let (_, _, body) = call(second, decide_request(leasing_echo())).await;
         assert!(
             body["obligations"]["lease"]["calls"].as_u64() > Some(0),
             "{body}"
@@ -854,12 +867,13 @@ pub(crate) mod tests {
         concurrent_first_calls_stay_within_the_budget(&[test_state(dir.path(), false).await]).await;
     }
 
-    /// Through two sidecars sharing Redis.
+    /// Through ten sidecars sharing Redis (without the fleet-wide turn, ten leases computed from
+    /// the same usage reserve more than what is left).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_leases_through_two_sidecars_stay_within_the_budget() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    async fn concurrent_leases_through_ten_sidecars_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
         concurrent_first_calls_stay_within_the_budget(
-            &two_sidecars_sharing_redis([a.path(), b.path()]).await,
+            &sidecars_sharing_redis(dir.path(), 10).await,
         )
         .await;
     }

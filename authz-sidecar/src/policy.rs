@@ -263,6 +263,12 @@ pub struct PolicySource {
     /// The bundle folder (its `tests/*.yaml` cases check the Rego VM in [`PolicyEngine::Auto`]).
     dir: PathBuf,
     engine: PolicyEngine,
+    /// The bundle's decision case files (`tests/*.yaml`) as read with it: a change to them is a
+    /// change of what the bundle is checked by.
+    case_files: Vec<(PathBuf, Vec<u8>)>,
+    /// Whether a case whose decision cannot be used refuses the bundle (not for
+    /// `behavry policy test`, which reports it as that case's failure).
+    refuse_unusable: bool,
     /// What the bundle's own decision cases say of these files, found once per set of files.
     case_check: std::sync::OnceLock<CaseCheck>,
 }
@@ -299,11 +305,21 @@ impl PolicySource {
         policy_dir: &Path,
         decision_timeout: Duration,
     ) -> Result<PolicySource, PolicyError> {
+        let case_files = crate::policy_cases::case_files(policy_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|path| {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                (path, bytes)
+            })
+            .collect();
         Ok(PolicySource {
             files: read_bundle_files(policy_dir, false)?,
             decision_timeout,
             dir: policy_dir.to_owned(),
             engine: PolicyEngine::Auto,
+            case_files,
+            refuse_unusable: true,
             case_check: std::sync::OnceLock::new(),
         })
     }
@@ -316,19 +332,22 @@ impl PolicySource {
     /// The same files, decided by `engine`.
     pub fn with_engine(mut self, engine: PolicyEngine) -> PolicySource {
         self.engine = engine;
+        self.case_check = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The same files, loaded even when one of their cases gets an unusable decision: for
+    /// running the cases themselves, which report it.
+    pub fn for_case_runs(mut self) -> PolicySource {
+        self.refuse_unusable = false;
         self
     }
 
     /// The bundle's cases run once per set of files (on the VM too under
     /// [`PolicyEngine::Auto`]).
     fn case_check(&self, timer: ExecutionTimerConfig) -> &CaseCheck {
-        self.case_check.get_or_init(|| {
-            check_cases(
-                &self.dir,
-                &self.files,
-                (self.engine == PolicyEngine::Auto).then_some(timer),
-            )
-        })
+        self.case_check
+            .get_or_init(|| check_cases(&self.dir, &self.files, self.engine, timer))
     }
 
     /// Whether the VM may decide for this bundle, under its engine setting.
@@ -360,6 +379,7 @@ impl PolicySource {
                 .iter()
                 .zip(&other.files)
                 .all(|(a, b)| a.relative_path == b.relative_path && a.bytes == b.bytes)
+            && self.case_files == other.case_files
     }
 
     /// The bundle with these agents' grants, checked: [`DECISION_RULE`] must evaluate.
@@ -384,7 +404,9 @@ impl PolicySource {
             check_interval: TIMER_CHECK_INTERVAL,
         };
         // The warm-up input alone misses decisions the bundle makes only for real requests.
-        if let Some(why) = &self.case_check(timer).unusable {
+        if self.refuse_unusable
+            && let Some(why) = &self.case_check(timer).unusable
+        {
             return Err(PolicyError::Compile(why.clone()));
         }
         let vm = match VmPool::compile(&engine, timer).and_then(|pool| {
@@ -434,13 +456,16 @@ impl PolicySource {
     }
 }
 
-/// Runs the decision cases of the bundle in `dir` (its `tests/*.yaml`) on the interpreter, and on
-/// the Rego VM when `vm_timer` is given. A bundle without cases, or whose cases cannot be read,
-/// has nothing to prove the VM by (and nothing found unusable).
+/// Runs the decision cases of the bundle in `dir` (its `tests/*.yaml`) as `engine_mode` would
+/// decide them: each decision must be usable (on the VM under [`PolicyEngine::Vm`] when the
+/// bundle compiles for it, else on the interpreter), and under [`PolicyEngine::Auto`] the VM
+/// must decide every case as the interpreter does. A bundle without cases, or whose cases cannot
+/// be read, has nothing to prove the VM by (and nothing found unusable).
 fn check_cases(
     dir: &Path,
     files: &[BundleFile],
-    vm_timer: Option<ExecutionTimerConfig>,
+    engine_mode: PolicyEngine,
+    timer: ExecutionTimerConfig,
 ) -> CaseCheck {
     use crate::policy_cases::{case_files, case_parts, read_case_file};
     let mut check = CaseCheck {
@@ -456,6 +481,7 @@ fn check_cases(
         }
         Ok(paths) => paths,
         Err(err) => {
+            tracing::warn!(error = %err, "the bundle's decision cases cannot be listed");
             check.vm = Err(err.to_string());
             return check;
         }
@@ -464,16 +490,18 @@ fn check_cases(
         .windows
         .into_keys()
         .collect();
-    let mut vm = vm_timer.map(|_| Ok(0));
+    // Under `auto`: how many cases the VM decided as the interpreter did, or why it did not.
+    let mut vm: Result<usize, String> = Ok(0);
     for path in paths {
         let cases = match read_case_file(&path) {
             Ok(cases) => cases,
             Err(err) => {
+                tracing::warn!(error = %err, "a decision case file of the bundle cannot be read");
                 check.vm = Err(err.to_string());
                 return check;
             }
         };
-        let engine = match agent_data_json(&cases.agents)
+        let mut engine = match agent_data_json(&cases.agents)
             .and_then(|agent_data| engine_with(files, &agent_data))
         {
             Ok(engine) => engine,
@@ -482,13 +510,19 @@ fn check_cases(
                 return check;
             }
         };
-        let mut pool = match vm_timer.map(|timer| VmPool::compile(&engine, timer)) {
-            Some(Err(err)) => {
-                vm = Some(Err(err.to_string()));
-                None
-            }
-            Some(Ok(pool)) => Some(pool),
-            None => None,
+        // Once before the clones below: they share regorus's analysis of the modules.
+        engine.set_input(Value::new_object());
+        let _warm = engine.eval_rule(DECISION_RULE.to_owned());
+        let pool = match engine_mode {
+            PolicyEngine::Vm => VmPool::compile(&engine, timer).ok(),
+            PolicyEngine::Auto if vm.is_ok() => match VmPool::compile(&engine, timer) {
+                Ok(pool) => Some(pool),
+                Err(err) => {
+                    vm = Err(err.to_string());
+                    None
+                }
+            },
+            PolicyEngine::Auto | PolicyEngine::Interpreter => None,
         };
         for case in &cases.cases {
             let (request, counters, now) = case_parts(case, &windows);
@@ -500,47 +534,54 @@ fn check_cases(
                     return check;
                 }
             };
-            let mut interpreter = engine.clone();
-            interpreter.set_input(input.clone());
-            let expected = match interpreter.eval_rule(DECISION_RULE.to_owned()) {
-                Ok(expected) => expected,
-                Err(err) => {
-                    check.unusable = Some(format!(
-                        "case `{}` of {} does not evaluate: {err}",
-                        case.name,
-                        path.display()
-                    ));
-                    return check;
-                }
+            let on_vm = pool
+                .as_ref()
+                .filter(|_| engine_mode == PolicyEngine::Vm || vm.is_ok())
+                .map(|pool| pool.execute(input.clone()));
+            let interpreted = (engine_mode != PolicyEngine::Vm || on_vm.is_none()).then(|| {
+                let mut interpreter = engine.clone();
+                interpreter.set_input(input);
+                interpreter.eval_rule(DECISION_RULE.to_owned())
+            });
+            // What production would answer: the VM's under `vm`, else the interpreter's.
+            let decided = match (engine_mode, &on_vm, &interpreted) {
+                (PolicyEngine::Vm, Some(answer), _) => answer.as_ref().map_err(ToString::to_string),
+                (_, _, Some(answer)) => answer.as_ref().map_err(ToString::to_string),
+                _ => Err("no evaluator ran".to_owned()),
             };
-            if let Err(err) = parse_decision(expected.clone()) {
-                check.unusable = Some(format!(
-                    "case `{}` of {} gets a decision this sidecar cannot use: {err}",
-                    case.name,
-                    path.display()
-                ));
+            let usable = decided.and_then(|value| {
+                parse_decision(value.clone())
+                    .map(|_| ())
+                    .map_err(|err| format!("gets a decision this sidecar cannot use: {err}"))
+            });
+            if let Err(why) = usable {
+                let why = if why.starts_with("gets a decision") {
+                    why
+                } else {
+                    format!("does not evaluate: {why}")
+                };
+                check.unusable = Some(format!("case `{}` of {} {why}", case.name, path.display()));
                 return check;
             }
-            if let (Some(p), Some(Ok(checked))) = (pool.as_ref(), vm.as_mut()) {
-                match p.execute(input) {
+            if engine_mode == PolicyEngine::Auto
+                && let (Some(on_vm), Some(Ok(expected)), Ok(checked)) =
+                    (on_vm, interpreted, vm.as_mut())
+            {
+                match on_vm {
                     Ok(actual) if actual == expected => *checked += 1,
                     Ok(_) => {
-                        vm = Some(Err(format!(
+                        vm = Err(format!(
                             "case `{}` of {} decides differently on the Rego VM",
                             case.name,
                             path.display()
-                        )));
-                        pool = None;
+                        ));
                     }
-                    Err(err) => {
-                        vm = Some(Err(err.to_string()));
-                        pool = None;
-                    }
+                    Err(err) => vm = Err(err.to_string()),
                 }
             }
         }
     }
-    if let Some(vm) = vm {
+    if engine_mode == PolicyEngine::Auto {
         check.vm = vm;
     }
     check
@@ -1671,10 +1712,11 @@ pub(crate) mod tests {
         let check = check_cases(
             dir.path(),
             &source.files,
-            Some(ExecutionTimerConfig {
+            PolicyEngine::Auto,
+            ExecutionTimerConfig {
                 limit: TIMEOUT,
                 check_interval: TIMER_CHECK_INTERVAL,
-            }),
+            },
         );
         assert_eq!(check.unusable, None);
         assert!(
@@ -1767,6 +1809,32 @@ pub(crate) mod tests {
             refused.contains("case `echo is open`") && refused.contains("does not evaluate"),
             "{refused}"
         );
+
+        // Its cases are still run, each failing on its own, not refusing the run.
+        let outcomes = crate::policy_cases::run_case_file(
+            dir.path(),
+            &dir.path().join("tests/cases.yaml"),
+            &["1m".to_owned()],
+        )
+        .unwrap();
+        assert!(
+            outcomes[0]
+                .mismatches
+                .iter()
+                .any(|m| m.contains("no decision")),
+            "{outcomes:?}"
+        );
+
+        // Fixing the case alone is a change: the refused files are not the files now.
+        let refused = PolicySource::load(dir.path(), TIMEOUT).unwrap();
+        std::fs::write(
+            dir.path().join("tests/cases.yaml"),
+            "cases:\n  - name: another tool is closed\n    input:\n      agent: {id: a}\n      request: {server: s, method: tools/call, tool: other}\n    expect: {allow: false}\n",
+        )
+        .unwrap();
+        let fixed = PolicySource::load(dir.path(), TIMEOUT).unwrap();
+        assert!(!refused.same_files(&fixed));
+        assert!(fixed.bundle(&[]).is_ok());
 
         // The same bundle without the obligation loads.
         bundle_with_an_echo_case(dir.path(), &format!("{allow_echo}}} {if_echo}"), true);

@@ -208,7 +208,9 @@ pub fn run_case_file(
     windows: &[String],
 ) -> Result<Vec<CaseOutcome>, CaseError> {
     let cases = read_case_file(file)?;
-    let bundle = PolicySource::load(policy_dir, Duration::from_secs(1))?.bundle(&cases.agents)?;
+    let bundle = PolicySource::load(policy_dir, Duration::from_secs(1))?
+        .for_case_runs()
+        .bundle(&cases.agents)?;
     let label = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

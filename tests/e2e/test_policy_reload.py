@@ -136,7 +136,9 @@ def test_bundle_reloads_under_load_and_a_broken_one_is_refused(reload_stack):
                              timeout=PICKUP_TIMEOUT)
         assert EXTRA_FILE in refused["lastError"], refused
         assert refused["digest"] == reloaded["digest"]
-        refused_seen = time.monotonic()
+        # Calls after the refusal, and past the table poll that ends the old bundle's leases.
+        first_denial_at = next(r["at"] for r in list(results) if denied_by_new_rule(r))
+        refused_seen = max(time.monotonic(), first_denial_at + LEASE_POLL_GRACE)
         wait_until("calls after the refusal",
                    lambda: sum(r["at"] > refused_seen for r in list(results)) >= 10, timeout=30)
     finally:
