@@ -510,12 +510,15 @@ fn check_cases(
                 return check;
             }
         };
+        // Bounded like a decision, with room for a loaded machine at start: a case far over
+        // the decision timeout would time out in service too, and must not hold up the load.
+        engine.set_execution_timer_config(case_timer(timer));
         // Once before the clones below: they share regorus's analysis of the modules.
         engine.set_input(Value::new_object());
         let _warm = engine.eval_rule(DECISION_RULE.to_owned());
         let pool = match engine_mode {
-            PolicyEngine::Vm => VmPool::compile(&engine, timer).ok(),
-            PolicyEngine::Auto if vm.is_ok() => match VmPool::compile(&engine, timer) {
+            PolicyEngine::Vm => VmPool::compile(&engine, case_timer(timer)).ok(),
+            PolicyEngine::Auto if vm.is_ok() => match VmPool::compile(&engine, case_timer(timer)) {
                 Ok(pool) => Some(pool),
                 Err(err) => {
                     vm = Err(err.to_string());
@@ -585,6 +588,18 @@ fn check_cases(
         check.vm = vm;
     }
     check
+}
+
+/// The bound of one case's evaluation when a bundle is checked: 20 decision timeouts, at least
+/// 1 s.
+fn case_timer(decision: ExecutionTimerConfig) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit: decision
+            .limit
+            .saturating_mul(20)
+            .max(Duration::from_secs(1)),
+        check_interval: TIMER_CHECK_INTERVAL,
+    }
 }
 
 /// The bundle compiled for the Rego VM, and the idle VMs that run it (a VM runs one evaluation
@@ -1835,6 +1850,26 @@ pub(crate) mod tests {
         let fixed = PolicySource::load(dir.path(), TIMEOUT).unwrap();
         assert!(!refused.same_files(&fixed));
         assert!(fixed.bundle(&[]).is_ok());
+
+        // A case that evaluates for ever is stopped (at 1 s here) and refuses the bundle.
+        bundle_with_an_echo_case(
+            dir.path(),
+            &format!(
+                "{allow_echo}}} if {{\n\tinput.request.tool == \"echo\"\n\
+                 \tcount([1 | some x in numbers.range(1, 100000); some y in numbers.range(1, 100000); x + y == 0]) == 0\n}}\n"
+            ),
+            true,
+        );
+        let refused = PolicySource::load(dir.path(), Duration::from_millis(10))
+            .unwrap()
+            .with_engine(PolicyEngine::Interpreter)
+            .bundle(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("case `echo is open`") && refused.contains("time limit"),
+            "{refused}"
+        );
 
         // The same bundle without the obligation loads.
         bundle_with_an_echo_case(dir.path(), &format!("{allow_echo}}} {if_echo}"), true);
