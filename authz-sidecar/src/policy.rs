@@ -552,17 +552,13 @@ fn check_cases(
                 (_, _, Some(answer)) => answer.as_ref().map_err(ToString::to_string),
                 _ => Err("no evaluator ran".to_owned()),
             };
-            let usable = decided.and_then(|value| {
-                parse_decision(value.clone())
-                    .map(|_| ())
-                    .map_err(|err| format!("gets a decision this sidecar cannot use: {err}"))
-            });
-            if let Err(why) = usable {
-                let why = if why.starts_with("gets a decision") {
-                    why
-                } else {
-                    format!("does not evaluate: {why}")
-                };
+            let unusable = match decided {
+                Err(err) => Some(format!("does not evaluate: {err}")),
+                Ok(value) => parse_decision(value.clone())
+                    .err()
+                    .map(|err| format!("gets a decision this sidecar cannot use: {err}")),
+            };
+            if let Some(why) = unusable {
                 check.unusable = Some(format!("case `{}` of {} {why}", case.name, path.display()));
                 return check;
             }

@@ -104,10 +104,12 @@ fn leased_call(c: &mut Criterion, config: &FilterConfig) {
         reserved_at_ms: Some(1),
         ..Lease::default()
     };
-    let Some(first) = asked(config) else {
-        unreachable_setup("the bench's call must be asked of the sidecar");
-        return;
-    };
+    let first = asked(config);
+    assert!(
+        first.is_some(),
+        "the bench's call must be asked of the sidecar"
+    );
+    let Some(first) = first else { return };
     inline.remember(
         || first.decision_key(),
         || first.agent_identity(),
@@ -148,19 +150,12 @@ fn sidecar_denial(c: &mut Criterion, config: &FilterConfig) {
     });
 }
 
-/// A set-up that cannot measure what it claims: stop loudly.
-fn unreachable_setup(why: &str) {
-    assert!(why.is_empty(), "{why}");
-}
-
 fn benches(c: &mut Criterion) {
-    match FilterConfig::from_json(CONFIG.as_bytes()) {
-        Ok(config) => {
-            leased_call(c, &config);
-            sidecar_denial(c, &config);
-        }
-        Err(err) => unreachable_setup(&format!("the bench's configuration: {err}")),
-    }
+    let config = FilterConfig::from_json(CONFIG.as_bytes());
+    assert!(config.is_ok(), "the bench's configuration: {config:?}");
+    let Ok(config) = config else { return };
+    leased_call(c, &config);
+    sidecar_denial(c, &config);
 }
 
 criterion_group! {
