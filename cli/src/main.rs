@@ -13,6 +13,7 @@ mod approvals;
 mod audit;
 mod key;
 mod policy;
+mod scan;
 mod secret;
 mod token;
 
@@ -68,6 +69,21 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Run the DLP detectors on a file of labelled cases (JSON lines) and print precision and
+    /// recall per detector.
+    Scan {
+        /// The cases: one `{"text": …, "labels": […], "field"?: …}` per line.
+        file: PathBuf,
+        /// A DLP config (the filter's `dlp` block as JSON); default: the built-in detectors.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Exit 1 when a detector's precision or recall is below this.
+        #[arg(long, default_value_t = 0.95)]
+        min: f64,
+        /// Print every case the detectors got wrong.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// The tamper-evident audit log.
     Audit {
@@ -157,6 +173,12 @@ fn main() -> ExitCode {
                     verbose,
                 },
         } => policy::run_test(&dir, &windows, verbose),
+        Command::Scan {
+            file,
+            config,
+            min,
+            verbose,
+        } => scan::run(&file, config.as_deref(), min, verbose),
         Command::Audit {
             command: AuditCommand::Verify { db },
         } => audit::verify(&db),

@@ -4,6 +4,8 @@
 //! services, the CLI, tests). It holds:
 //! - [`jsonrpc`]: the JSON-RPC 2.0 message model, strict validation, error codes (standard, MCP
 //!   and Behavry's own) and the error-response builder;
+//! - [`dlp`]: the data-loss-prevention detectors, JSON scanning by pointer, redaction and keyed
+//!   hashes of findings;
 //! - [`limits`]: body-size and JSON-depth limits checked on raw bytes before any parsing;
 //! - [`mcp`]: [`mcp::parse_message`] (bytes to validated message, one error enum mapped to HTTP
 //!   status and JSON-RPC code in one place) and [`mcp::classify`] (what a call asks for: tool,
@@ -19,6 +21,7 @@
 //! are written up in `docs/mcp-parsing.md`.
 
 pub mod decision_table;
+pub mod dlp;
 pub mod fingerprint;
 pub mod headers;
 pub mod jsonrpc;
