@@ -319,6 +319,17 @@ denials contains {
 	not input.approval.granted == true
 }
 
+# A secret the proxy's scanners found in the arguments (input.findings, docs/dlp.md) that no
+# server should get, whoever asks.
+denials contains {
+	"rule": "behavry.dlp.secret_in_arguments",
+	"reason": sprintf("the arguments carry a %s at %s: it is not sent to server '%s'", [f.detector, f.pointer, server]),
+} if {
+	governed
+	some f in input.findings
+	f.detector in data.behavry.dlp.deny_in_arguments
+}
+
 # ---------------------------------------------------------------------------------------------
 # Obligations
 
@@ -373,7 +384,18 @@ allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.lis
 # A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
 allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"
 
-allow_obligations := object.union_n([{"budget": budget_consumption}, redact_obligation, lease_obligation]) if governed
+allow_obligations := object.union_n([{"budget": budget_consumption}, redact_obligation, lease_obligation, dlp_obligation]) if governed
+
+# What the proxy does with what its scanners find in what the server sends for the call; none
+# for a tool whose answers carry credentials on purpose (its findings are still recorded).
+dlp_obligation := {"dlp": {"redact": data.behavry.dlp.redact, "block": data.behavry.dlp.block}} if not dlp_record_only
+
+dlp_obligation := {} if dlp_record_only
+
+dlp_record_only if {
+	tool_target
+	target in data.behavry.dlp.record_only[server]
+}
 
 # What is redacted from the content a call returns: a tool's result (also when a task delivers
 # it: tasks/result returns the tool's result as it is, tasks/get of the tasks extension carries it

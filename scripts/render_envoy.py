@@ -33,6 +33,9 @@ DEFAULTS = {
     # Bearer token the filter shows the authz-sidecar for upstream credentials; a development
     # value only: real deployments (and the e2e harness) pass their own.
     "PROXY_TOKEN": "dev-proxy-token-change-me",
+    # HMAC key of DLP findings' hashes (docs/dlp.md): every Envoy of a deployment needs the same
+    # one, so hashes of one value match across them. A development value only.
+    "DLP_HASH_KEY": "dev-dlp-hash-key-change-me-0123456789abcdef",
 }
 
 

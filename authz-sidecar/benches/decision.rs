@@ -67,6 +67,7 @@ fn request(agent: &str, server: &str, method: &str, tool: Option<&str>) -> Decis
         tool: None,
         task: None,
         holds_leases: false,
+        findings: Vec::new(),
     }
 }
 

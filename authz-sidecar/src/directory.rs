@@ -393,6 +393,7 @@ mod tests {
             tool: None,
             task: None,
             holds_leases: false,
+            findings: Vec::new(),
         }
     }
 

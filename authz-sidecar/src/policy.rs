@@ -137,8 +137,8 @@ pub struct PolicyInput<'a> {
     /// The task a `tasks/*` request names, as the proxy recorded its creation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<&'a TaskFacts>,
-    /// Content-security findings in the request (none yet: filled by the content scanners).
-    pub findings: &'a [serde_json::Value],
+    /// What the proxy's content scanners found in the request's arguments (docs/dlp.md).
+    pub findings: &'a [behavry_core::wire::ContentFinding],
     /// Blast-radius usage before this call.
     pub counters: &'a Counters,
     /// A human approval of exactly this call, when one is approved and unused.
@@ -225,7 +225,7 @@ impl<'a> PolicyInput<'a> {
             request: &request.request,
             tool: request.tool.as_ref(),
             task: request.task.as_ref(),
-            findings: &[],
+            findings: &request.findings,
             counters,
             approval: None,
             time: TimeFacts::at(now),
@@ -800,7 +800,7 @@ fn parse_decision(result: Value) -> Result<PolicyDecision, PolicyError> {
 fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
     let o = &decision.obligations;
     let misplaced = if decision.allow {
-        [
+        vec![
             (o.conceal, "conceal"),
             (o.require_scope.is_some(), "requireScope"),
             (o.require_approval.is_some(), "requireApproval"),
@@ -811,11 +811,12 @@ fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
             ),
         ]
     } else {
-        [
+        vec![
             (o.budget.is_some(), "budget"),
             (!o.redact.is_empty(), "redact"),
             (o.visible.is_some(), "visible"),
             (o.lease.is_some(), "lease"),
+            (o.dlp.is_some(), "dlp"),
         ]
     };
     match misplaced.iter().find(|(present, _)| *present) {
@@ -1141,6 +1142,7 @@ pub(crate) mod tests {
             tool: None,
             task: None,
             holds_leases: false,
+            findings: Vec::new(),
         }
     }
 
@@ -1557,6 +1559,15 @@ pub(crate) mod tests {
                 .contains("redact does not apply to a denial"),
             "{err}"
         );
+        write(r#"{"allow": false, "obligations": {"dlp": {"redact": ["*"]}}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(
+            err.to_string().contains("dlp does not apply to a denial"),
+            "{err}"
+        );
+        write(r#"{"allow": true, "obligations": {"dlp": {"redact": ["*"], "mask": []}}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(err.to_string().contains("mask"), "{err}");
     }
 
     #[test]

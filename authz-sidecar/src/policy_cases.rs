@@ -106,6 +106,9 @@ pub struct CaseInput {
     /// The task a `tasks/*` request names, as the proxy recorded it.
     #[serde(default)]
     pub task: Option<TaskFacts>,
+    /// What the proxy's content scanners found in the arguments (docs/dlp.md).
+    #[serde(default)]
+    pub findings: Vec<behavry_core::wire::ContentFinding>,
     /// Blast-radius usage, over zeros.
     #[serde(default)]
     pub counters: Counters,
@@ -127,6 +130,7 @@ impl CaseInput {
             tool: self.tool.clone(),
             task: self.task.clone(),
             holds_leases: false,
+            findings: self.findings.clone(),
         }
     }
 }

@@ -74,6 +74,9 @@ pub const INSUFFICIENT_SCOPE: i64 = -32088;
 /// `data` holds the approval's id, status and URL. Sent to clients that cannot take a URL-mode
 /// elicitation ([`URL_ELICITATION_REQUIRED`]).
 pub const APPROVAL_REQUIRED: i64 = -32089;
+/// Behavry: the server's answer held content the decision's `dlp` obligation blocks (docs/dlp.md);
+/// the agent gets this error instead, naming the detectors (`data.detectors`).
+pub const CONTENT_WITHHELD: i64 = -32090;
 
 /// A JSON-RPC request id: a string or a number (JSON-RPC 2.0 §4).
 ///

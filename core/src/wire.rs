@@ -53,6 +53,26 @@ pub struct DecisionRequest {
     /// lease would leave its calls spent).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub holds_leases: bool,
+    /// What the proxy's content scanners found in the request's arguments (docs/dlp.md): policy
+    /// input `findings`. Never the values, only keyed hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<ContentFinding>,
+}
+
+/// A sensitive value a content scanner found (docs/dlp.md): which detector, how bad, where (an
+/// RFC 6901 pointer), and a keyed hash of the value, never the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContentFinding {
+    /// Detector id (`payment_card`, `github_token`, a custom detector's id, …).
+    pub detector: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: crate::dlp::Severity,
+    /// RFC 6901 pointer of the string that holds it: into the request's `arguments` for a
+    /// request's findings, into the JSON-RPC message for what the server sent.
+    pub pointer: String,
+    /// `hmac-sha256:` and 32 hex digits ([`crate::dlp::FindingKey::hash`]).
+    pub hash: String,
 }
 
 /// The call that created a task (MCP 2025-11-25 basic/utilities/tasks: a task-augmented
@@ -289,6 +309,59 @@ pub struct Obligations {
     /// "Leases"); the sidecar reserves their budget with this call's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Allow: what the proxy does with what its content scanners find in what the server sends
+    /// for this call (docs/dlp.md). Findings no list names are only recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp: Option<DlpActions>,
+}
+
+/// The `dlp` obligation: detector ids (or `*` for every detector) whose findings in what the
+/// server sends for the call are redacted, or make the proxy withhold the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DlpActions {
+    /// Each finding's span is replaced by `[REDACTED:<detector>]` before the agent gets it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// A message holding such a finding is not delivered: the agent gets a JSON-RPC error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block: Vec<String>,
+}
+
+impl DlpActions {
+    /// What happens to a finding of `detector`: block wins over redact; neither means record.
+    pub fn action_for(&self, detector: &str) -> DlpAction {
+        let names = |list: &[String]| list.iter().any(|d| d == "*" || d == detector);
+        if names(&self.block) {
+            DlpAction::Block
+        } else if names(&self.redact) {
+            DlpAction::Redact
+        } else {
+            DlpAction::Log
+        }
+    }
+}
+
+/// What the proxy does with one finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlpAction {
+    /// Record it (detector, pointer, keyed hash) and deliver the content unchanged.
+    Log,
+    /// Replace its span with `[REDACTED:<detector>]`.
+    Redact,
+    /// Withhold the whole message.
+    Block,
+}
+
+impl DlpAction {
+    /// The name used in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpAction::Log => "log",
+            DlpAction::Redact => "redact",
+            DlpAction::Block => "block",
+        }
+    }
 }
 
 /// A lease of allowed calls (docs/policy.md, "Leases"): the proxy may answer up to `calls` more

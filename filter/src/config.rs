@@ -4,6 +4,9 @@
 //! [`FilterConfig::from_json`] validates everything once at start: a bad config is refused with
 //! a message that names the field, and Envoy then refuses to load the filter.
 
+use std::sync::Arc;
+
+use behavry_core::dlp::{CustomDetectorConfig, DlpConfig, FindingKey, Scanner};
 use behavry_core::limits::Limits;
 
 use crate::resource_metadata::ProtectedResource;
@@ -73,6 +76,40 @@ pub struct FilterConfig {
     pub revocation_poll_ms: u64,
     /// Inline decisions (the published decision table and the decision cache).
     pub inline: InlineDecisions,
+    /// Content scanning (docs/dlp.md); off when the `dlp` block is absent.
+    pub dlp: Option<Arc<DlpSettings>>,
+}
+
+/// Shortest `dlp.hashKey` accepted: 32 bytes, the HMAC-SHA256 output size (RFC 2104 §3 advises
+/// keys no shorter than the hash output).
+pub const MIN_DLP_HASH_KEY_BYTES: usize = 32;
+
+/// `dlp`: the compiled detectors and the key of findings' hashes, built once at load and shared
+/// by every exchange of the worker.
+#[derive(Clone)]
+pub struct DlpSettings {
+    /// The detector settings as configured.
+    pub detectors: DlpConfig,
+    /// The compiled detectors.
+    pub scanner: Arc<Scanner>,
+    /// The HMAC key of findings' hashes.
+    pub key: FindingKey,
+    key_text: String,
+}
+
+// By hand: the key never reaches a log.
+impl std::fmt::Debug for DlpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DlpSettings")
+            .field("detectors", &self.detectors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for DlpSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.detectors == other.detectors && self.key_text == other.key_text
+    }
 }
 
 /// `inline`: decisions made without a callout (docs/policy.md, "Inline decisions").
@@ -172,6 +209,47 @@ struct RawConfig {
     revocation: Option<RawRevocation>,
     #[serde(default)]
     inline: Option<RawInline>,
+    #[serde(default)]
+    dlp: Option<RawDlp>,
+}
+
+// No `Debug`: it holds the hash key.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDlp {
+    hash_key: String,
+    #[serde(default)]
+    disabled: Vec<String>,
+    #[serde(default)]
+    private_ranges: Option<Vec<String>>,
+    #[serde(default)]
+    custom: Vec<CustomDetectorConfig>,
+}
+
+impl RawDlp {
+    fn settings(self) -> Result<DlpSettings, ConfigError> {
+        if self.hash_key.len() < MIN_DLP_HASH_KEY_BYTES
+            || !self.hash_key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(field(
+                "dlp.hashKey",
+                format!("must be at least {MIN_DLP_HASH_KEY_BYTES} visible ASCII characters"),
+            ));
+        }
+        let defaults = DlpConfig::default();
+        let detectors = DlpConfig {
+            disabled: self.disabled,
+            private_ranges: self.private_ranges.unwrap_or(defaults.private_ranges),
+            custom: self.custom,
+        };
+        let scanner = Scanner::new(&detectors).map_err(|e| field("dlp", e.to_string()))?;
+        Ok(DlpSettings {
+            detectors,
+            scanner: Arc::new(scanner),
+            key: FindingKey::new(self.hash_key.as_bytes()),
+            key_text: self.hash_key,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,6 +574,7 @@ impl FilterConfig {
                     }
                 },
             },
+            dlp: raw.dlp.map(RawDlp::settings).transpose()?.map(Arc::new),
         })
     }
 
@@ -600,6 +679,54 @@ mod tests {
         assert!(config.is_guarded("/mcp"));
         assert!(!config.is_guarded("/mcpx"));
         assert!(!config.is_guarded("/other"));
+    }
+
+    #[test]
+    fn dlp_section_compiles_the_detectors_and_never_prints_the_key() {
+        let base = r#""routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b""#;
+        let config = FilterConfig::from_json(format!("{{{base}}}}}").as_bytes()).unwrap();
+        assert!(config.dlp.is_none(), "no section, no scanning");
+        let json = format!(
+            r#"{{{base}}}, "dlp": {{"hashKey": "k3y-0123456789abcdef0123456789abcdef", "disabled": ["phone"],
+                "custom": [{{"id": "ticket", "pattern": "TCK-[0-9]{{6}}"}}]}}}}"#
+        );
+        let config = FilterConfig::from_json(json.as_bytes()).unwrap();
+        let dlp = config.dlp.as_ref().unwrap();
+        assert_eq!(dlp.detectors.disabled, vec!["phone".to_owned()]);
+        assert!(dlp.scanner.detectors().iter().any(|d| d.id == "ticket"));
+        assert_eq!(
+            dlp.detectors.private_ranges,
+            DlpConfig::default().private_ranges
+        );
+        assert!(!format!("{config:?}").contains("k3y-"));
+        for (dlp, needle) in [
+            (
+                r#"{"hashKey": "short"}"#,
+                "`dlp.hashKey` must be at least 32",
+            ),
+            (
+                r#"{"hashKey": "k3y-0123456789abcdef0123456789abcdef", "disabled": ["nope"]}"#,
+                "no built-in detector `nope`",
+            ),
+            (
+                r#"{"hashKey": "k3y-0123456789abcdef0123456789abcdef", "custom": [{"id": "x", "pattern": "("}]}"#,
+                "pattern refused",
+            ),
+            (
+                r#"{"hashKey": "k3y-0123456789abcdef0123456789abcdef", "privateRanges": ["10/8"]}"#,
+                "privateRanges",
+            ),
+            (
+                r#"{"hashKey": "k3y-0123456789abcdef0123456789abcdef", "unknown": 1}"#,
+                "dlp",
+            ),
+            (r#"{"disabled": []}"#, "hashKey"),
+        ] {
+            let err = FilterConfig::from_json(format!("{{{base}}}, \"dlp\": {dlp}}}").as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@
 //! - An allowed listing (`tools/list`, ...) is answered with only the entries its `visible`
 //!   obligation shows.
 
+use std::sync::Arc;
+
+use behavry_core::dlp::{JsonFinding, redact_json, scan_json};
 use behavry_core::fingerprint::{self, ClientFingerprint, ClientObservation};
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
 use behavry_core::jsonrpc::{self, Message, RequestId};
@@ -30,13 +33,14 @@ use behavry_core::mcp::{self, CallKind, McpCall};
 use behavry_core::sse::{SseDecoder, SseEvent};
 use behavry_core::trace::TraceParent;
 use behavry_core::wire::{
-    AgentIdentity, ApprovalRequirement, AuditEvent, AuditKind, DecisionRequest, DecisionResponse,
-    RequestFacts, TaskFacts, ToolFacts, UsageReport, Visibility,
+    AgentIdentity, ApprovalRequirement, AuditEvent, AuditKind, ContentFinding, DecisionRequest,
+    DecisionResponse, DlpAction, DlpActions, RequestFacts, TaskFacts, ToolFacts, UsageReport,
+    Visibility,
 };
 use serde_json::{Value, json};
 
 use crate::claims::{self, TokenClaims};
-use crate::config::{FailureMode, FilterConfig};
+use crate::config::{DlpSettings, FailureMode, FilterConfig};
 use crate::credentials::{
     self, CredentialCache, CredentialFailure, CredentialKey, UpstreamCredential,
 };
@@ -348,7 +352,47 @@ pub struct Exchange {
     own_tasks: Option<Vec<String>>,
     /// A task the server created for this `tools/call` ([`Self::take_created_task`]).
     created_task: Option<(String, TaskFacts)>,
+    /// Content scanning (docs/dlp.md), when configured.
+    dlp: Option<Arc<DlpSettings>>,
+    /// What the scanners found in the request's arguments: sent to policy, audited.
+    argument_findings: Vec<ContentFinding>,
+    /// The arguments as the audit log records them, findings replaced; `None`: as sent.
+    audited_arguments: Option<Value>,
+    /// The decision's `dlp` obligation: what happens to findings in what the server sends.
+    dlp_actions: DlpActions,
+    /// Findings in what the server sent for the call and what was done with each (audited with
+    /// the outcome).
+    content_findings: Vec<Value>,
     audit: Vec<AuditEvent>,
+}
+
+/// What content scanning made of one message from upstream.
+#[derive(Debug)]
+enum Scanned {
+    /// Deliver it as it is.
+    Pass,
+    /// Deliver these bytes instead (findings redacted).
+    Rewrite(Vec<u8>),
+    /// Do not deliver it: it holds findings of these detectors, which the decision blocks.
+    Withhold(Vec<String>),
+}
+
+/// Findings of `found` in `doc` in their wire form: detector, severity, pointer and the keyed
+/// hash of the value (never the value).
+fn content_findings(dlp: &DlpSettings, doc: &Value, found: &[JsonFinding]) -> Vec<ContentFinding> {
+    found
+        .iter()
+        .filter_map(|f| {
+            let info = dlp.scanner.detector(f.detector)?;
+            let value = doc.pointer(&f.pointer)?.as_str()?.get(f.start..f.end)?;
+            Some(ContentFinding {
+                detector: info.id.clone(),
+                severity: info.severity,
+                pointer: f.pointer.clone(),
+                hash: dlp.key.hash(info, value),
+            })
+        })
+        .collect()
 }
 
 /// The four MCP listings whose answers are filtered: which member of `result` holds the entries
@@ -432,6 +476,11 @@ impl Exchange {
             redacted: Vec::new(),
             own_tasks: None,
             created_task: None,
+            dlp: config.dlp.clone(),
+            argument_findings: Vec::new(),
+            audited_arguments: None,
+            dlp_actions: DlpActions::default(),
+            content_findings: Vec::new(),
             audit: Vec::new(),
         })
     }
@@ -667,7 +716,13 @@ impl Exchange {
         if !governed {
             return self.forward_body();
         }
-        self.record(AuditKind::Intent, now_ms, json!({}));
+        self.scan_arguments();
+        let intent = if self.argument_findings.is_empty() {
+            json!({})
+        } else {
+            json!({"findings": self.argument_findings})
+        };
+        self.record(AuditKind::Intent, now_ms, intent);
         let tool = self.facts.tool.as_deref().and_then(|tool| known.tool(tool));
         self.tool_facts.clone_from(&tool);
         // A request about a task carries the call that created it (policy binds the task to
@@ -726,6 +781,7 @@ impl Exchange {
             tool,
             task,
             holds_leases: config.inline.enabled && config.inline.cache_entries > 0,
+            findings: self.argument_findings.clone(),
         };
         match serde_json::to_vec(&request) {
             Ok(bytes) => BodyAction::AskAuthz(bytes),
@@ -948,6 +1004,11 @@ impl Exchange {
         now_ms: u64,
     ) -> Option<(DecisionResponse, LocalSource)> {
         let agent = self.head.agent.as_deref()?;
+        // A decision may depend on what the scanners found in the arguments: such a call is
+        // never answered from the cache or a lease, only from the table's denials.
+        if !self.argument_findings.is_empty() {
+            return inline.decide_from_table(agent, &self.facts);
+        }
         inline.decide(&self.decision_key(), agent, &self.facts, now_ms)
     }
 
@@ -1005,6 +1066,7 @@ impl Exchange {
                     self.leased = decision.obligations.lease.is_some()
                         || self.local_source == Some(LocalSource::Lease);
                     self.visibility = decision.obligations.visible;
+                    self.dlp_actions = decision.obligations.dlp.unwrap_or_default();
                     self.redact = decision.obligations.redact;
                     return self.resume();
                 }
@@ -1298,6 +1360,7 @@ impl Exchange {
                 && (self.visibility.is_some()
                     || self.own_tasks.is_some()
                     || !self.redact.is_empty()
+                    || self.scans_content()
                     || self.facts.method == "tools/call") =>
             {
                 self.mode = ResponseMode::Json;
@@ -1363,11 +1426,17 @@ impl Exchange {
         match mcp::parse_message(body, &config.limits) {
             Ok(message) => {
                 let filtered = self.rewrite_answer(&message);
+                let scanned = self.scan_content(filtered.as_deref().unwrap_or(body));
+                if let Scanned::Withhold(detectors) = &scanned {
+                    return ChunkAction::ReplaceBody(self.withheld(detectors, now_ms));
+                }
                 self.observe_upstream_message(&message, now_ms);
                 self.finish_outcome(now_ms, true);
-                match filtered {
-                    Some(bytes) => ChunkAction::ReplaceBody(bytes),
-                    None => ChunkAction::Continue,
+                match (scanned, filtered) {
+                    (Scanned::Rewrite(bytes), _) | (_, Some(bytes)) => {
+                        ChunkAction::ReplaceBody(bytes)
+                    }
+                    _ => ChunkAction::Continue,
                 }
             }
             Err(err) => self.replace_with_upstream_error(
@@ -1426,8 +1495,9 @@ impl Exchange {
             }
         }
         let mut messages = Vec::new();
+        let mut withheld = None;
         for event in &events {
-            if problem.is_some() {
+            if problem.is_some() || withheld.is_some() {
                 break;
             }
             let data = match event.data() {
@@ -1441,9 +1511,19 @@ impl Exchange {
             };
             match mcp::parse_message(data.as_bytes(), limits) {
                 Ok(message) => {
-                    match self.rewrite_answer(&message) {
+                    let filtered = self.rewrite_answer(&message);
+                    let scanned = self.scan_content(filtered.as_deref().unwrap_or(data.as_bytes()));
+                    let replacement = match scanned {
+                        Scanned::Withhold(detectors) => {
+                            withheld = Some(detectors);
+                            break;
+                        }
+                        Scanned::Rewrite(json) => Some(json),
+                        Scanned::Pass => filtered,
+                    };
+                    match replacement {
                         // The same event (type and id kept, for resumption) with the filtered
-                        // answer.
+                        // or redacted message.
                         Some(json) => {
                             let text = String::from_utf8_lossy(&json);
                             let rebuilt =
@@ -1464,6 +1544,11 @@ impl Exchange {
         }
         for message in &messages {
             self.observe_upstream_message(message, now_ms);
+        }
+        if let Some(detectors) = withheld {
+            let body = self.withheld(&detectors, now_ms);
+            out.extend_from_slice(SseEvent::json_message(&body).raw());
+            return ChunkAction::Replace(out);
         }
         if let Some(why) = problem {
             // The client gets a well-formed error event; what the upstream still sends is dropped.
@@ -1494,6 +1579,112 @@ impl Exchange {
         } else {
             ChunkAction::Replace(out)
         }
+    }
+
+    /// Whether what the server sends for this exchange is scanned: DLP is configured and the
+    /// request is a governed call (listings are the tool-poisoning scanner's).
+    fn scans_content(&self) -> bool {
+        self.dlp.is_some()
+            && self.listing.is_none()
+            && self.pending.as_ref().is_some_and(|p| p.governed)
+    }
+
+    /// Scans the request's arguments: the findings go to policy (`findings`) and the intent
+    /// record, and the audit log gets the arguments with every finding replaced.
+    fn scan_arguments(&mut self) {
+        let (Some(dlp), Some(arguments)) = (&self.dlp, &self.facts.arguments) else {
+            return;
+        };
+        let found = scan_json(&dlp.scanner, arguments);
+        if found.is_empty() {
+            return;
+        }
+        self.argument_findings = content_findings(dlp, arguments, &found);
+        let mut audited = arguments.clone();
+        redact_json(&dlp.scanner, &mut audited, &found);
+        self.audited_arguments = Some(audited);
+    }
+
+    /// Content scanning of one message from upstream as the agent would get it (`bytes`):
+    /// every finding is recorded (detector, pointer, keyed hash, action) and the decision's `dlp`
+    /// obligation says which are redacted and which withhold the message.
+    fn scan_content(&mut self, bytes: &[u8]) -> Scanned {
+        if !self.scans_content() {
+            return Scanned::Pass;
+        }
+        let Some(dlp) = self.dlp.clone() else {
+            return Scanned::Pass;
+        };
+        // Already validated as a JSON-RPC message by the caller.
+        let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
+            return Scanned::Pass;
+        };
+        let found = scan_json(&dlp.scanner, &doc);
+        if found.is_empty() {
+            return Scanned::Pass;
+        }
+        let mut blocked: Vec<String> = Vec::new();
+        let mut to_redact = Vec::new();
+        for raw in &found {
+            let Some(finding) = content_findings(&dlp, &doc, std::slice::from_ref(raw)).pop()
+            else {
+                continue;
+            };
+            let action = self.dlp_actions.action_for(&finding.detector);
+            match action {
+                DlpAction::Block => blocked.push(finding.detector.clone()),
+                DlpAction::Redact => to_redact.push(raw.clone()),
+                DlpAction::Log => {}
+            }
+            self.content_findings.push(json!({
+                "detector": finding.detector,
+                "severity": finding.severity,
+                "pointer": finding.pointer,
+                "hash": finding.hash,
+                "action": action.as_str(),
+            }));
+        }
+        if !blocked.is_empty() {
+            blocked.sort();
+            blocked.dedup();
+            return Scanned::Withhold(blocked);
+        }
+        if to_redact.is_empty() {
+            return Scanned::Pass;
+        }
+        redact_json(&dlp.scanner, &mut doc, &to_redact);
+        match serde_json::to_vec(&doc) {
+            Ok(bytes) => Scanned::Rewrite(bytes),
+            // Never deliver what could not be redacted.
+            Err(_) => Scanned::Withhold(vec!["unredactable".to_owned()]),
+        }
+    }
+
+    /// The call's answer is withheld (a finding the decision blocks): the agent gets a JSON-RPC
+    /// error naming the detectors, the outcome records the findings, and what the upstream still
+    /// sends on this response is dropped. Returns the error message.
+    fn withheld(&mut self, detectors: &[String], now_ms: u64) -> Vec<u8> {
+        self.mode = ResponseMode::Discard;
+        let id = self.pending.as_ref().map(|p| p.id.clone());
+        let why = format!(
+            "answer withheld by content policy: it holds {}",
+            detectors.join(", ")
+        );
+        let body = jsonrpc::error_response(
+            id.as_ref(),
+            jsonrpc::CONTENT_WITHHELD,
+            &why,
+            Some(json!({"traceId": self.ids.trace_id, "detectors": detectors})),
+        );
+        self.record_outcome(
+            now_ms,
+            json!({
+                "status": self.response_status,
+                "errorCode": jsonrpc::CONTENT_WITHHELD,
+                "withheld": detectors,
+            }),
+        );
+        body
     }
 
     /// The answer to the pending call as the agent may see it, or `None` when the message is not
@@ -1681,6 +1872,9 @@ impl Exchange {
             if !self.redacted.is_empty() {
                 map.insert("redacted".to_string(), json!(self.redacted));
             }
+            if !self.content_findings.is_empty() {
+                map.insert("dlp".to_string(), json!(self.content_findings));
+            }
             // Kind and reference only: the credential itself never reaches the audit log.
             if let Some(credential) = &self.credential_audit {
                 map.insert("upstreamCredential".to_string(), credential.clone());
@@ -1712,7 +1906,14 @@ impl Exchange {
             agent: self.head.agent.clone(),
             delegation: self.claims.delegation.clone(),
             request: if kind == AuditKind::Intent {
-                self.facts.clone()
+                // Never a found value: the arguments with their findings replaced.
+                RequestFacts {
+                    arguments: self
+                        .audited_arguments
+                        .clone()
+                        .or_else(|| self.facts.arguments.clone()),
+                    ..self.facts.clone()
+                }
             } else {
                 // The arguments and the client fingerprint are recorded once, with the intent;
                 // later stages name the call.
@@ -2676,6 +2877,203 @@ mod tests {
             events[2].detail["redacted"],
             json!(["/structuredContent/apiKey", "/content/0/text"])
         );
+    }
+
+    /// [`config`] with content scanning on.
+    fn dlp_config() -> FilterConfig {
+        let mut value: Value = serde_json::from_str(CONFIG).unwrap();
+        value["dlp"] = json!({"hashKey": "test-hash-key-0123456789abcdef0123456789"});
+        FilterConfig::from_json(value.to_string().as_bytes()).unwrap()
+    }
+
+    /// A GitHub token with a valid checksum (made up for these tests).
+    const GITHUB_TOKEN: &str = "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";
+
+    fn allowed_with_dlp(config: &FilterConfig, ex: &mut Exchange, redact: &[&str], block: &[&str]) {
+        let decision = DecisionResponse {
+            obligations: Obligations {
+                dlp: Some(DlpActions {
+                    redact: redact.iter().map(|s| (*s).to_owned()).collect(),
+                    block: block.iter().map(|s| (*s).to_owned()).collect(),
+                }),
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        assert_eq!(
+            ex.on_decision(config, Ok(decision), 2),
+            DecisionAction::Resume
+        );
+    }
+
+    #[test]
+    fn findings_in_arguments_go_to_policy_and_the_audit_log_never_holds_the_value() {
+        let config = dlp_config();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"use {GITHUB_TOKEN} please","n":1}}}}}}"#
+        );
+        let (mut ex, request) = asked_for(&config, "dev", body.as_bytes());
+        assert_eq!(request.findings.len(), 1);
+        let finding = &request.findings[0];
+        assert_eq!(finding.detector, "github_token");
+        assert_eq!(finding.pointer, "/message");
+        assert!(finding.hash.starts_with("hmac-sha256:"));
+        // The sidecar still gets the arguments as sent: policy judges them.
+        assert_eq!(
+            request.request.arguments.as_ref().unwrap()["message"],
+            format!("use {GITHUB_TOKEN} please")
+        );
+        let events = ex.take_audit_events();
+        let intent = serde_json::to_string(&events[0]).unwrap();
+        assert!(!intent.contains(GITHUB_TOKEN), "{intent}");
+        assert_eq!(
+            events[0].request.arguments.as_ref().unwrap()["message"],
+            "use [REDACTED:github_token] please"
+        );
+        assert_eq!(events[0].detail["findings"][0]["detector"], "github_token");
+        // Without a `dlp` block nothing is scanned.
+        let (_, plain) = asked_for(&config_without_dlp(), "dev", body.as_bytes());
+        assert!(plain.findings.is_empty());
+    }
+
+    #[test]
+    fn a_call_with_findings_is_never_answered_from_the_cache() {
+        let config = dlp_config();
+        let mut inline = InlinePolicy::new(100);
+        let (plain, _) = asked_for(&config, "dev", CALL);
+        let cacheable = DecisionResponse {
+            obligations: Obligations {
+                cache_seconds: Some(60),
+                ..Obligations::default()
+            },
+            ..allow()
+        };
+        inline.remember(
+            || plain.decision_key(),
+            || plain.agent_identity(),
+            &cacheable,
+            1,
+        );
+        let (again, _) = asked_for(&config, "dev", CALL);
+        assert_eq!(
+            again
+                .local_decision(&mut inline, 2)
+                .map(|(_, source)| source),
+            Some(LocalSource::Cache)
+        );
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{GITHUB_TOKEN}"}}}}}}"#
+        );
+        let (flagged, _) = asked_for(&config, "dev", body.as_bytes());
+        assert_eq!(flagged.decision_key(), plain.decision_key());
+        assert!(flagged.local_decision(&mut inline, 2).is_none());
+    }
+
+    fn config_without_dlp() -> FilterConfig {
+        config()
+    }
+
+    #[test]
+    fn results_are_redacted_or_recorded_as_the_dlp_obligation_says() {
+        let config = dlp_config();
+        let (mut ex, _) = asked_for(&config, "dev", CALL);
+        allowed_with_dlp(&config, &mut ex, &["github_token"], &[]);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"result":{{"content":[{{"type":"text","text":"token {GITHUB_TOKEN}, owner jane@corp.example.com"}}]}}}}"#
+        );
+        let ChunkAction::ReplaceBody(out) =
+            ex.on_response_body(&config, body.len(), body.as_bytes(), true, 4)
+        else {
+            panic!("must redact");
+        };
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            value["result"]["content"][0]["text"],
+            "token [REDACTED:github_token], owner jane@corp.example.com"
+        );
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        let recorded: Vec<(&str, &str, &str)> = outcome["dlp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["detector"].as_str().unwrap(),
+                    f["action"].as_str().unwrap(),
+                    f["pointer"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            recorded,
+            vec![
+                ("github_token", "redact", "/result/content/0/text"),
+                ("email", "log", "/result/content/0/text")
+            ]
+        );
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(
+            !all.contains(GITHUB_TOKEN) && !all.contains("jane@corp"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_blocked_finding_withholds_the_answer() {
+        let config = dlp_config();
+        let (mut ex, _) = asked_for(&config, "dev", CALL);
+        allowed_with_dlp(&config, &mut ex, &["*"], &["private_key"]);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"}]}}"#;
+        let ChunkAction::ReplaceBody(out) = ex.on_response_body(&config, body.len(), body, true, 4)
+        else {
+            panic!("must withhold");
+        };
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["id"], 5);
+        assert_eq!(value["error"]["code"], jsonrpc::CONTENT_WITHHELD, "{value}");
+        assert_eq!(value["error"]["data"]["detectors"], json!(["private_key"]));
+        assert!(!String::from_utf8_lossy(&out).contains("MIIB"));
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        assert_eq!(outcome["withheld"], json!(["private_key"]));
+        assert_eq!(outcome["dlp"][0]["action"], "block");
+    }
+
+    #[test]
+    fn a_secret_split_across_sse_chunks_is_redacted() {
+        let config = dlp_config();
+        let (mut ex, _) = asked_for(&config, "dev", CALL);
+        allowed_with_dlp(&config, &mut ex, &["github_token"], &[]);
+        assert_eq!(
+            ex.on_response_head(200, Some("text/event-stream"), false, &config, 3),
+            ResponseHeadAction::StreamWithoutLength
+        );
+        let stream = format!(
+            "id: 7\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"level\":\"info\",\"data\":\"log {GITHUB_TOKEN}\"}}}}\n\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{GITHUB_TOKEN}\"}}]}}}}\n\n"
+        );
+        // Split inside each token.
+        let first = stream.find("ghp_").unwrap() + 10;
+        let second = stream.rfind("ghp_").unwrap() + 10;
+        let mut delivered = Vec::new();
+        for (i, chunk) in [&stream[..first], &stream[first..second], &stream[second..]]
+            .into_iter()
+            .enumerate()
+        {
+            let last = i == 2;
+            match ex.on_response_body(&config, chunk.len(), chunk.as_bytes(), last, 4) {
+                ChunkAction::Replace(bytes) => delivered.extend(bytes),
+                ChunkAction::Continue => delivered.extend(chunk.as_bytes()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let delivered = String::from_utf8(delivered).unwrap();
+        assert!(!delivered.contains("ghp_"), "{delivered}");
+        assert_eq!(delivered.matches("[REDACTED:github_token]").count(), 2);
+        // The redacted event keeps its id (for resumption).
+        assert!(delivered.contains("id: 7\n"), "{delivered}");
     }
 
     #[test]

@@ -151,11 +151,8 @@ impl InlinePolicy {
         facts: &RequestFacts,
         now_ms: u64,
     ) -> Option<(DecisionResponse, LocalSource)> {
-        if let Some(published) = &self.published
-            && let Some(table) = &published.table
-            && let Some(decision) = table.decide(agent, facts, &published.bundle_digest)
-        {
-            return Some((decision, LocalSource::Table));
+        if let Some(decided) = self.decide_from_table(agent, facts) {
+            return Some(decided);
         }
         match self.cache.get(key) {
             Some(cached) if cached.expires_at_ms > now_ms => {
@@ -182,6 +179,21 @@ impl InlinePolicy {
             self.leases.remove(key);
         }
         Some((decision, LocalSource::Lease))
+    }
+
+    /// The published table's decision alone, for a request the cache and the leases must not
+    /// answer (its decision may depend on more than its key: what the content scanners found).
+    pub fn decide_from_table(
+        &self,
+        agent: &str,
+        facts: &RequestFacts,
+    ) -> Option<(DecisionResponse, LocalSource)> {
+        let published = self.published.as_ref()?;
+        let decision = published
+            .table
+            .as_ref()?
+            .decide(agent, facts, &published.bundle_digest)?;
+        Some((decision, LocalSource::Table))
     }
 
     /// Keep a sidecar decision for `key` when it may be reused: cached (`cacheSeconds`), or held

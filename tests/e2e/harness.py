@@ -71,6 +71,16 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
+def sse_events(raw: bytes) -> list[dict]:
+    """The JSON-RPC messages of an SSE body, in order (events without data skipped)."""
+    events = []
+    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].lstrip() for line in block.split(b"\n") if line.startswith(b"data:")]
+        if data and any(data):
+            events.append(json.loads(b"\n".join(data)))
+    return events
+
+
 def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     last = None
@@ -220,7 +230,7 @@ prompts = ["simple-prompt"]
 [agents.servers.scripted]
 tools = ["echo", "progress", "ask_client", "big", "fail", "report"]
 [agents.servers.raw]
-tools = ["raw"]
+tools = ["raw", "stream"]
 [agents.servers.exchanged]
 tools = ["echo", "raw"]
 [agents.servers.keyed]
@@ -321,6 +331,7 @@ class Stack:
         (self.dir / "admin-token").write_text(self.admin_token + "\n")
         # The filter's credential at /v1/credentials (in the Envoy config and the sidecar's).
         self.proxy_token = secrets.token_urlsafe(32)
+        self.dlp_hash_key = secrets.token_urlsafe(32)
         (self.dir / "proxy-token").write_text(self.proxy_token + "\n")
         # The static keys only the upstreams and the secret store know.
         self.keyed_key = "kk-" + secrets.token_urlsafe(16)
@@ -448,6 +459,7 @@ class Stack:
             "SCRIPTED_JSON_PORT": self.ports["scripted_json"],
             "EXCHANGED_PORT": self.ports["exchanged"], "KEYED_PORT": self.ports["keyed"],
             "VAULTED_PORT": self.ports["vaulted"], "PROXY_TOKEN": self.proxy_token,
+            "DLP_HASH_KEY": self.dlp_hash_key,
             "JWKS_CACHE_SECS": 3,
             "JWT_ISSUER": ISSUER, "JWT_AUDIENCE": audience or self.audience, "WASM_PATH": WASM,
             "MAX_BODY_BYTES": 65536, "MAX_SSE_EVENT_BYTES": 262144, "AUTHZ_TIMEOUT_MS": 1000,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness import http
+from harness import http, sse_events
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -67,15 +67,6 @@ def test_header_body_mismatch_is_400_with_32020(stack, token):
         error = json.loads(response)["error"]
         assert error["code"] == HEADER_MISMATCH
         assert json.loads(response)["id"] == 3
-
-
-def sse_events(raw: bytes) -> list[dict]:
-    events = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = [line[5:].lstrip() for line in block.split(b"\n") if line.startswith(b"data:")]
-        if data and any(data):
-            events.append(json.loads(b"\n".join(data)))
-    return events
 
 
 def test_split_sse_from_upstream_is_reassembled_intact(stack, token):

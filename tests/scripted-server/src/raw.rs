@@ -131,9 +131,30 @@ fn progress_token(body: &[u8]) -> Value {
         .unwrap_or_else(|| json!("split-sse"))
 }
 
+/// The text of `/raw/split-sse`'s result: the request's `params.arguments.message` when it has
+/// one (so a test can put a secret in a stream that arrives 3 bytes at a time), or
+/// `params.arguments.messageBase64` decoded (content the request did not carry as such, as a
+/// server that reads it from a file produces it), else `split-sse done`.
+fn split_sse_text(body: &[u8]) -> String {
+    use base64::Engine as _;
+    let request = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let argument = |name: &str| {
+        request
+            .pointer(&format!("/params/arguments/{name}"))
+            .and_then(Value::as_str)
+    };
+    if let Some(text) = argument("message") {
+        return text.to_owned();
+    }
+    argument("messageBase64")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|| "split-sse done".to_owned())
+}
+
 /// The complete SSE document `/raw/split-sse` sends: a progress notification event, then the
-/// result for `id`. Lines end in CRLF so that the split falls between CR and LF.
-pub fn split_sse_document(id: &Value, progress_token: &Value) -> String {
+/// result for `id` with `text`. Lines end in CRLF so that the split falls between CR and LF.
+pub fn split_sse_document(id: &Value, progress_token: &Value, text: &str) -> String {
     let progress = json!({
         "jsonrpc": "2.0",
         "method": "notifications/progress",
@@ -142,7 +163,7 @@ pub fn split_sse_document(id: &Value, progress_token: &Value) -> String {
     let result = json!({
         "jsonrpc": "2.0",
         "id": id,
-        "result": {"content": [{"type": "text", "text": "split-sse done"}], "isError": false},
+        "result": {"content": [{"type": "text", "text": text}], "isError": false},
     });
     format!("event: message\r\ndata: {progress}\r\n\r\nevent: message\r\ndata: {result}\r\n\r\n")
 }
@@ -176,7 +197,11 @@ async fn split_sse(
             requested: query.delay_ms,
         });
     }
-    let document = split_sse_document(&request_id(&body), &progress_token(&body));
+    let document = split_sse_document(
+        &request_id(&body),
+        &progress_token(&body),
+        &split_sse_text(&body),
+    );
     let delay = Duration::from_millis(query.delay_ms);
     let chunks = split_chunks(document.as_bytes(), query.chunk_bytes);
     // Each chunk is a separate body frame; the pause makes hyper flush it as its own
@@ -329,7 +354,7 @@ mod tests {
 
     #[test]
     fn split_chunks_are_small_and_split_every_crlf() {
-        let document = split_sse_document(&json!(5), &json!("token"));
+        let document = split_sse_document(&json!(5), &json!("token"), "split-sse done");
         let chunks = split_chunks(document.as_bytes(), 3);
         assert_eq!(chunks.concat(), document.as_bytes());
         assert!(

@@ -1,0 +1,133 @@
+"""Content security through Envoy (docs/dlp.md): secrets found in arguments reach policy and never
+the audit log; secrets in what a server sends are redacted or withhold the answer as the default
+bundle's `dlp` obligation says, in JSON answers and in SSE streams split into 3-byte chunks."""
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import zlib
+
+import anyio
+
+from harness import http, sse_events
+from mcp_client import connect
+
+POLICY_DENIED = -32080
+CONTENT_WITHHELD = -32090
+
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def github_token() -> str:
+    """A fresh GitHub-format token with a valid checksum (made up; never a real one)."""
+    body = "".join(secrets.choice(B62) for _ in range(30))
+    crc, check = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        check = B62[crc % 62] + check
+        crc //= 62
+    return "ghp_" + body + check
+
+
+def call(stack, token, path: str, arguments: dict, trace_id: str, name: str = "echo"):
+    body = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                       "params": {"name": name, "arguments": arguments}}).encode()
+    return http("POST", f"http://127.0.0.1:{stack.ports['envoy']}{path}", body, {
+        "authorization": f"Bearer {token}", "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+
+
+def stored(events: list[dict]) -> str:
+    return json.dumps(events)
+
+
+def test_a_secret_in_a_result_is_redacted_and_the_audit_log_holds_only_hashes(stack, token):
+    secret = github_token()
+    address = f"ops-{secrets.token_hex(3)}@corp.example.com"
+    message = f"deploy with {secret}, notify {address}"
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token) as client:
+            result = await client.call_tool("echo", {"message": message})
+            return result, client.recorder.trace_of("tools/call", "echo")
+
+    result, trace_id = anyio.run(scenario)
+    text = result.content[0].text
+    # The official SDK gets a valid result: the token redacted, the e-mail address (recorded
+    # only, by the default bundle) as sent.
+    assert not result.is_error
+    assert secret not in text
+    assert text == f"deploy with [REDACTED:github_token], notify {address}"
+    events = stack.wait_trace(trace_id)
+    by_kind = {e["event"]["kind"]: e["event"] for e in events}
+    intent, decision, outcome = by_kind["intent"], by_kind["decision"], by_kind["outcome"]
+    # The arguments are audited with the findings replaced; the findings carry keyed hashes.
+    assert intent["request"]["arguments"]["message"] == (
+        "deploy with [REDACTED:github_token], notify [REDACTED:email]")
+    found = {f["detector"]: f for f in intent["detail"]["findings"]}
+    assert set(found) == {"github_token", "email"}
+    assert all(f["pointer"] == "/message" and f["hash"].startswith("hmac-sha256:")
+               for f in found.values())
+    assert decision["detail"]["obligations"]["dlp"]["block"] == ["private_key"]
+    actions = {(f["detector"], f["action"]) for f in outcome["detail"]["dlp"]}
+    assert actions == {("github_token", "redact"), ("email", "log")}
+    # The same value hashes the same in the request and in the answer.
+    answer_hash = next(f["hash"] for f in outcome["detail"]["dlp"] if f["detector"] == "github_token")
+    assert answer_hash == found["github_token"]["hash"]
+    everything = stored(events)
+    assert secret not in everything and address not in everything
+
+
+def test_a_private_key_in_arguments_is_denied_before_the_server_sees_it(stack, token):
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    trace_id = secrets.token_hex(16)
+    before = stack.upstream_requests()
+    status, _, body = call(stack, token, "/mcp/scripted", {"message": f"store {key}"}, trace_id)
+    assert status == 200
+    answer = json.loads(body) if body.startswith(b"{") else sse_events(body)[-1]
+    assert answer["error"]["code"] == POLICY_DENIED
+    assert answer["error"]["data"]["ruleIds"] == ["behavry.dlp.secret_in_arguments"]
+    assert "private_key at /message" in answer["error"]["message"]
+    assert stack.upstream_requests() == before, "a denied call reached the server"
+    events = stack.wait_trace(trace_id, kinds=("intent", "decision", "outcome"))
+    assert "MIIEvQ" not in stored(events)
+
+
+def test_a_blocked_finding_in_an_answer_withholds_it(stack, token):
+    # The server produces a private key its request did not carry as one (it decodes
+    # `messageBase64`), streamed 3 bytes at a time: the default bundle blocks private keys, so
+    # the agent gets an error instead of the answer.
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    trace_id = secrets.token_hex(16)
+    status, _, body = call(stack, token, "/mcp/raw/split-sse",
+                           {"messageBase64": base64.b64encode(key.encode()).decode()},
+                           trace_id, name="stream")
+    assert status == 200
+    assert b"MIIEvQ" not in body
+    answer = sse_events(body)[-1]
+    assert answer["id"] == 9
+    assert answer["error"]["code"] == CONTENT_WITHHELD
+    assert answer["error"]["data"]["detectors"] == ["private_key"]
+    events = stack.wait_trace(trace_id)
+    outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
+    assert outcome["detail"]["withheld"] == ["private_key"]
+    assert "MIIEvQ" not in stored(events)
+
+
+def test_a_secret_split_across_sse_chunks_is_redacted(stack, token):
+    # /raw/split-sse streams its answer 3 bytes at a time: every secret in it arrives split
+    # across chunks, and must still be found.
+    secret = github_token()
+    trace_id = secrets.token_hex(16)
+    status, headers, body = call(stack, token, "/mcp/raw/split-sse",
+                                 {"message": f"token {secret} ok"}, trace_id, name="stream")
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    assert secret.encode() not in body
+    messages = sse_events(body)
+    assert messages[-1]["result"]["content"][0]["text"] == "token [REDACTED:github_token] ok"
+    events = stack.wait_trace(trace_id)
+    outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
+    assert [f["detector"] for f in outcome["detail"]["dlp"]] == ["github_token"]
+    assert secret not in stored(events)
