@@ -92,7 +92,8 @@ lint: setup wasm
 ## Bench -------------------------------------------------------------------------------------
 
 # tools/call through the upstream directly, bare Envoy and Envoy with Behavry in one run (writes
-# target/bench/tools_call.json), then behavry-core's parser benches, the filter's own work per
+# target/bench/tools_call.json), DLP on and off inside Envoy for 30–60 KB answers
+# (target/bench/dlp_envoy.json), then behavry-core's parser benches, the filter's own work per
 # exchange, the policy decision bench and the DLP scanner bench (criterion, target/criterion/),
 # and the DLP scanner built for wasm32-wasip1 in V8 (Node) and wasmtime.
 # Method and results: docs/performance.md.
@@ -100,6 +101,7 @@ bench: setup
 	cargo build --release $(addprefix --bin ,$(HOST_BINS) behavry-loadgen)
 	$(MAKE) wasm
 	BEHAVRY_TOOLS=$(abspath $(TOOLS)) BEHAVRY_PROFILE=release $(PY) tests/bench/tools_call_latency.py
+	BEHAVRY_TOOLS=$(abspath $(TOOLS)) BEHAVRY_PROFILE=release $(PY) tests/bench/dlp_envoy.py
 	cargo bench -p behavry-core --bench parsing
 	cargo bench -p behavry-filter --bench exchange
 	cargo bench -p behavry-authz --bench decision

@@ -12,6 +12,8 @@
 //!   resource, prompt, arguments, protocol version, client info);
 //! - [`headers`]: consistency of the MCP 2026-07-28 standard headers (`Mcp-Method`, `Mcp-Name`,
 //!   `MCP-Protocol-Version`) with the body;
+//! - [`poisoning`]: tool-definition scanning for poisoning and shadowing (instructions to the
+//!   model, secrecy, hidden characters, other servers' tools), with scores and reasons;
 //! - [`sse`]: a streaming Server-Sent Events decoder that yields complete events from arbitrary
 //!   chunks and keeps each event's exact bytes, and the encoder for injected events;
 //! - [`trace`]: W3C Trace Context `traceparent` parsing and formatting;
@@ -27,6 +29,7 @@ pub mod headers;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;
+pub mod poisoning;
 pub mod sse;
 pub mod trace;
 pub mod wire;

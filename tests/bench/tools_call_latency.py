@@ -107,34 +107,42 @@ def bare_envoy(stack: Stack, upstream_port: int) -> Service:
                    ready_url=f"http://127.0.0.1:{admin}/ready")
 
 
-def behavry_envoy_without_inline(stack: Stack) -> Service:
-    """A second Envoy with Behavry, the same sidecar, sink and upstream, every decision a
-    callout (`inline.enabled: false`)."""
+def second_behavry_envoy(stack: Stack, name: str, inline: bool = True,
+                         edit=None) -> tuple[Service, int]:
+    """Another Envoy with Behavry on the same sidecar, sink and upstream, on ports of its own:
+    `inline=False` sends every decision to the sidecar; `edit` may change the rendered bootstrap
+    text before it starts. Returns the service and its listener port."""
     listen, admin = free_port(), free_port()
-    stack.ports.update(callout_envoy=listen, callout_admin=admin)
     saved = dict(stack.ports)
     # The gateway's audience (derived from the main Envoy's port) stays the tokens' audience.
     audience = stack.audience
     stack.ports.update(envoy=listen, admin=admin)
-    stack.inline_decisions = False
+    stack.inline_decisions = inline
     try:
         service = stack.envoy(concurrency=ENVOY_CONCURRENCY, log_level="warn",
-                              config_name="envoy-callout.yaml", audience=audience)
+                              config_name=f"{name}.yaml", audience=audience)
     finally:
         stack.ports.clear()
         stack.ports.update(saved)
         stack.inline_decisions = True
-    service.name = "envoy-callout"
-    service.log_path = stack.logs / "envoy-callout.log"
-    return service
+    stack.ports.update({name: listen, f"{name}_admin": admin})
+    if edit is not None:
+        config = stack.dir / f"{name}.yaml"
+        config.write_text(edit(config.read_text()))
+    service.name = name
+    service.log_path = stack.logs / f"{name}.log"
+    return service, listen
 
 
-def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
+def start_stack(workdir: Path, authz_extra: str) -> tuple[Stack, int]:
+    """The authz-sidecar, the audit-sink, the scripted server in stateless JSON mode and Envoy
+    with Behavry (route /mcp/scripted to that server). Returns the stack and the upstream's port;
+    the caller adds its own Envoys and stops the stack."""
     upstream_port = free_port()
     # The Behavry Envoy's /mcp/scripted route goes to the JSON-mode server too.
     stack = Stack(workdir, name="bench", ports={"scripted": upstream_port,
                                                 "scripted_json": upstream_port},
-                  authz_extra=BENCH_AGENT_CONFIG)
+                  authz_extra=authz_extra)
     try:
         stack.services["authz"] = stack.authz().start()
         stack.services["audit"] = stack.audit().start()
@@ -145,8 +153,18 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         stack.services["scripted_json"] = upstream.start()
         stack.services["envoy"] = stack.envoy(concurrency=ENVOY_CONCURRENCY,
                                               log_level="warn").start()
+    except Exception:
+        stack.stop()
+        raise
+    return stack, upstream_port
+
+
+def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
+    stack, upstream_port = start_stack(workdir, BENCH_AGENT_CONFIG)
+    try:
         stack.services["envoy_bare"] = bare_envoy(stack, upstream_port).start()
-        stack.services["envoy_callout"] = behavry_envoy_without_inline(stack).start()
+        callout, callout_port = second_behavry_envoy(stack, "envoy-callout", inline=False)
+        stack.services["envoy_callout"] = callout.start()
         wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
     except Exception:
         stack.stop()
@@ -155,9 +173,9 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         "direct": stack.direct_url("scripted_json"),
         "bare-envoy": f"http://127.0.0.1:{stack.ports['bare_envoy']}/mcp/scripted",
         "behavry": stack.url("scripted"),
-        "behavry-callout": f"http://127.0.0.1:{stack.ports['callout_envoy']}/mcp/scripted",
+        "behavry-callout": f"http://127.0.0.1:{callout_port}/mcp/scripted",
         "denied-inline": stack.url("scripted"),
-        "denied-callout": f"http://127.0.0.1:{stack.ports['callout_envoy']}/mcp/scripted",
+        "denied-callout": f"http://127.0.0.1:{callout_port}/mcp/scripted",
     }
     return stack, urls
 
@@ -173,7 +191,8 @@ def envoy_timings(stack: Stack) -> dict[str, str]:
     """Envoy's own request-time histograms (ms; P50 and P99 over the whole run, both modes and
     warm-up included): how much of a call through Behavry is the sidecar round trip."""
     timings = {}
-    for admin in (stack.ports["admin"], stack.ports["bare_admin"], stack.ports["callout_admin"]):
+    for admin in (stack.ports["admin"], stack.ports["bare_admin"],
+                  stack.ports["envoy-callout_admin"]):
         _, _, body = http("GET", f"http://127.0.0.1:{admin}/stats?usedonly"
                                  "&filter=(upstream_rq_time|downstream_rq_time)$")
         for line in body.decode().splitlines():

@@ -521,10 +521,15 @@ class Stack:
     @staticmethod
     def cli(*args: str, check: bool = True, env: dict | None = None,
             input_text: str | None = None) -> subprocess.CompletedProcess:
-        """Run `behavry` (no stack needed: also `Stack.cli(...)`)."""
-        return subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
-                              check=check, timeout=60, input=input_text,
+        """Run `behavry` (no stack needed: also `Stack.cli(...)`). With `check`, a failure says
+        what the command printed."""
+        done = subprocess.run([str(BIN / "behavry"), *args], capture_output=True, text=True,
+                              timeout=60, input=input_text,
                               env={**os.environ, **env} if env else None)
+        if check and done.returncode != 0:
+            raise AssertionError(f"behavry {' '.join(args[:3])} … exited {done.returncode}: "
+                                 f"{done.stderr.strip()} {done.stdout.strip()}")
+        return done
 
     def mint(self, agent: str = AGENT, ttl: int | None = None) -> str:
         args = ["token", "mint", "--agent", agent, "--config", str(self.authz_config)]

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""`make bench`: what DLP costs inside Envoy, per call, for large answers.
+
+Starts (with tests/e2e/harness.py) the authz-sidecar, the audit-sink, the scripted MCP server in
+stateless JSON mode, and two Envoys with Behavry that differ only in the filter's `dlp` section:
+`dlp` (the bootstrap as shipped: every governed call scanned both ways) and `no-dlp` (the section
+removed: nothing scanned). Then, for several rounds, alternating, runs `behavry-loadgen` at
+concurrency 1 against both with two calls:
+
+  big-60k    `big` with 60 000 bytes: a 60 KB answer of letters (few stops for the detectors);
+  logs-30k   `echo` of 30 KB of log lines with an address, an internal IP and a GitHub token
+             every 20 lines: scanned in the arguments and again in the answer, where the
+             default bundle's `dlp` obligation redacts the tokens.
+
+Reports the median over rounds of p50/p99 latency and of the Envoy's CPU time per call, and the
+difference DLP makes. Writes target/bench/dlp_envoy.json. Environment: BENCH_ROUNDS (3),
+BENCH_DLP_REQUESTS (1000), BEHAVRY_PROFILE (the Makefile sets release).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from harness import ROOT, wait_until  # noqa: E402
+from tools_call_latency import (  # noqa: E402
+    ENVOY_CONCURRENCY, cpu_snapshot, loadgen, second_behavry_envoy, start_stack,
+)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+REQUESTS = int(os.environ.get("BENCH_DLP_REQUESTS", "1000"))
+OUT = ROOT / "target" / "bench" / "dlp_envoy.json"
+AGENT = "bench-agent"
+AGENT_CONFIG = (f'[[agents]]\nid = "{AGENT}"\nroles = ["batch"]\n'
+                '[agents.servers.scripted]\ntools = ["echo", "big"]\n')
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def github_token(n: int) -> str:
+    body = f"{n:030d}"
+    crc, check = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        check = B62[crc % 62] + check
+        crc //= 62
+    return "ghp_" + body + check
+
+
+def log_lines(size: int) -> str:
+    lines, n = [], 0
+    while sum(len(line) for line in lines) < size:
+        if n % 20 == 7:
+            lines.append(f"2026-11-30T10:{n % 60:02d}:00Z WARN user ops{n}@corp.example.com from 10.1.{n % 250}.{n % 200}\n")
+        elif n % 20 == 13:
+            lines.append(f"2026-11-30T10:{n % 60:02d}:00Z DEBUG token {github_token(n)}\n")
+        else:
+            lines.append(f"2026-11-30T10:{n % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z INFO GET /api/v2/items/{n} "
+                         f"from 34.{n % 256}.{(n * 5) % 256}.{(n * 11) % 256} took {n % 90}.{n % 10} ms status=200\n")
+        n += 1
+    return "".join(lines)[:size]
+
+
+CALLS = {
+    "big-60k": {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "big", "arguments": {"bytes": 60000}}},
+    "logs-30k": {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                 "params": {"name": "echo", "arguments": {"message": log_lines(30000)}}},
+}
+
+
+def without_dlp(bootstrap: str) -> str:
+    """The bootstrap with the filter's `dlp` section removed."""
+    lines = bootstrap.splitlines(keepends=True)
+    kept = [line for line in lines if '"dlp":' not in line]
+    assert len(kept) == len(lines) - 1, "expected one dlp line in the bootstrap"
+    return "".join(kept)
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="behavry-dlp-bench-") as tmp:
+        stack, _ = start_stack(Path(tmp), AGENT_CONFIG)
+        try:
+            nodlp, nodlp_port = second_behavry_envoy(stack, "envoy-nodlp", edit=without_dlp)
+            stack.services["envoy-nodlp"] = nodlp.start()
+            wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
+            nodlp_url = f"http://127.0.0.1:{nodlp_port}/mcp/scripted"
+            urls = {"dlp": stack.url("scripted"), "no-dlp": nodlp_url}
+            services = {"dlp": "envoy", "no-dlp": "envoy-nodlp"}
+            token = stack.mint(AGENT, ttl=3600)
+            bodies = {}
+            for name, call in CALLS.items():
+                path = Path(tmp) / f"{name}.json"
+                path.write_text(json.dumps(call))
+                bodies[name] = path
+            runs: dict[str, dict[str, list[dict]]] = {c: {t: [] for t in urls} for c in CALLS}
+            for round_index in range(ROUNDS):
+                order = list(urls) if round_index % 2 == 0 else list(reversed(urls))
+                for call in CALLS:
+                    for target in order:
+                        before = cpu_snapshot(stack)
+                        report = loadgen(urls[target], token, bodies[call], 1, REQUESTS)
+                        after = cpu_snapshot(stack)
+                        svc = services[target]
+                        report["envoy_cpu_us_per_call"] = (after[svc] - before[svc]) * 1e6 / REQUESTS
+                        runs[call][target].append(report)
+            summary = {}
+            for call, targets in runs.items():
+                summary[call] = {}
+                for target, reports in targets.items():
+                    summary[call][target] = {
+                        metric: statistics.median(r[metric] for r in reports)
+                        for metric in ("p50_us", "p99_us", "envoy_cpu_us_per_call")
+                    }
+                    summary[call][target]["errors"] = sum(r.get("errors", 0) for r in reports)
+            print(f"{'call':<10} {'target':<7} {'p50 µs':>9} {'p99 µs':>9} {'Envoy CPU µs/call':>18}")
+            for call, targets in summary.items():
+                for target, m in targets.items():
+                    print(f"{call:<10} {target:<7} {m['p50_us']:>9.0f} {m['p99_us']:>9.0f} "
+                          f"{m['envoy_cpu_us_per_call']:>18.0f}")
+                d, n = targets["dlp"], targets["no-dlp"]
+                print(f"{call:<10} {'DLP +':<7} {d['p50_us'] - n['p50_us']:>9.0f} "
+                      f"{d['p99_us'] - n['p99_us']:>9.0f} "
+                      f"{d['envoy_cpu_us_per_call'] - n['envoy_cpu_us_per_call']:>18.0f}")
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.write_text(json.dumps({"rounds": ROUNDS, "requests": REQUESTS,
+                                       "envoyConcurrency": ENVOY_CONCURRENCY,
+                                       "summary": summary, "runs": runs}, indent=2))
+            print(f"written {OUT}")
+        finally:
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
