@@ -319,6 +319,17 @@ denials contains {
 	not input.approval.granted == true
 }
 
+# A tool whose listed definition the proxy's poisoning scanner scored at or above the bundle's
+# threshold (input.tool.poisoning, docs/poisoning.md): hidden from listings, unknown to calls.
+denials contains {
+	"rule": "behavry.tools.poisoned",
+	"reason": sprintf("tool '%s' on server '%s' is hidden: its definition scores %d for poisoning (%s)", [target, server, input.tool.poisoning.score, concat(", ", input.tool.poisoning.rules)]),
+	"conceal": true,
+} if {
+	tool_target
+	input.tool.poisoning.score >= data.behavry.poisoning.hide_from
+}
+
 # A secret the proxy's scanners found in the arguments (input.findings, docs/dlp.md) that no
 # server should get, whoever asks.
 denials contains {
@@ -376,10 +387,15 @@ deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
 
 # An allowed call is either a listing or a governed call, never both. What a listing shows
 # depends on who asks (agent, chain, scopes) and where: reusable.
-allow_obligations := {"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds} if {
+allow_obligations := object.union({"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds}, poisoning_obligation) if {
 	listing
 	method != "tasks/list"
 }
+
+# A tool listing also hides the tools whose definitions score as poisoned.
+default poisoning_obligation := {}
+
+poisoning_obligation := {"poisoning": {"hideFrom": data.behavry.poisoning.hide_from}} if method == "tools/list"
 
 # A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
 allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"

@@ -817,6 +817,7 @@ fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
             (o.visible.is_some(), "visible"),
             (o.lease.is_some(), "lease"),
             (o.dlp.is_some(), "dlp"),
+            (o.poisoning.is_some(), "poisoning"),
         ]
     };
     match misplaced.iter().find(|(present, _)| *present) {
@@ -1515,6 +1516,7 @@ pub(crate) mod tests {
         let mut call = request("dev", "tools/call", tool("x"));
         call.tool = Some(ToolFacts {
             annotations: Some(serde_json::json!({"destructiveHint": true})),
+            ..ToolFacts::default()
         });
         // 2026-11-30 was a Monday; 19:20 UTC.
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_066_400);
@@ -1563,6 +1565,13 @@ pub(crate) mod tests {
         let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
         assert!(
             err.to_string().contains("dlp does not apply to a denial"),
+            "{err}"
+        );
+        write(r#"{"allow": false, "obligations": {"poisoning": {"hideFrom": 50}}}"#);
+        let err = PolicyBundle::load(dir.path(), &[], TIMEOUT).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("poisoning does not apply to a denial"),
             "{err}"
         );
         write(r#"{"allow": true, "obligations": {"dlp": {"redact": ["*"], "mask": []}}}"#);
@@ -1642,6 +1651,7 @@ pub(crate) mod tests {
                 let mut destructive = base.clone();
                 destructive.tool = Some(ToolFacts {
                     annotations: Some(serde_json::json!({"destructiveHint": true})),
+                    ..ToolFacts::default()
                 });
                 variants.push(("destructive", destructive, usage.clone()));
                 let mut narrowed = base.clone();

@@ -115,6 +115,29 @@ pub struct ToolFacts {
     /// hints from the server that policy may only use to restrict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Value>,
+    /// What the proxy's poisoning scanner made of the listed definition (docs/poisoning.md);
+    /// absent when nothing fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poisoning: Option<PoisoningFacts>,
+}
+
+/// A tool definition's poisoning verdict as policy sees it: `input.tool.poisoning`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoisoningFacts {
+    /// 0–100.
+    pub score: u32,
+    /// The ids of the rules that fired, sorted.
+    pub rules: Vec<String>,
+}
+
+/// The `poisoning` obligation of an allowed `tools/list`: tools whose definitions score at least
+/// `hideFrom` are removed from the answer (the proxy scans each definition).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoisoningHiding {
+    /// The lowest score that hides a tool (1–100).
+    pub hide_from: u32,
 }
 
 impl ToolFacts {
@@ -309,6 +332,10 @@ pub struct Obligations {
     /// "Leases"); the sidecar reserves their budget with this call's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Allow of a `tools/list`: hide the tools whose definitions the proxy's poisoning scanner
+    /// scores at or above `hideFrom` (docs/poisoning.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poisoning: Option<PoisoningHiding>,
     /// Allow: what the proxy does with what its content scanners find in what the server sends
     /// for this call (docs/dlp.md). Findings no list names are only recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -510,6 +537,7 @@ mod tool_facts_tests {
     fn destructive_is_an_explicit_hint_not_overridden_by_read_only() {
         let facts = |v: Value| ToolFacts {
             annotations: Some(v),
+            ..ToolFacts::default()
         };
         assert!(facts(serde_json::json!({"destructiveHint": true})).is_destructive());
         assert!(

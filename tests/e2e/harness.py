@@ -238,6 +238,13 @@ tools = ["echo", "raw"]
 [agents.servers.vaulted]
 tools = ["echo", "raw"]
 
+# Granted every tool of the scripted server: what it does not see was hidden for another reason
+# (tool poisoning, docs/poisoning.md).
+[[agents]]
+id = "tools-probe"
+[agents.servers.scripted]
+tools = ["*"]
+
 [[agents]]
 id = "conformance-agent"
 [agents.servers.everything]

@@ -9,11 +9,15 @@ import secrets
 import zlib
 
 import anyio
+import pytest
+
+from mcp import MCPError
 
 from harness import http, sse_events
 from mcp_client import connect
 
 POLICY_DENIED = -32080
+UNKNOWN_TOOL = -32602
 CONTENT_WITHHELD = -32090
 
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -131,3 +135,33 @@ def test_a_secret_split_across_sse_chunks_is_redacted(stack, token):
     outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
     assert [f["detector"] for f in outcome["detail"]["dlp"]] == ["github_token"]
     assert secret not in stored(events)
+
+
+def test_a_poisoned_tool_is_hidden_from_the_listing_and_unknown_to_calls(stack):
+    # An agent granted every tool of the scripted server: add_numbers (whose description tells
+    # the model to read ~/.ssh/id_rsa and keep quiet) is missing only because it is poisoned.
+    token = stack.mint("tools-probe")
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            listing_trace = client.recorder.trace_of("tools/list", None)
+            with pytest.raises(MCPError) as unknown:
+                await client.call_tool("add_numbers", {"a": 1, "b": 2})
+            call_trace = client.recorder.trace_of("tools/call", "add_numbers")
+            echoed = await client.call_tool("echo", {"message": "still here"})
+            return names, listing_trace, unknown.value, call_trace, echoed
+
+    names, listing_trace, unknown, call_trace, echoed = anyio.run(scenario)
+    assert "add_numbers" not in names
+    assert {"echo", "progress", "big", "fail"} <= names
+    assert unknown.error.code == UNKNOWN_TOOL and "Unknown tool" in unknown.error.message
+    assert echoed.content[0].text == "still here"
+    listing = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(listing_trace)}
+    verdicts = {v["tool"]: v for v in listing["outcome"]["detail"]["poisoning"]}
+    assert verdicts["add_numbers"]["hidden"] is True and verdicts["add_numbers"]["score"] == 100
+    rules = {r["rule"] for r in verdicts["add_numbers"]["reasons"]}
+    assert {"secrecy", "sensitive_data", "tag_emphasis", "model_instruction"} <= rules
+    assert "add_numbers" in listing["outcome"]["detail"]["hidden"]
+    call = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(call_trace)}
+    assert call["decision"]["detail"]["ruleIds"] == ["behavry.tools.poisoned"]

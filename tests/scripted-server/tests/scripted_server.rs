@@ -135,7 +135,15 @@ async fn echo_returns_the_message() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["ask_client", "big", "echo", "fail", "progress", "report"]
+        [
+            "add_numbers",
+            "ask_client",
+            "big",
+            "echo",
+            "fail",
+            "progress",
+            "report"
+        ]
     );
     client.cancel().await.unwrap();
 }
