@@ -164,7 +164,13 @@ pub fn run(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?
+            // The filter's `dlp` block as it is: its hash key is not needed here.
+            let mut block: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+            if let Some(map) = block.as_object_mut() {
+                map.remove("hashKey");
+            }
+            serde_json::from_value(block).with_context(|| format!("{}", path.display()))?
         }
         None => DlpConfig::default(),
     };

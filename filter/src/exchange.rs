@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use behavry_core::dlp::{JsonFinding, redact_json, scan_json};
+use behavry_core::dlp::{JsonFinding, Severity, redact_json, scan_json};
 use behavry_core::fingerprint::{self, ClientFingerprint, ClientObservation};
 use behavry_core::headers::{HeaderPresence, StandardHeaders, check_standard_headers};
 use behavry_core::jsonrpc::{self, Message, RequestId};
@@ -371,6 +371,10 @@ pub struct Exchange {
     poisoned_tools: Vec<Value>,
     audit: Vec<AuditEvent>,
 }
+
+/// Most findings in what a server sends that one outcome record lists (a long stream of
+/// notifications could otherwise grow the record, and the worker's memory, without bound).
+const MAX_AUDITED_FINDINGS: usize = 256;
 
 /// What content scanning made of one message from upstream.
 #[derive(Debug)]
@@ -1371,6 +1375,7 @@ impl Exchange {
                     || self.own_tasks.is_some()
                     || !self.redact.is_empty()
                     || self.scans_content()
+                    || self.hide_poisoned_from.is_some()
                     || self.facts.method == "tools/call") =>
             {
                 self.mode = ResponseMode::Json;
@@ -1596,7 +1601,34 @@ impl Exchange {
     fn scans_content(&self) -> bool {
         self.dlp.is_some()
             && self.listing.is_none()
-            && self.pending.as_ref().is_some_and(|p| p.governed)
+            && (self.pending.as_ref().is_some_and(|p| p.governed) || self.is_get_stream())
+    }
+
+    /// A `GET` on an MCP route: the server→client stream, which also replays a call's events
+    /// after a reconnection (`Last-Event-ID`). It has no decision of its own: its messages get
+    /// the fallback of [`Self::scan_content`].
+    fn is_get_stream(&self) -> bool {
+        self.head.method.eq_ignore_ascii_case("GET") && self.pending.is_none()
+    }
+
+    /// `text` with every finding replaced by `[REDACTED:<detector>]`, whatever the decision's
+    /// `dlp` actions: what the audit log may hold of text the server sent.
+    fn audit_safe(&self, text: &str) -> String {
+        let Some(dlp) = &self.dlp else {
+            return text.to_owned();
+        };
+        let mut safe = text.to_owned();
+        for finding in dlp.scanner.scan_text(text).iter().rev() {
+            if let Some(info) = dlp.scanner.detector(finding.detector)
+                && safe.get(finding.start..finding.end).is_some()
+            {
+                safe.replace_range(
+                    finding.start..finding.end,
+                    &format!("[REDACTED:{}]", info.id),
+                );
+            }
+        }
+        safe
     }
 
     /// Scans the request's arguments: the findings go to policy (`findings`) and the intent
@@ -1640,11 +1672,24 @@ impl Exchange {
             else {
                 continue;
             };
-            let action = self.dlp_actions.action_for(&finding.detector);
+            // Messages outside a decided call (a GET stream, replays after a reconnection) have
+            // no obligation: severe findings are redacted there, the rest recorded.
+            let action = if self.is_get_stream() {
+                if finding.severity >= Severity::High {
+                    DlpAction::Redact
+                } else {
+                    DlpAction::Log
+                }
+            } else {
+                self.dlp_actions.action_for(&finding.detector)
+            };
             match action {
                 DlpAction::Block => blocked.push(finding.detector.clone()),
                 DlpAction::Redact => to_redact.push(raw.clone()),
                 DlpAction::Log => {}
+            }
+            if self.content_findings.len() >= MAX_AUDITED_FINDINGS {
+                continue;
             }
             self.content_findings.push(json!({
                 "detector": finding.detector,
@@ -1866,7 +1911,7 @@ impl Exchange {
             } if *id == pending.id => json!({
                 "status": self.response_status,
                 "errorCode": error.code,
-                "errorMessage": error.message,
+                "errorMessage": self.audit_safe(&error.message),
             }),
             _ => return,
         };
@@ -3060,6 +3105,62 @@ mod tests {
         let (flagged, _) = asked_for(&config, "dev", body.as_bytes());
         assert_eq!(flagged.decision_key(), plain.decision_key());
         assert!(flagged.local_decision(&mut inline, 2).is_none());
+    }
+
+    #[test]
+    fn an_upstream_error_message_is_audited_without_its_secrets() {
+        let config = dlp_config();
+        let (mut ex, _) = asked_for(&config, "dev", CALL);
+        allowed_with_dlp(&config, &mut ex, &[], &[]);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"error":{{"code":-32000,"message":"bad token {GITHUB_TOKEN}"}}}}"#
+        );
+        // No redaction asked: the agent gets the error as sent, the audit log never the token.
+        assert_eq!(
+            ex.on_response_body(&config, body.len(), body.as_bytes(), true, 4),
+            ChunkAction::Continue
+        );
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        assert_eq!(outcome["errorMessage"], "bad token [REDACTED:github_token]");
+        assert!(
+            !serde_json::to_string(&events)
+                .unwrap()
+                .contains(GITHUB_TOKEN)
+        );
+    }
+
+    #[test]
+    fn a_get_stream_redacts_severe_findings_without_a_decision() {
+        // The server→client stream (and a call's events replayed on it after a reconnection)
+        // has no decision: high and critical findings are redacted, the rest passes.
+        let config = dlp_config();
+        let mut ex = Exchange::start(
+            &config,
+            RequestHead {
+                method: "GET".into(),
+                ..head(Some("dev"))
+            },
+            [7; 24],
+        )
+        .unwrap();
+        ex.on_request_head(true);
+        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        let event = format!(
+            "id: 9\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{GITHUB_TOKEN} jane@corp.example.com\"}}]}}}}\n\n"
+        );
+        let ChunkAction::Replace(out) =
+            ex.on_response_body(&config, event.len(), event.as_bytes(), false, 4)
+        else {
+            panic!("the replayed event must be redacted");
+        };
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("[REDACTED:github_token] jane@corp.example.com"),
+            "{out}"
+        );
+        assert!(out.contains("id: 9\n"));
     }
 
     fn config_without_dlp() -> FilterConfig {

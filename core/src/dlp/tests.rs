@@ -167,6 +167,56 @@ fn builtin_indices_follow_the_all_list() {
 }
 
 #[test]
+fn names_that_merely_contain_an_excluded_word_are_still_secret() {
+    let s = scanner();
+    for (text, value) in [
+        ("ADMIN_PASSWORD=Qx7!vR2#mK9$", "Qx7!vR2#mK9$"),
+        ("MINIO_SECRET_KEY=Zq8Lk2vN5xP3", "Zq8Lk2vN5xP3"),
+        ("NEXTAUTH_SECRET=Hj7kL9mN2pQ4", "Hj7kL9mN2pQ4"),
+        ("SERVICE_ACCOUNT_TOKEN=Wd3Fr5Gt7Hy9", "Wd3Fr5Gt7Hy9"),
+    ] {
+        assert_eq!(
+            found(&s, text),
+            vec![("secret_assignment".into(), value.into())],
+            "{text}"
+        );
+    }
+    // Whole words still exclude: a page token, a token count.
+    assert_eq!(found(&s, "nextPageToken=CiAKGjBpNDd2Nmp2"), vec![]);
+    assert_eq!(found(&s, "max_token_count=Zq8Lk2vN5xP3"), vec![]);
+}
+
+#[test]
+fn addresses_after_a_colon_and_driver_schemes_are_found() {
+    let s = scanner();
+    assert_eq!(
+        found(&s, "To:jane.doe@corp.example.com"),
+        vec![("email".into(), "jane.doe@corp.example.com".into())]
+    );
+    assert_eq!(
+        found(&s, "url=postgresql+psycopg2://app:Vq8Lm3Zx7Rt@db/prod"),
+        vec![("database_url".into(), "Vq8Lm3Zx7Rt".into())]
+    );
+}
+
+#[test]
+fn repeated_prefixes_and_unterminated_keys_are_scanned_in_one_pass() {
+    // Inputs that cost quadratic time when every prefix scans to the end of the string.
+    let s = scanner();
+    let pem = "-----BEGIN RSA PRIVATE KEY-----\n".repeat(2000);
+    let found = s.scan_text(&pem);
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].start, found[0].end), (0, pem.len()));
+    for text in [
+        "sk-".repeat(5_000),
+        "1:".repeat(5_000),
+        "pwd=".repeat(5_000),
+    ] {
+        let _ = s.scan_text(&text);
+    }
+}
+
+#[test]
 fn hard_negatives_are_not_findings() {
     let s = scanner();
     let gh_doc = "gho_16C7e42F292c6912E7710c838347Ae178B4a";

@@ -66,8 +66,15 @@ pub(crate) fn scan(
             .get(usize::from(at(b, i)))
             .copied()
             .unwrap_or(Stop::Pass);
-        let mut push = |found: Option<Raw>| {
+        // A token found is skipped whole (nothing else starts inside it, and a megabyte of
+        // repeated prefixes then costs linear time); an assigned value is not, since a token a
+        // more specific detector knows may sit inside it (overlaps are merged later).
+        let mut skip_to = None;
+        let mut push = |found: Option<Raw>, skip: bool| {
             if let Some(raw) = found.filter(|r| enabled(r.builtin)) {
+                if skip {
+                    skip_to = Some(raw.end);
+                }
                 out.push(raw);
             }
         };
@@ -87,8 +94,8 @@ pub(crate) fn scan(
             }
             Stop::Colon => {
                 if b.get(i + 1..i + 3) == Some(b"//") {
-                    push(database_url(b, i));
-                    push(slack_webhook(b, i));
+                    push(database_url(b, i), false);
+                    push(slack_webhook(b, i), true);
                 } else if let Some(found) =
                     ipv6_at(b, i, private_v6).filter(|_| enabled(Builtin::IpAddress))
                 {
@@ -96,22 +103,22 @@ pub(crate) fn scan(
                     out.push(found);
                     continue;
                 } else {
-                    push(assignment_at(b, i));
+                    push(assignment_at(b, i), false);
                 }
             }
-            Stop::Equals => push(assignment_at(b, i)),
-            Stop::At => push(email(b, i)),
-            Stop::Underscore => push(after_underscore(b, i)),
-            Stop::Dash => push(after_dash(b, i)),
-            Stop::UpperA => push(aws_key_id(b, i).or_else(|| google_key(b, i))),
+            Stop::Equals => push(assignment_at(b, i), false),
+            Stop::At => push(email(b, i), true),
+            Stop::Underscore => push(after_underscore(b, i), true),
+            Stop::Dash => push(after_dash(b, i), true),
+            Stop::UpperA => push(aws_key_id(b, i).or_else(|| google_key(b, i)), true),
             Stop::UpperJ => {
                 if i >= 2 && b.get(i - 2..i) == Some(b"ey") {
-                    push(jwt(b, i - 2));
+                    push(jwt(b, i - 2), true);
                 }
             }
             Stop::Pass => {}
         }
-        i += 1;
+        i = skip_to.map_or(i + 1, |end| end.max(i + 1));
     }
 }
 
@@ -164,12 +171,31 @@ fn before(b: &[u8], i: usize) -> u8 {
 
 /// How many bytes before `from` satisfy `ok`.
 fn span_back(b: &[u8], from: usize, ok: impl Fn(u8) -> bool) -> usize {
+    span_back_max(b, from, usize::MAX, ok)
+}
+
+/// [`span_back`], counting at most `max` bytes.
+fn span_back_max(b: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize {
     let mut n = 0;
-    while n < from && ok(at(b, from - n - 1)) {
+    while n < from && n < max && ok(at(b, from - n - 1)) {
         n += 1;
     }
     n
 }
+
+/// [`span_while`], but at most `max` bytes: detectors whose shapes have a length bound stop there,
+/// so crafted input (a megabyte of `sk-sk-sk-…`) costs linear time, not quadratic.
+fn span_while_max(b: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize {
+    let end = b.len().min(from.saturating_add(max));
+    let mut at_end = from;
+    while at_end < end && ok(at(b, at_end)) {
+        at_end += 1;
+    }
+    at_end
+}
+
+/// Longest token a token detector reads (real ones are at most about 200 bytes).
+const MAX_TOKEN_BYTES: usize = 512;
 
 fn span_while(b: &[u8], from: usize, ok: impl Fn(u8) -> bool) -> usize {
     let mut end = from;
@@ -254,7 +280,9 @@ fn slack_token(b: &[u8], s: usize) -> Option<Raw> {
         return None;
     }
     body += 1;
-    let e = span_while(b, body, |c| c.is_ascii_alphanumeric() || c == b'-');
+    let e = span_while_max(b, body, MAX_TOKEN_BYTES, |c| {
+        c.is_ascii_alphanumeric() || c == b'-'
+    });
     let rest = b.get(body..e)?;
     let mut parts = rest.split(|c| *c == b'-');
     let first_numeric = parts
@@ -307,7 +335,7 @@ fn google_key(b: &[u8], s: usize) -> Option<Raw> {
 fn openai_key(b: &[u8], s: usize, end: usize) -> Option<Raw> {
     // Every OpenAI secret key (legacy `sk-`, `sk-proj-`, `sk-svcacct-`, `sk-admin-`) carries
     // "T3BlbkFJ", base64 of "OpenAI", in its middle.
-    let e = span_while(b, end, is_b64url);
+    let e = span_while_max(b, end, MAX_TOKEN_BYTES, is_b64url);
     let body = b.get(end..e)?;
     let marked = body.windows(8).any(|w| w == b"T3BlbkFJ");
     (!is_b64url(before(b, s)) && body.len() >= 40 && marked)
@@ -316,7 +344,7 @@ fn openai_key(b: &[u8], s: usize, end: usize) -> Option<Raw> {
 
 fn anthropic_key(b: &[u8], s: usize, end: usize) -> Option<Raw> {
     // `sk-ant-<kind><version>-<base64url>AA`, e.g. sk-ant-api03-…AA, 108 characters in all.
-    let e = span_while(b, end, is_b64url);
+    let e = span_while_max(b, end, MAX_TOKEN_BYTES, is_b64url);
     let body = b.get(end..e)?;
     let kind_len = span_while(body, 0, |c| c.is_ascii_lowercase());
     let versioned = kind_len > 0
@@ -418,7 +446,9 @@ fn database_url(b: &[u8], sep: usize) -> Option<Raw> {
         }
     }
     let scheme = b.get(scheme_start..sep)?.to_ascii_lowercase();
-    if !DATABASE_SCHEMES.contains(&scheme.as_slice()) {
+    // SQLAlchemy-style `postgresql+psycopg2`: the database is the part before the driver.
+    let base = scheme.split(|c| *c == b'+').next().unwrap_or_default();
+    if !DATABASE_SCHEMES.contains(&scheme.as_slice()) && !DATABASE_SCHEMES.contains(&base) {
         return None;
     }
     let authority_start = sep + 3;
@@ -462,10 +492,12 @@ fn email(b: &[u8], at_sign: usize) -> Option<Raw> {
     // `mailto:` is the exception.
     let userinfo = match before(b, start) {
         b'/' | b'@' => true,
+        // `user:password@host` only inside a URL (a `://` earlier in the same token); otherwise
+        // `To:jane@…`, `mailto:jane@…`.
         b':' => {
-            !(start >= 7
-                && b.get(start - 7..start - 1)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"mailto")))
+            let token_start = start - span_back_max(b, start, 256, |c| !c.is_ascii_whitespace());
+            b.get(token_start..start)
+                .is_some_and(|t| t.windows(3).any(|w| w == b"://"))
         }
         _ => false,
     };
@@ -530,7 +562,10 @@ const NOT_SECRET_NAME_PARTS: &[&str] = &[
     "limit",
     "max",
     "min",
-    "expir",
+    "expire",
+    "expires",
+    "expiry",
+    "expiration",
     "ttl",
     "length",
     "type",
@@ -586,7 +621,38 @@ impl NameTail {
 pub(crate) fn secret_name(name: &[u8]) -> bool {
     let tail = NameTail::of(name);
     SECRET_NAME_ENDINGS.iter().any(|e| tail.ends_with(e))
-        && !NOT_SECRET_NAME_PARTS.iter().any(|p| tail.contains(p))
+        && !name_segments(name).any(|segment| {
+            NOT_SECRET_NAME_PARTS
+                .iter()
+                .any(|p| segment.eq_ignore_ascii_case(p.as_bytes()))
+        })
+}
+
+/// A name's words: split at `_`, `-`, `.`, spaces and lower-to-upper case changes
+/// (`nextPageToken` → `next`, `Page`, `Token`), so `ADMIN_PASSWORD` is not "min" anything.
+fn name_segments(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < name.len() {
+            let c = at(name, i);
+            let boundary = !c.is_ascii_alphanumeric()
+                || (c.is_ascii_uppercase() && i > start && before(name, i).is_ascii_lowercase());
+            if boundary {
+                let segment = name.get(start..i);
+                start = if c.is_ascii_alphanumeric() { i } else { i + 1 };
+                i += 1;
+                if let Some(segment) = segment.filter(|s| !s.is_empty()) {
+                    return Some(segment);
+                }
+                continue;
+            }
+            i += 1;
+        }
+        let segment = name.get(start..).filter(|s| !s.is_empty());
+        start = name.len();
+        segment
+    })
 }
 
 /// Whether `value`, assigned to a secret-like name, looks like a real secret rather than a
@@ -664,9 +730,9 @@ fn assignment_at(b: &[u8], op: usize) -> Option<Raw> {
     // `scheme://name:value@host`: the value is a URL's password and ends at `@` or `/`.
     let in_userinfo = name_start >= 3 && b.get(name_start - 3..name_start) == Some(b"://");
     let value_end = if quoted {
-        span_while(b, i, |c| c != quote && c != b'\n')
+        span_while_max(b, i, 1025, |c| c != quote && c != b'\n')
     } else {
-        span_while(b, i, |c| {
+        span_while_max(b, i, 1025, |c| {
             !c.is_ascii_whitespace()
                 && !b",;\"'`}{)]&<>".contains(&c)
                 && !(in_userinfo && (c == b'@' || c == b'/'))
@@ -819,8 +885,9 @@ fn ipv6_at(b: &[u8], colon: usize, private_v6: &[(u128, u128)]) -> Option<Raw> {
     {
         return None;
     }
-    let start = colon - span_back(b, colon, is_v6);
-    let mut e = span_while(b, colon, is_v6);
+    // An address is at most 45 characters: look no further (linear time on `1:1:1:…`).
+    let start = colon - span_back_max(b, colon, 46, is_v6);
+    let mut e = span_while_max(b, colon, 46, is_v6);
     while e > start && at(b, e - 1) == b'.' {
         e -= 1;
     }
