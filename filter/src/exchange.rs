@@ -387,22 +387,38 @@ enum Scanned {
     Withhold(Vec<String>),
 }
 
-/// Findings of `found` in `doc` in their wire form: detector, severity, pointer and the keyed
-/// hash of the value (never the value).
-fn content_findings(dlp: &DlpSettings, doc: &Value, found: &[JsonFinding]) -> Vec<ContentFinding> {
-    found
-        .iter()
-        .filter_map(|f| {
-            let info = dlp.scanner.detector(f.detector)?;
-            let value = doc.pointer(&f.pointer)?.as_str()?.get(f.start..f.end)?;
-            Some(ContentFinding {
-                detector: info.id.clone(),
-                severity: info.severity,
-                pointer: f.pointer.clone(),
-                hash: dlp.key.hash(info, value),
-            })
-        })
-        .collect()
+/// A finding of `doc` in its wire form: detector, severity, pointer and the keyed hash of the
+/// value (never the value).
+fn content_finding(dlp: &DlpSettings, doc: &Value, found: &JsonFinding) -> Option<ContentFinding> {
+    let info = dlp.scanner.detector(found.detector)?;
+    let value = doc
+        .pointer(&found.pointer)?
+        .as_str()?
+        .get(found.start..found.end)?;
+    Some(ContentFinding {
+        detector: info.id.clone(),
+        severity: info.severity,
+        pointer: found.pointer.clone(),
+        hash: dlp.key.hash(info, value),
+    })
+}
+
+/// Whether the scanners find anything in a parsed message, read in place: most messages hold
+/// nothing, and then the message is neither parsed again nor copied. (The member names above
+/// `result`, `params` and `error` are not secret-like, so reading the parts alone finds what
+/// reading the whole message would.)
+fn message_has_findings(dlp: &DlpSettings, message: &Message) -> bool {
+    let in_value = |value: &Value| !scan_json(&dlp.scanner, value).is_empty();
+    match message {
+        Message::Response { result, .. } => in_value(result),
+        Message::Request { params, .. } | Message::Notification { params, .. } => {
+            params.as_ref().is_some_and(in_value)
+        }
+        Message::ErrorResponse { error, .. } => {
+            !dlp.scanner.scan_text(&error.message).is_empty()
+                || error.data.as_ref().is_some_and(in_value)
+        }
+    }
 }
 
 /// The four MCP listings whose answers are filtered: which member of `result` holds the entries
@@ -1441,7 +1457,11 @@ impl Exchange {
         match mcp::parse_message(body, &config.limits) {
             Ok(message) => {
                 let filtered = self.rewrite_answer(&message);
-                let scanned = self.scan_content(filtered.as_deref().unwrap_or(body));
+                let scanned = self.scan_content(
+                    &message,
+                    filtered.as_deref().unwrap_or(body),
+                    filtered.is_some(),
+                );
                 if let Scanned::Withhold(detectors) = &scanned {
                     return ChunkAction::ReplaceBody(self.withheld(detectors, now_ms));
                 }
@@ -1527,7 +1547,11 @@ impl Exchange {
             match mcp::parse_message(data.as_bytes(), limits) {
                 Ok(message) => {
                     let filtered = self.rewrite_answer(&message);
-                    let scanned = self.scan_content(filtered.as_deref().unwrap_or(data.as_bytes()));
+                    let scanned = self.scan_content(
+                        &message,
+                        filtered.as_deref().unwrap_or(data.as_bytes()),
+                        filtered.is_some(),
+                    );
                     let replacement = match scanned {
                         Scanned::Withhold(detectors) => {
                             withheld = Some(detectors);
@@ -1641,23 +1665,31 @@ impl Exchange {
         if found.is_empty() {
             return;
         }
-        self.argument_findings = content_findings(dlp, arguments, &found);
+        self.argument_findings = found
+            .iter()
+            .filter_map(|f| content_finding(dlp, arguments, f))
+            .collect();
         let mut audited = arguments.clone();
         redact_json(&dlp.scanner, &mut audited, &found);
         self.audited_arguments = Some(audited);
     }
 
-    /// Content scanning of one message from upstream as the agent would get it (`bytes`):
-    /// every finding is recorded (detector, pointer, keyed hash, action) and the decision's `dlp`
+    /// Content scanning of one message from upstream as the agent would get it: `message` as
+    /// parsed, or `rewritten` when a listing filter or a `redact` obligation changed it. Every
+    /// finding is recorded (detector, pointer, keyed hash, action) and the decision's `dlp`
     /// obligation says which are redacted and which withhold the message.
-    fn scan_content(&mut self, bytes: &[u8]) -> Scanned {
+    fn scan_content(&mut self, message: &Message, bytes: &[u8], rewritten: bool) -> Scanned {
         if !self.scans_content() {
             return Scanned::Pass;
         }
         let Some(dlp) = self.dlp.clone() else {
             return Scanned::Pass;
         };
-        // Already validated as a JSON-RPC message by the caller.
+        if !rewritten && !message_has_findings(&dlp, message) {
+            return Scanned::Pass;
+        }
+        // Something to act on: the message as a tree to redact in (already validated as a
+        // JSON-RPC message by the caller).
         let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
             return Scanned::Pass;
         };
@@ -1668,8 +1700,7 @@ impl Exchange {
         let mut blocked: Vec<String> = Vec::new();
         let mut to_redact = Vec::new();
         for raw in &found {
-            let Some(finding) = content_findings(&dlp, &doc, std::slice::from_ref(raw)).pop()
-            else {
+            let Some(finding) = content_finding(&dlp, &doc, raw) else {
                 continue;
             };
             // Messages outside a decided call (a GET stream, replays after a reconnection) have
