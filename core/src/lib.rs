@@ -29,6 +29,8 @@ pub mod headers;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;
+pub mod pins;
+pub mod pointer;
 pub mod poisoning;
 pub mod sse;
 pub mod trace;

@@ -11,6 +11,7 @@
 //! a score out of 100 and the reasons, each with the rule, the JSON pointer and the words that
 //! matched, for a person to read. Policy decides what a score means (hide, block, alert).
 
+use crate::pointer::push_segment;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -296,17 +297,6 @@ pub fn scan_tool(tool: &Value, other_tools: &[&str]) -> ToolVerdict {
     fired.dedup();
     let score = fired.iter().map(|r| r.weight()).sum::<u32>().min(100);
     ToolVerdict { score, reasons }
-}
-
-fn push_segment(pointer: &mut String, segment: &str) {
-    pointer.push('/');
-    for c in segment.chars() {
-        match c {
-            '~' => pointer.push_str("~0"),
-            '/' => pointer.push_str("~1"),
-            c => pointer.push(c),
-        }
-    }
 }
 
 fn walk(value: &Value, pointer: &mut String, own: &str, others: &[&str], out: &mut Vec<Reason>) {

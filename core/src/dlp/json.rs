@@ -62,15 +62,7 @@ fn walk(
         Value::Object(members) => {
             for (key, member) in members {
                 let len = pointer.len();
-                pointer.push('/');
-                // RFC 6901 §3: `~` is written `~0` and `/` is written `~1`.
-                for c in key.chars() {
-                    match c {
-                        '~' => pointer.push_str("~0"),
-                        '/' => pointer.push_str("~1"),
-                        c => pointer.push(c),
-                    }
-                }
+                crate::pointer::push_segment(pointer, key);
                 walk(scanner, member, Some(key), pointer, out);
                 pointer.truncate(len);
             }
