@@ -17,6 +17,7 @@
 //! | `DELETE /admin/v1/agents/{id}/keys/{kid}` | remove a key → the agent |
 //! | `POST /admin/v1/revocations` | revoke a token or an agent ([`RevocationRequest`]) → 201 entries |
 //! | `GET /admin/v1/revocations` | every revocation in force, with reasons and expiries |
+//! | `/admin/v1/pins...` | pinned tool definitions and held ones ([`crate::pins`]) |
 //!
 //! Disabling, enabling and deleting an agent also change the revocation list
 //! ([`crate::revocation`]); the filter picks the change up at its next poll.
@@ -85,6 +86,14 @@ pub enum AdminError {
     /// The change was stored but the snapshot could not be rebuilt (the previous one stays).
     #[error("the change was stored but could not be applied: {0}")]
     Apply(#[from] DirectoryError),
+    #[error("tool `{tool}` on server `{server}` has neither a pin nor a held definition")]
+    NoPin { server: String, tool: String },
+    #[error("no held definition {hash} of tool `{tool}` on server `{server}` to decide on")]
+    NoHeldDefinition {
+        server: String,
+        tool: String,
+        hash: String,
+    },
 }
 
 impl IntoResponse for AdminError {
@@ -110,6 +119,9 @@ impl IntoResponse for AdminError {
             }
             AdminError::Registry(RegistryError::KeyExists { .. }) => {
                 (StatusCode::CONFLICT, "key_exists")
+            }
+            AdminError::NoPin { .. } | AdminError::NoHeldDefinition { .. } => {
+                (StatusCode::NOT_FOUND, "pin_not_found")
             }
             AdminError::Registry(_) | AdminError::Apply(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "registry_error")
@@ -189,6 +201,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             delete(remove_key),
         )
         .route(ADMIN_REVOCATIONS_PATH, post(revoke).get(revocations))
+        .merge(crate::pins::admin_routes())
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }

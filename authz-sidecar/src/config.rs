@@ -236,6 +236,9 @@ struct ConfigFile {
     /// Base URL of the audit-sink that records policy changes. Default: none (logged only).
     #[serde(default)]
     audit_url: Option<String>,
+    /// `[pins]`: trust on first use (default) or strict, per server.
+    #[serde(default)]
+    pins: crate::pins::PinsConfig,
     /// Which regorus evaluator decides: `auto` (default), `interpreter` or `vm`.
     #[serde(default)]
     policy_engine: crate::policy::PolicyEngine,
@@ -497,6 +500,8 @@ pub struct Config {
     pub audit_url: Option<String>,
     /// Which regorus evaluator decides (docs/policy.md, "Evaluation").
     pub policy_engine: crate::policy::PolicyEngine,
+    /// `[pins]`: how servers' tools are first trusted (docs/pins.md).
+    pub pins: crate::pins::PinsConfig,
 }
 
 impl Config {
@@ -770,6 +775,7 @@ fn validate(
         approval_ttl_secs: file.approval_ttl_secs,
         approvers,
         policy_engine: file.policy_engine,
+        pins: file.pins,
         audit_url: match &file.audit_url {
             Some(url) => Some(check_url("audit_url", url)?),
             None => None,

@@ -70,6 +70,8 @@ pub struct AppState {
     pub blast_radius: Arc<BlastRadius>,
     /// Held calls and their human approvals.
     pub approvals: Arc<Approvals>,
+    /// Pinned tool definitions (docs/pins.md).
+    pub pins: Arc<crate::pins::PinStore>,
     /// The proxy credential the filter shows on `/v1/decide` and `/v1/policy/table`; `None`
     /// leaves them open to anyone who can reach the sidecar (logged at start).
     pub proxy_credential: Option<Arc<AdminCredential>>,
@@ -145,6 +147,20 @@ pub fn app(state: AppState) -> Router {
         .route(
             USAGE_PATH,
             post(usage).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_proxy,
+            )),
+        )
+        .route(
+            behavry_core::pins::PINS_PATH,
+            get(crate::pins::pin_set).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_proxy,
+            )),
+        )
+        .route(
+            behavry_core::pins::PIN_OBSERVATIONS_PATH,
+            post(crate::pins::observations).route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 require_proxy,
             )),
@@ -488,8 +504,12 @@ pub(crate) mod tests {
         registry.seed(&demo_agents()).await.unwrap();
         let policy = PolicySource::load(&shipped_policy_dir(), Duration::from_secs(1)).unwrap();
         let revocations = RevocationStore::open(registry.clone()).await.unwrap();
+        let pins = crate::pins::PinStore::open(registry.clone(), config.pins.clone())
+            .await
+            .unwrap();
         let directory = AgentDirectory::open(registry, policy).await.unwrap();
         AppState {
+            pins: Arc::new(pins),
             revocations: Arc::new(revocations),
             jwks: Arc::new(test_key().jwks()),
             authorization_server: Arc::new(AuthorizationServer::new(&config, test_key())),

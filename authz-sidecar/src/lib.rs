@@ -34,6 +34,7 @@ pub mod http;
 pub mod key_ring;
 pub mod kubernetes;
 pub mod oauth;
+pub mod pins;
 pub mod policy;
 pub mod policy_audit;
 pub mod policy_cases;
@@ -138,6 +139,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
     let registry = AgentRegistry::open(&config.registry).await?;
     let seeded = registry.seed(&config.agents).await?;
     let revocations = RevocationStore::open(registry.clone()).await?;
+    let pins = pins::PinStore::open(registry.clone(), config.pins.clone()).await?;
     let approvals = approvals::Approvals::new(
         registry.clone(),
         config.approval_ttl_secs,
@@ -156,6 +158,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         admin_api = config.admin_token.is_some(),
         approvers = config.approvers.len(),
         revocation_version = revocations.list().version,
+        pin_version = pins.set().version,
         "loaded policy bundle and agent registry"
     );
     // The active key signs; the next and the retired keys are published too (key_ring.rs), so
@@ -192,6 +195,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         credentials: Arc::new(credentials),
         blast_radius: Arc::new(blast_radius),
         approvals: Arc::new(approvals),
+        pins: Arc::new(pins),
         proxy_credential: config.proxy_token.clone().map(Arc::new),
     })
 }
@@ -215,6 +219,7 @@ pub async fn run(
     })?;
     tracing::info!("authz-sidecar listening on {addr}");
     let sweeper = tokio::spawn(revocation::sweep_periodically(state.revocations.clone()));
+    let pin_reloader = tokio::spawn(pins::reload_periodically(state.pins.clone()));
     let approval_purger = tokio::spawn(approvals::purge_periodically(state.approvals.clone()));
     // Policy changes go to the audit-sink when one is configured.
     let auditor = match &config.audit_url {
@@ -229,6 +234,7 @@ pub async fn run(
         None => None,
     };
     if let Some(auditor) = &auditor {
+        state.pins.audit_with(auditor.clone());
         auditor.record(
             &policy_audit::PolicyChange::Loaded {
                 digest: state.directory.snapshot().bundle.digest().to_owned(),
@@ -251,6 +257,7 @@ pub async fn run(
         .await
         .map_err(StartError::Serve);
     sweeper.abort();
+    pin_reloader.abort();
     approval_purger.abort();
     if let Some(reloader) = reloader {
         reloader.abort();

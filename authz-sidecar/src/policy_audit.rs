@@ -34,6 +34,12 @@ pub enum PolicyChange {
         /// The digest it replaced.
         previous: String,
     },
+    /// A tool's pinned definition changed: pinned on first use, approved, or a definition
+    /// rejected (docs/pins.md).
+    Pin {
+        /// `outcome` (`pinned`, `rejected`), server, tool, hash, and who decided.
+        detail: serde_json::Value,
+    },
     /// A reload refused a bundle; the previous one stays in force.
     Refused {
         /// Why.
@@ -144,6 +150,7 @@ pub fn event_for(change: &PolicyChange, now: SystemTime) -> AuditEvent {
             "policy/refused",
             json!({"outcome": "refused", "error": error, "bundleDigest": in_force}),
         ),
+        PolicyChange::Pin { detail } => ("pins/changed", detail.clone()),
     };
     AuditEvent {
         event_id: format!("{trace_id}-{span_id}-{}", AuditKind::Policy.as_str()),

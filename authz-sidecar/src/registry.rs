@@ -820,6 +820,306 @@ impl AgentRegistry {
     }
 }
 
+/// Raise the pin set's version; used inside the transaction of every change to it.
+macro_rules! bump_pin_version {
+    ($tx:expr) => {
+        sqlx::query("UPDATE authz_pin_version SET version = version + 1 WHERE id = 1")
+            .execute($tx)
+            .await
+    };
+}
+
+const PIN_COLUMNS: &str = "server, tool, hash, definition, source, pinned_at, pinned_by";
+const CANDIDATE_COLUMNS: &str =
+    "server, tool, hash, definition, status, first_seen, last_seen, decided_at, decided_by";
+
+/// The definition a tool is pinned to (table `authz_tool_pins`, migration 0006).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PinRecord {
+    /// The server's logical name.
+    pub server: String,
+    /// The tool's name.
+    pub tool: String,
+    /// `sha256:` and the hex SHA-256 of `definition`.
+    pub hash: String,
+    /// The definition in its RFC 8785 canonical form.
+    pub definition: String,
+    /// `first_use`, `approved` or `manifest`.
+    pub source: String,
+    /// When it was pinned.
+    pub pinned_at: i64,
+    /// Who approved it (`None` for a first use).
+    pub pinned_by: Option<String>,
+}
+
+/// A definition held for a decision (table `authz_pin_candidates`, migration 0006).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CandidateRecord {
+    /// The server's logical name.
+    pub server: String,
+    /// The tool's name.
+    pub tool: String,
+    /// `sha256:` and the hex SHA-256 of `definition`.
+    pub hash: String,
+    /// The definition in its RFC 8785 canonical form.
+    pub definition: String,
+    /// `pending` or `rejected`.
+    pub status: String,
+    /// When a proxy first reported it.
+    pub first_seen: i64,
+    /// When a proxy last reported it.
+    pub last_seen: i64,
+    /// When it was rejected.
+    pub decided_at: Option<i64>,
+    /// Who rejected it.
+    pub decided_by: Option<String>,
+}
+
+/// What became of a definition a proxy reported ([`AgentRegistry::observe_definition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// It is the pinned one already.
+    Pinned,
+    /// It became the tool's pin (trust on first use): the pin set changed.
+    FirstUse,
+    /// It is held for a decision (new, or seen again).
+    Held,
+}
+
+impl AgentRegistry {
+    /// The pin set's version, read before its rows (see [`Self::revocations`] for why).
+    pub async fn pin_version(&self) -> Result<i64, RegistryError> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM authz_pin_version WHERE id = 1",
+        )
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Every pin as `(server, tool, hash)`, and every rejected definition the same way.
+    pub async fn pin_hashes(
+        &self,
+    ) -> Result<(Vec<(String, String, String)>, Vec<(String, String, String)>), RegistryError> {
+        let pinned: Vec<(String, String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT server, tool, hash FROM authz_tool_pins",
+        )
+        .fetch_all(pool)
+        .await?);
+        let rejected: Vec<(String, String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT server, tool, hash FROM authz_pin_candidates WHERE status = 'rejected'",
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok((pinned, rejected))
+    }
+
+    /// Record a definition a proxy saw listed that its pin set did not hold as pinned: with
+    /// `first_use` (the server is trusted on first use) it becomes the pin of a tool that has
+    /// none; otherwise, or when another definition is pinned (two proxies raced, or it changed),
+    /// it is held for a decision. `definition` is canonical, `hash` its hash (checked by the
+    /// caller).
+    pub async fn observe_definition(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+        first_use: bool,
+        now: i64,
+    ) -> Result<Observed, RegistryError> {
+        if first_use {
+            let pinned = on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
+                     VALUES ($1, $2, $3, $4, 'first_use', $5, NULL) ON CONFLICT (server, tool) DO NOTHING",
+                )
+                .bind(server)
+                .bind(tool)
+                .bind(hash)
+                .bind(definition)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    bump_pin_version!(&mut *tx)?;
+                }
+                tx.commit().await?;
+                inserted == 1
+            });
+            if pinned {
+                return Ok(Observed::FirstUse);
+            }
+        }
+        let current: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT hash FROM authz_tool_pins WHERE server = $1 AND tool = $2",
+        )
+        .bind(server)
+        .bind(tool)
+        .fetch_optional(pool)
+        .await?);
+        if current.as_deref() == Some(hash) {
+            return Ok(Observed::Pinned);
+        }
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO authz_pin_candidates (server, tool, hash, definition, status, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5) \
+             ON CONFLICT (server, tool, hash) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(hash)
+        .bind(definition)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(Observed::Held)
+    }
+
+    /// The pin of `tool` on `server`.
+    pub async fn pin_of(
+        &self,
+        server: &str,
+        tool: &str,
+    ) -> Result<Option<PinRecord>, RegistryError> {
+        let sql =
+            format!("SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE server = $1 AND tool = $2");
+        Ok(
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(server).bind(tool).fetch_optional(pool).await?),
+        )
+    }
+
+    /// Pins, by server and tool (of `server` only, when given; at most `limit`).
+    pub async fn list_pins(
+        &self,
+        server: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<PinRecord>, RegistryError> {
+        let sql = format!(
+            "SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE ($1 = '' OR server = $1) \
+             ORDER BY server, tool LIMIT $2"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(server.unwrap_or_default())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Held definitions, newest report first: of one tool when `target` is given, with `status`
+    /// when given (at most `limit`).
+    pub async fn list_candidates(
+        &self,
+        target: Option<(&str, &str)>,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CandidateRecord>, RegistryError> {
+        let (server, tool) = target.unwrap_or_default();
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM authz_pin_candidates \
+             WHERE ($1 = '' OR (server = $1 AND tool = $2)) AND ($3 = '' OR status = $3) \
+             ORDER BY last_seen DESC, server, tool, hash LIMIT $4"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(server)
+            .bind(tool)
+            .bind(status.unwrap_or_default())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Make the held definition `hash` of `tool` the tool's pin (`approved`, by `by`); a
+    /// rejected one may be approved too. `None` when no such definition is held, else the pin it
+    /// replaced.
+    pub async fn approve_definition(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<Option<PinRecord>>, RegistryError> {
+        let previous = self.pin_of(server, tool).await?;
+        let approved = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let definition: Option<String> = sqlx::query_scalar(
+                "SELECT definition FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match definition {
+                None => false,
+                Some(definition) => {
+                    sqlx::query(
+                        "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
+                         VALUES ($1, $2, $3, $4, 'approved', $5, $6) ON CONFLICT (server, tool) DO UPDATE SET \
+                         hash = excluded.hash, definition = excluded.definition, source = excluded.source, \
+                         pinned_at = excluded.pinned_at, pinned_by = excluded.pinned_by",
+                    )
+                    .bind(server)
+                    .bind(tool)
+                    .bind(hash)
+                    .bind(&definition)
+                    .bind(now)
+                    .bind(by)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "DELETE FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3",
+                    )
+                    .bind(server)
+                    .bind(tool)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    bump_pin_version!(&mut *tx)?;
+                    tx.commit().await?;
+                    true
+                }
+            }
+        });
+        Ok(approved.then_some(previous))
+    }
+
+    /// Reject the held, pending definition `hash` of `tool` (by `by`): `false` when there is no
+    /// such pending definition.
+    pub async fn reject_definition(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<bool, RegistryError> {
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let rejected = sqlx::query(
+                "UPDATE authz_pin_candidates SET status = 'rejected', decided_at = $4, decided_by = $5 \
+                 WHERE server = $1 AND tool = $2 AND hash = $3 AND status = 'pending'",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(hash)
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if rejected == 1 {
+                bump_pin_version!(&mut *tx)?;
+            }
+            tx.commit().await?;
+            rejected == 1
+        }))
+    }
+}
+
 async fn open_sqlite(path: &Path) -> Result<SqlitePool, RegistryError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| RegistryError::CreateDir {
@@ -1233,12 +1533,94 @@ pub(crate) mod tests {
         assert!(registry.approval("b1").await.unwrap().is_some());
     }
 
+    /// Pins: first use, a change held, approval, rejection, versions; the same on both databases.
+    async fn exercise_pins(registry: &AgentRegistry) {
+        let v0 = registry.pin_version().await.unwrap();
+        let seen = |hash: &'static str, first_use: bool| async move {
+            registry
+                .observe_definition("files", "read", hash, "{\"name\":\"read\"}", first_use, 100)
+                .await
+                .unwrap()
+        };
+        // Not trusted on first use: held, no pin.
+        assert_eq!(seen("sha256:a", false).await, Observed::Held);
+        assert!(registry.pin_of("files", "read").await.unwrap().is_none());
+        assert_eq!(registry.pin_version().await.unwrap(), v0);
+        // Trusted on first use: pinned once; the same again is the pin; another is held.
+        assert_eq!(seen("sha256:b", true).await, Observed::FirstUse);
+        assert_eq!(seen("sha256:b", true).await, Observed::Pinned);
+        assert_eq!(seen("sha256:c", true).await, Observed::Held);
+        assert_eq!(seen("sha256:c", true).await, Observed::Held);
+        let v1 = registry.pin_version().await.unwrap();
+        assert_eq!(v1, v0 + 1);
+        let pin = registry.pin_of("files", "read").await.unwrap().unwrap();
+        assert_eq!(
+            (pin.hash.as_str(), pin.source.as_str()),
+            ("sha256:b", "first_use")
+        );
+        let held = registry
+            .list_candidates(Some(("files", "read")), Some("pending"), 10)
+            .await
+            .unwrap();
+        let hashes: Vec<&str> = held.iter().map(|c| c.hash.as_str()).collect();
+        assert_eq!(hashes.len(), 2);
+        assert!(hashes.contains(&"sha256:a") && hashes.contains(&"sha256:c"));
+        // Approve c: it replaces b and leaves the held rows.
+        let replaced = registry
+            .approve_definition("files", "read", "sha256:c", "ops", 200)
+            .await
+            .unwrap();
+        assert_eq!(replaced.unwrap().unwrap().hash, "sha256:b");
+        let pin = registry.pin_of("files", "read").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                pin.hash.as_str(),
+                pin.source.as_str(),
+                pin.pinned_by.as_deref()
+            ),
+            ("sha256:c", "approved", Some("ops"))
+        );
+        assert_eq!(registry.pin_version().await.unwrap(), v1 + 1);
+        assert!(
+            registry
+                .approve_definition("files", "read", "sha256:c", "ops", 200)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Reject a: it is in the set's rejections; it cannot be rejected twice.
+        assert!(
+            registry
+                .reject_definition("files", "read", "sha256:a", "ops", 300)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !registry
+                .reject_definition("files", "read", "sha256:a", "ops", 300)
+                .await
+                .unwrap()
+        );
+        let (pinned, rejected) = registry.pin_hashes().await.unwrap();
+        assert_eq!(
+            pinned,
+            [("files".to_owned(), "read".to_owned(), "sha256:c".to_owned())]
+        );
+        assert_eq!(
+            rejected,
+            [("files".to_owned(), "read".to_owned(), "sha256:a".to_owned())]
+        );
+        assert_eq!(registry.pin_version().await.unwrap(), v1 + 2);
+        assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn sqlite_registry_behaves_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let registry = sqlite_registry(dir.path()).await;
         exercise(&registry).await;
         exercise_approvals(&registry).await;
+        exercise_pins(&registry).await;
         registry.close().await;
         // Reopening the file (migrations already applied) finds the same agents.
         let reopened = sqlite_registry(dir.path()).await;
@@ -1250,6 +1632,7 @@ pub(crate) mod tests {
         let (schema, registry) = PostgresSchema::create().await;
         exercise(&registry).await;
         exercise_approvals(&registry).await;
+        exercise_pins(&registry).await;
         schema.drop_now(registry).await;
     }
 }

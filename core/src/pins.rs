@@ -149,7 +149,12 @@ fn write_double(out: &mut String, value: f64) {
     if exact_exponent == exponent && exact.len() > digits.len() {
         let (head, rest) = exact.split_at(digits.len());
         let tie = rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0');
-        if tie && head.bytes().last().is_some_and(|d| (d - b'0').is_multiple_of(2)) {
+        if tie
+            && head
+                .bytes()
+                .last()
+                .is_some_and(|d| (d - b'0').is_multiple_of(2))
+        {
             digits = head.to_owned();
         }
     }
