@@ -737,7 +737,7 @@ mod tests {
         let set = pin_set(&state).await;
         assert_eq!(
             set.servers["weather"].rejected["forecast"],
-            [original.clone()]
+            std::slice::from_ref(&original)
         );
         assert_eq!(
             set.status("weather", "forecast", &original, None),
