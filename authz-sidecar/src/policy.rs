@@ -818,6 +818,7 @@ fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
             (o.lease.is_some(), "lease"),
             (o.dlp.is_some(), "dlp"),
             (o.poisoning.is_some(), "poisoning"),
+            (o.pins.is_some(), "pins"),
         ]
     };
     match misplaced.iter().find(|(present, _)| *present) {

@@ -119,6 +119,10 @@ pub struct ToolFacts {
     /// absent when nothing fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poisoning: Option<PoisoningFacts>,
+    /// The listed definition's hash and pin status (docs/pins.md); absent when the proxy had no
+    /// pin set when the tool was listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<crate::pins::PinFacts>,
 }
 
 /// A tool definition's poisoning verdict as policy sees it: `input.tool.poisoning`.
@@ -340,6 +344,10 @@ pub struct Obligations {
     /// for this call (docs/dlp.md). Findings no list names are only recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlp: Option<DlpActions>,
+    /// Allow of a `tools/list`: hide the tools whose listed definitions have one of these pin
+    /// statuses (docs/pins.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins: Option<crate::pins::PinQuarantine>,
 }
 
 /// The `dlp` obligation: detector ids (or `*` for every detector) whose findings in what the

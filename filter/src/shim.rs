@@ -1,11 +1,14 @@
 //! The proxy-wasm side: root context (config, audit shipping timer) and HTTP contexts.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
+use behavry_core::pins::{PIN_OBSERVATIONS_PATH, PINS_PATH, PinObservation, PinSet};
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
     TaskFacts, ToolFacts, USAGE_PATH, UsageReport,
@@ -18,7 +21,7 @@ use crate::config::FilterConfig;
 use crate::credentials::{CredentialCache, CredentialFailure, UpstreamCredential};
 use crate::exchange::{
     BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, Known,
-    LocalReply, RequestHead, ResponseHeadAction, unrouted,
+    LocalReply, PinContext, RequestHead, ResponseHeadAction, unrouted,
 };
 use crate::inline::InlinePolicy;
 use crate::resource_metadata;
@@ -74,6 +77,13 @@ struct BehavryRoot {
     /// Response sizes of budgeted calls, queued by HTTP contexts for the sidecar.
     usage_queue_id: Option<u32>,
     usage_call: Option<u32>,
+    /// The pin set this worker last polled (docs/pins.md), shared with its HTTP contexts.
+    pins: Rc<RefCell<Option<Arc<PinSet>>>>,
+    pins_call: Option<u32>,
+    next_pins_poll_ms: u64,
+    /// Listed definitions not pinned, queued by HTTP contexts for the sidecar.
+    pins_queue_id: Option<u32>,
+    pins_report_call: Option<u32>,
 }
 
 impl Context for BehavryRoot {
@@ -112,6 +122,21 @@ impl Context for BehavryRoot {
         if self.table_call == Some(token) {
             self.table_call = None;
             self.table_received(headers, body_size);
+            return;
+        }
+        if self.pins_call == Some(token) {
+            self.pins_call = None;
+            self.pins_received(headers, body_size);
+            return;
+        }
+        if self.pins_report_call == Some(token) {
+            self.pins_report_call = None;
+            if call_status(headers).as_deref() != Some("200") {
+                log(
+                    LogLevel::Warn,
+                    "the authz-sidecar did not take listed tool definitions; they are reported again with the next listing",
+                );
+            }
             return;
         }
         if self.usage_call == Some(token) {
@@ -204,6 +229,14 @@ impl RootContext for BehavryRoot {
             ),
         );
         self.inline = Rc::new(RefCell::new(InlinePolicy::new(config.inline.cache_entries)));
+        match hostcalls::register_shared_queue(PINS_QUEUE) {
+            Ok(id) => self.pins_queue_id = Some(id),
+            // Not fatal: first uses are then not pinned by the sidecar (logged once here).
+            Err(status) => log(
+                LogLevel::Error,
+                &format!("cannot register the pins queue: {status:?}; definitions not reported"),
+            ),
+        }
         match hostcalls::register_shared_queue(USAGE_QUEUE) {
             Ok(id) => self.usage_queue_id = Some(id),
             // Not fatal: without it, `bytes` budgets are not fed (logged once here).
@@ -219,12 +252,14 @@ impl RootContext for BehavryRoot {
     fn on_tick(&mut self) {
         self.ship();
         self.poll_revocations();
+        self.poll_pins();
         self.poll_table();
         if let Ok(mut inline) = self.inline.try_borrow_mut() {
             inline.sweep(now_ms());
             queue_returns(&mut inline, self.usage_queue_id);
         }
         self.ship_usage();
+        self.ship_pin_observations();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -235,6 +270,8 @@ impl RootContext for BehavryRoot {
             config: self.config.clone(),
             queue_id: self.queue_id,
             usage_queue_id: self.usage_queue_id,
+            pins_queue_id: self.pins_queue_id,
+            pins: Rc::clone(&self.pins),
             revocations: Rc::clone(&self.revocations),
             credentials: Rc::clone(&self.credentials),
             inline: Rc::clone(&self.inline),
@@ -262,6 +299,67 @@ impl BehavryRoot {
         self.revocation_call = get_from_authz(&config, REVOCATIONS_PATH, "revocations");
     }
 
+    /// The pin set is polled at the revocation list's period.
+    fn poll_pins(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let now = now_ms();
+        if self.pins_call.is_some() || now < self.next_pins_poll_ms {
+            return;
+        }
+        self.next_pins_poll_ms = now.saturating_add(config.revocation_poll_ms);
+        self.pins_call = get_from_authz(&config, PINS_PATH, "the pin set");
+    }
+
+    /// A failed poll keeps the set held; an older version than the one held is ignored.
+    fn pins_received(&mut self, headers: usize, body_size: usize) {
+        if call_status(headers).as_deref() != Some("200") {
+            return;
+        }
+        match serde_json::from_slice::<PinSet>(&call_body(body_size)) {
+            Ok(set) => {
+                if let Ok(mut held) = self.pins.try_borrow_mut()
+                    && held.as_ref().is_none_or(|old| set.version > old.version)
+                {
+                    log(
+                        LogLevel::Info,
+                        &format!("pin set version {} in force", set.version),
+                    );
+                    *held = Some(Arc::new(set));
+                }
+            }
+            Err(err) => log(LogLevel::Warn, &format!("unreadable pin set: {err}")),
+        }
+    }
+
+    /// Send the queued observations (one batch in flight at a time). A batch the sidecar does
+    /// not take is not sent again: the next listing of the same definitions reports them again.
+    fn ship_pin_observations(&mut self) {
+        let (Some(config), Some(queue_id)) = (self.config.clone(), self.pins_queue_id) else {
+            return;
+        };
+        if self.pins_report_call.is_some() {
+            return;
+        }
+        let body = drain_queue(queue_id, MAX_PIN_BATCH_BYTES, "pins");
+        if body.is_empty() {
+            return;
+        }
+        match call_authz(
+            &config,
+            "POST",
+            PIN_OBSERVATIONS_PATH,
+            Some(("application/x-ndjson", &body)),
+        ) {
+            Ok(token) => self.pins_report_call = Some(token),
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!("cannot send listed tool definitions: {status:?}"),
+            ),
+        }
+    }
+
     fn poll_table(&mut self) {
         let Some(config) = self.config.clone() else {
             return;
@@ -283,23 +381,7 @@ impl BehavryRoot {
         if self.usage_call.is_some() {
             return;
         }
-        let mut body = Vec::new();
-        for _ in 0..MAX_USAGE_BATCH {
-            match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(line)) => {
-                    body.extend_from_slice(&line);
-                    body.push(b'\n');
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    log(
-                        LogLevel::Error,
-                        &format!("usage queue read failed: {status:?}"),
-                    );
-                    break;
-                }
-            }
-        }
+        let body = drain_queue(queue_id, MAX_USAGE_BATCH_BYTES, "usage");
         if body.is_empty() {
             return;
         }
@@ -412,6 +494,29 @@ impl BehavryRoot {
     }
 }
 
+/// Lines taken from a shared queue as an NDJSON body, until the queue is empty or the body holds
+/// at least `max_bytes`.
+fn drain_queue(queue_id: u32, max_bytes: usize, what: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max_bytes {
+        match hostcalls::dequeue_shared_queue(queue_id) {
+            Ok(Some(line)) => {
+                body.extend_from_slice(&line);
+                body.push(b'\n');
+            }
+            Ok(None) => break,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("{what} queue read failed: {status:?}"),
+                );
+                break;
+            }
+        }
+    }
+    body
+}
+
 /// Start a `GET path` to the authz cluster; the call's token, or `None` (logged) when it cannot
 /// be sent.
 fn get_from_authz(config: &FilterConfig, path: &str, what: &str) -> Option<u32> {
@@ -466,6 +571,8 @@ struct BehavryHttp {
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
     usage_queue_id: Option<u32>,
+    pins_queue_id: Option<u32>,
+    pins: Rc<RefCell<Option<Arc<PinSet>>>>,
     revocations: Rc<RefCell<RevocationSet>>,
     credentials: Rc<RefCell<CredentialCache>>,
     inline: Rc<RefCell<InlinePolicy>>,
@@ -608,8 +715,14 @@ fn queue_returns(inline: &mut InlinePolicy, usage_queue_id: Option<u32>) {
 /// Envoy shared queue of the usage reports (response bytes of budgeted calls, unused calls of
 /// leases).
 const USAGE_QUEUE: &str = "behavry.usage";
-/// Most usage reports in one batch to the sidecar.
-const MAX_USAGE_BATCH: usize = 500;
+/// A batch of usage reports to the sidecar is closed once it holds this many bytes.
+const MAX_USAGE_BATCH_BYTES: usize = 64 * 1024;
+/// Envoy shared queue of the listed tool definitions that are not pinned (docs/pins.md).
+const PINS_QUEUE: &str = "behavry.pins";
+/// A batch of definitions is closed once it holds this many bytes (the sidecar takes 1 MiB).
+const MAX_PIN_BATCH_BYTES: usize = 256 * 1024;
+/// A definition larger than this is not reported (the sidecar takes definitions up to 256 KiB).
+const MAX_PIN_OBSERVATION_BYTES: usize = 256 * 1024;
 
 /// Prefix of the shared-data keys that bind an MCP session to the agent that opened it.
 const SESSION_KEY_PREFIX: &str = "behavry.session/";
@@ -665,6 +778,83 @@ fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
     }
 }
 
+/// Shared-data key prefix of the tool definitions this Envoy took on first use and the polled
+/// pin set may not hold yet: `behavry.pins-first-use/<server as JSON>` → `{tool: hash}`.
+const FIRST_USE_KEY_PREFIX: &str = "behavry.pins-first-use/";
+/// Shared-data key prefix of the definitions last shown to a session (or an agent without
+/// sessions): `[server, scope]` → `{tool: hash}`.
+const SHOWN_PINS_KEY_PREFIX: &str = "behavry.pins-shown/";
+
+fn first_use_key(server: &str) -> String {
+    format!(
+        "{FIRST_USE_KEY_PREFIX}{}",
+        serde_json::to_string(server).unwrap_or_default()
+    )
+}
+
+/// A `{name: hash}` map in shared data, with its CAS token.
+fn shared_map(key: &str) -> (BTreeMap<String, String>, Option<u32>) {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(value), cas)) => (serde_json::from_slice(&value).unwrap_or_default(), cas),
+        Ok((None, cas)) => (BTreeMap::new(), cas),
+        Err(_) => (BTreeMap::new(), None),
+    }
+}
+
+/// Add `entries` to the map at `key` (compare-and-swap, so two workers adding at once both
+/// land), keeping at most [`MAX_REMEMBERED_TOOLS`] names.
+fn merge_shared_map(key: &str, entries: &[(String, String)]) {
+    for _ in 0..8 {
+        let (mut map, cas) = shared_map(key);
+        for (name, hash) in entries {
+            if map.len() < MAX_REMEMBERED_TOOLS || map.contains_key(name) {
+                map.insert(name.clone(), hash.clone());
+            }
+        }
+        let Ok(json) = serde_json::to_vec(&map) else {
+            return;
+        };
+        match hostcalls::set_shared_data(key, Some(&json), cas) {
+            Ok(()) => return,
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log(LogLevel::Warn, &format!("pins not stored: {status:?}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Queue the definitions a listing showed that are not pinned, for the sidecar.
+fn queue_pin_observations(observations: &[PinObservation], queue_id: Option<u32>) {
+    let Some(queue_id) = queue_id else {
+        return;
+    };
+    for observation in observations {
+        let Ok(line) = serde_json::to_vec(observation) else {
+            continue;
+        };
+        if line.len() > MAX_PIN_OBSERVATION_BYTES {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "definition of tool `{}` on `{}` too large to report ({} bytes)",
+                    observation.tool,
+                    observation.server,
+                    line.len()
+                ),
+            );
+            continue;
+        }
+        if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
+            log(
+                LogLevel::Warn,
+                &format!("listed definition not queued: {status:?}"),
+            );
+        }
+    }
+}
+
 /// Shared-data key prefix of the call that created a task: `[server, taskId]` → [`TaskFacts`].
 const TASK_KEY_PREFIX: &str = "behavry.task/";
 /// Shared-data key prefix of the tasks an agent created: `[server, agent]` → JSON array of ids.
@@ -676,6 +866,8 @@ const MAX_LISTED_TASKS: usize = 256;
 /// What this Envoy remembers of a server (shared by its workers).
 struct SharedMemory<'a> {
     server: &'a str,
+    /// The worker's pin set.
+    pins: Option<Arc<PinSet>>,
 }
 
 impl Known for SharedMemory<'_> {
@@ -687,6 +879,17 @@ impl Known for SharedMemory<'_> {
         let key = pair_key(TASK_KEY_PREFIX, self.server, task_id);
         let (value, _) = hostcalls::get_shared_data(&key).ok()?;
         serde_json::from_slice(&value?).ok()
+    }
+
+    fn pins(&self) -> Option<PinContext> {
+        Some(PinContext {
+            set: self.pins.clone()?,
+            provisional: shared_map(&first_use_key(self.server)).0,
+        })
+    }
+
+    fn listed_pins(&self, scope: &str) -> BTreeMap<String, String> {
+        shared_map(&pair_key(SHOWN_PINS_KEY_PREFIX, self.server, scope)).0
     }
 
     fn tasks_of(&self, agent: &str, delegation: &[String]) -> Vec<String> {
@@ -715,7 +918,7 @@ fn agent_tasks(server: &str, agent: &str) -> (Vec<String>, Option<u32>) {
 /// again for another agent, chain or tool is bound to no one from then on (every request about
 /// it is answered "not found"): neither creator may reach the other's task.
 fn remember_task(server: &str, task_id: &str, facts: &TaskFacts) {
-    let memory = SharedMemory { server };
+    let memory = SharedMemory { server, pins: None };
     let record = match memory.task(task_id) {
         None => facts.clone(),
         Some(known) if known == *facts => return,
@@ -1050,7 +1253,10 @@ impl BehavryHttp {
             body_size,
             body.as_deref(),
             now_ms(),
-            &SharedMemory { server: &server },
+            &SharedMemory {
+                server: &server,
+                pins: self.pins.borrow().clone(),
+            },
         );
         self.flush_audit();
         match action {
@@ -1329,6 +1535,19 @@ impl HttpContext for BehavryHttp {
         let listed = exchange.take_listed_tools();
         if !listed.is_empty() {
             remember_tools(exchange.server(), &listed);
+        }
+        queue_pin_observations(&exchange.take_pin_observations(), self.pins_queue_id);
+        let (shown, first_use) = exchange.take_shown_pins();
+        if !first_use.is_empty() {
+            merge_shared_map(&first_use_key(exchange.server()), &first_use);
+        }
+        if !shown.is_empty() {
+            let key = pair_key(
+                SHOWN_PINS_KEY_PREFIX,
+                exchange.server(),
+                &exchange.pin_scope(),
+            );
+            merge_shared_map(&key, &shown);
         }
         if let Some((task_id, facts)) = exchange.take_created_task() {
             remember_task(exchange.server(), &task_id, &facts);
