@@ -4,7 +4,7 @@
 #   {"allow": bool, "reasons": [string], "ruleIds": [string], "obligations": {...}}
 # Data (data.yaml, and data.behavry.agents filled by the sidecar from its registry):
 #   roles, blocked, tool_scopes, destructive_tools, elevated_roles, arguments, limits, budgets,
-#   redact, cache.
+#   redact, cache, dlp, poisoning, pins.
 #
 # Deny by default: a request is allowed only when an allow rule matches and no deny rule does.
 # Every denial has a reason the agent can read and a stable rule id; a tool the agent may not see
@@ -330,6 +330,26 @@ denials contains {
 	input.tool.poisoning.score >= data.behavry.poisoning.hide_from
 }
 
+# A tool whose listed definition is not the one pinned for it (input.tool.pin, docs/pins.md): a
+# rug pull until someone approves the new definition (`behavry pins approve`).
+denials contains {
+	"rule": "behavry.tools.quarantined",
+	"reason": sprintf("tool '%s' on server '%s' is quarantined: its definition %s is %s, not the pinned one", [target, server, input.tool.pin.hash, input.tool.pin.status]),
+	"conceal": true,
+} if {
+	tool_target
+	input.tool.pin.status in data.behavry.pins.quarantine
+}
+
+# The agent acts on a description the server has since changed: it must read the new one.
+denials contains {
+	"rule": "behavry.tools.changed_since_listing",
+	"reason": sprintf("tool '%s' on server '%s' changed since this session listed it: list the tools again", [target, server]),
+} if {
+	method == "tools/call"
+	input.tool.pin.changedSinceListing == true
+}
+
 # A secret the proxy's scanners found in the arguments (input.findings, docs/dlp.md) that no
 # server should get, whoever asks.
 denials contains {
@@ -387,7 +407,7 @@ deny_cache_obligation := {"cacheSeconds": data.behavry.cache.deny_seconds} if {
 
 # An allowed call is either a listing or a governed call, never both. What a listing shows
 # depends on who asks (agent, chain, scopes) and where: reusable.
-allow_obligations := object.union({"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds}, poisoning_obligation) if {
+allow_obligations := object.union_n([{"visible": visible, "cacheSeconds": data.behavry.cache.listing_seconds}, poisoning_obligation, pins_obligation]) if {
 	listing
 	method != "tasks/list"
 }
@@ -396,6 +416,11 @@ allow_obligations := object.union({"visible": visible, "cacheSeconds": data.beha
 default poisoning_obligation := {}
 
 poisoning_obligation := {"poisoning": {"hideFrom": data.behavry.poisoning.hide_from}} if method == "tools/list"
+
+# ... and the tools whose definitions are not the pinned ones.
+default pins_obligation := {}
+
+pins_obligation := {"pins": {"quarantine": data.behavry.pins.quarantine}} if method == "tools/list"
 
 # A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
 allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"
