@@ -226,11 +226,14 @@ fn describe(approval: &Value) -> String {
     line
 }
 
-/// `text` with control characters (ANSI escapes, line breaks) escaped.
-fn printable(text: &str) -> String {
+/// `text` with control characters (ANSI escapes, line breaks) and invisible ones that reorder or
+/// hide text (bidi controls, zero-width characters, Unicode tags) escaped.
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            let invisible = matches!(c as u32,
+                0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2069 | 0xFEFF | 0xE0000..=0xE007F);
+            if c.is_control() || invisible {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]

@@ -12,6 +12,7 @@ mod agent;
 mod approvals;
 mod audit;
 mod key;
+mod pins;
 mod policy;
 mod scan;
 mod secret;
@@ -47,6 +48,14 @@ enum Command {
         approver: approvals::ApproverCredential,
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
+    },
+    /// Pinned tool definitions and the changed ones held for a decision (rug pulls), through
+    /// the authz-sidecar's admin API.
+    Pins {
+        #[command(flatten)]
+        connection: agent::AdminConnection,
+        #[command(subcommand)]
+        command: pins::PinsCommand,
     },
     /// Agent access tokens.
     Token {
@@ -158,6 +167,10 @@ fn main() -> ExitCode {
             approver,
             command,
         } => approvals::run(&connection, &approver, command),
+        Command::Pins {
+            connection,
+            command,
+        } => pins::run(&connection, command),
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),
