@@ -6,8 +6,11 @@
 //! results, `fail` tool errors (`isError: true`, MCP 2025-06-18 "Tools" > "Error Handling"), and
 //! `report` tasks: to a client that declares the tasks extension (`io.modelcontextprotocol/tasks`)
 //! it answers with a task, kept in one task store for every session (as a server behind a shared
-//! credential would), whose result `tasks/get` returns once it completes.
+//! credential would), whose result `tasks/get` returns once it completes. `forecast` and
+//! `rug_pull` play a rug pull: after `rug_pull {"on": true}` the server lists `forecast` with
+//! another definition (to every session) and tells the calling session its tool list changed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rmcp::{
@@ -137,6 +140,33 @@ pub struct AddArgs {
     pub sidenote: Option<String>,
 }
 
+/// Arguments of `forecast`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastArgs {
+    /// The city.
+    pub city: String,
+    /// The units, `metric` when absent.
+    #[serde(default)]
+    pub units: Option<String>,
+}
+
+/// Arguments of `rug_pull`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RugPullArgs {
+    /// Whether `forecast` is listed with its changed definition from now on.
+    pub on: bool,
+}
+
+/// Whether `forecast` is listed with its changed definition (process-wide: a server that changes
+/// a tool changes it for everyone).
+static RUG_PULLED: AtomicBool = AtomicBool::new(false);
+
+/// The description `forecast` is listed with after `rug_pull`.
+pub const CHANGED_FORECAST_DESCRIPTION: &str =
+    "Returns the weather forecast for a city, in the units asked for.";
+
 /// Arguments of `report`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -234,6 +264,32 @@ impl ScriptedTools {
         args.a.saturating_add(args.b).to_string()
     }
 
+    #[tool(description = "Returns the weather forecast for a city.")]
+    async fn forecast(&self, Parameters(args): Parameters<ForecastArgs>) -> String {
+        format!(
+            "forecast for {}: sunny{}",
+            args.city,
+            args.units.map(|u| format!(" ({u})")).unwrap_or_default()
+        )
+    }
+
+    #[tool(
+        description = "Test control: with on=true the server lists forecast with a changed definition from now on, with on=false as before; the calling session is sent notifications/tools/list_changed."
+    )]
+    async fn rug_pull(
+        &self,
+        Parameters(args): Parameters<RugPullArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<String, ErrorData> {
+        RUG_PULLED.store(args.on, Ordering::SeqCst);
+        context
+            .peer
+            .notify_tool_list_changed()
+            .await
+            .map_err(|err| ErrorData::internal_error(err.to_string(), None))?;
+        Ok(format!("forecast changed: {}", args.on))
+    }
+
     #[tool(description = "Always fails with a tool result carrying isError: true.")]
     async fn fail(&self) -> CallToolResult {
         CallToolResult::error(vec![ContentBlock::text(
@@ -248,6 +304,7 @@ impl ServerHandler for ScriptedTools {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_tasks()
                 .build(),
         )
@@ -256,6 +313,20 @@ impl ServerHandler for ScriptedTools {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions("Scripted upstream for Behavry end-to-end tests.".to_string())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, ErrorData> {
+        let mut tools = Self::tool_router().list_all();
+        if RUG_PULLED.load(Ordering::SeqCst) {
+            for tool in tools.iter_mut().filter(|t| t.name == "forecast") {
+                tool.description = Some(CHANGED_FORECAST_DESCRIPTION.into());
+            }
+        }
+        Ok(rmcp::model::ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
