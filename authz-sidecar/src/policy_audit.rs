@@ -204,6 +204,16 @@ mod tests {
         );
         assert_ne!(applied.trace_id, refused.trace_id);
         assert_eq!(applied.detail["previousDigest"], "sha256:a");
+        let pin = event_for(
+            &PolicyChange::Pin {
+                detail: json!({"outcome": "rejected", "tool": "forecast", "by": "bob"}),
+            },
+            now,
+        );
+        assert_eq!(pin.kind, AuditKind::Policy);
+        assert_eq!(pin.request.method, "pins/changed");
+        assert_eq!(pin.request.server, "behavry-authz");
+        assert_eq!(pin.detail["by"], "bob");
     }
 
     #[tokio::test]

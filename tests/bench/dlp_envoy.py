@@ -93,7 +93,7 @@ def main() -> int:
         try:
             nodlp, nodlp_port = second_behavry_envoy(stack, "envoy-nodlp", edit=without_dlp)
             stack.services["envoy-nodlp"] = nodlp.start()
-            wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
+            wait_until("JWKS to reach Envoy", stack.jwks_loaded, timeout=30)
             nodlp_url = f"http://127.0.0.1:{nodlp_port}/mcp/scripted"
             urls = {"dlp": stack.url("scripted"), "no-dlp": nodlp_url}
             services = {"dlp": "envoy", "no-dlp": "envoy-nodlp"}

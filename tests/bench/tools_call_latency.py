@@ -109,29 +109,9 @@ def bare_envoy(stack: Stack, upstream_port: int) -> Service:
 
 def second_behavry_envoy(stack: Stack, name: str, inline: bool = True,
                          edit=None) -> tuple[Service, int]:
-    """Another Envoy with Behavry on the same sidecar, sink and upstream, on ports of its own:
-    `inline=False` sends every decision to the sidecar; `edit` may change the rendered bootstrap
-    text before it starts. Returns the service and its listener port."""
-    listen, admin = free_port(), free_port()
-    saved = dict(stack.ports)
-    # The gateway's audience (derived from the main Envoy's port) stays the tokens' audience.
-    audience = stack.audience
-    stack.ports.update(envoy=listen, admin=admin)
-    stack.inline_decisions = inline
-    try:
-        service = stack.envoy(concurrency=ENVOY_CONCURRENCY, log_level="warn",
-                              config_name=f"{name}.yaml", audience=audience)
-    finally:
-        stack.ports.clear()
-        stack.ports.update(saved)
-        stack.inline_decisions = True
-    stack.ports.update({name: listen, f"{name}_admin": admin})
-    if edit is not None:
-        config = stack.dir / f"{name}.yaml"
-        config.write_text(edit(config.read_text()))
-    service.name = name
-    service.log_path = stack.logs / f"{name}.log"
-    return service, listen
+    """Another Envoy with Behavry for the benchmarks: their worker count, quiet logs."""
+    return stack.another_envoy(name, concurrency=ENVOY_CONCURRENCY, log_level="warn",
+                               inline=inline, edit=edit)
 
 
 def start_stack(workdir: Path, authz_extra: str) -> tuple[Stack, int]:
@@ -165,7 +145,7 @@ def start(workdir: Path) -> tuple[Stack, dict[str, str]]:
         stack.services["envoy_bare"] = bare_envoy(stack, upstream_port).start()
         callout, callout_port = second_behavry_envoy(stack, "envoy-callout", inline=False)
         stack.services["envoy_callout"] = callout.start()
-        wait_until("JWKS to reach Envoy", stack._jwks_loaded, timeout=30)
+        wait_until("JWKS to reach Envoy", stack.jwks_loaded, timeout=30)
     except Exception:
         stack.stop()
         raise

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -478,6 +479,33 @@ class Stack:
                        self.logs / "envoy.log",
                        ready_url=f"http://127.0.0.1:{self.ports['admin']}/ready")
 
+    def another_envoy(self, name: str, concurrency: int = ENVOY_WORKERS, log_level: str = "info",
+                      inline: bool = True, edit=None) -> tuple[Service, int]:
+        """Another Envoy with Behavry on the same sidecar, sink and upstreams, on ports of its own
+        (a second replica), not started: `inline=False` sends every decision to the sidecar;
+        `edit` may change the rendered bootstrap text. Returns the service and its listener
+        port."""
+        listen, admin = free_port(), free_port()
+        saved = dict(self.ports)
+        # The gateway's audience (derived from the main Envoy's port) stays the tokens' audience.
+        audience = self.audience
+        self.ports.update(envoy=listen, admin=admin)
+        inline_before, self.inline_decisions = self.inline_decisions, inline
+        try:
+            service = self.envoy(concurrency=concurrency, log_level=log_level,
+                                 config_name=f"{name}.yaml", audience=audience)
+        finally:
+            self.ports.clear()
+            self.ports.update(saved)
+            self.inline_decisions = inline_before
+        self.ports.update({name: listen, f"{name}_admin": admin})
+        if edit is not None:
+            config = self.dir / f"{name}.yaml"
+            config.write_text(edit(config.read_text()))
+        service.name = name
+        service.log_path = self.logs / f"{name}.log"
+        return service, listen
+
     def start(self) -> "Stack":
         self.services["vault"] = self.vault().start()
         self._put_vault_secret()
@@ -488,7 +516,7 @@ class Stack:
                            ("envoy", self.envoy)):
             self.services[name] = make().start()
         # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.
-        wait_until("JWKS to reach Envoy", self._jwks_loaded, timeout=30)
+        wait_until("JWKS to reach Envoy", self.jwks_loaded, timeout=30)
         return self
 
     @contextlib.contextmanager
@@ -504,8 +532,10 @@ class Stack:
         panics = self.envoy_panics()
         assert not panics, "the filter panicked inside Envoy:\n" + "\n".join(panics)
 
-    def _jwks_loaded(self) -> bool:
-        _, _, body = http("GET", f"http://127.0.0.1:{self.ports['admin']}/stats?filter=jwks_fetch_success")
+    def jwks_loaded(self, admin_port: int | None = None) -> bool:
+        """Whether the Envoy with this admin port (default: the stack's) fetched the JWKS."""
+        port = admin_port or self.ports["admin"]
+        _, _, body = http("GET", f"http://127.0.0.1:{port}/stats?filter=jwks_fetch_success")
         return any(line.strip().endswith(tuple(f" {n}" for n in range(1, 1000)))
                    for line in body.decode().splitlines())
 
@@ -579,6 +609,12 @@ class Stack:
             seen = [e["event"]["kind"] for e in events]
             return events if sorted(seen) == sorted(kinds) else None
         return wait_until(f"trace {trace_id} to hold {kinds}", complete, timeout=timeout)
+
+    def policy_events(self) -> list[dict]:
+        """The `policy` events of the audit log (bundle and pin changes), in log order."""
+        with sqlite3.connect(f"file:{self.audit_db}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT body FROM audit_records WHERE kind = 'policy' ORDER BY seq")
+            return [json.loads(body) for (body,) in rows]
 
     def upstream_requests(self, server: str = "scripted") -> int:
         _, _, body = http("GET", f"http://127.0.0.1:{self.ports[server]}/raw/count")

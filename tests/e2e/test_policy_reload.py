@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import shutil
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -182,7 +181,8 @@ def test_bundle_reloads_under_load_and_a_broken_one_is_refused(reload_stack):
 
     # Every change of the bundle in force is in the audit log, the refusal with its error.
     def changes():
-        events = policy_events(stack)
+        events = [e for e in stack.policy_events()
+                  if e["request"]["method"].startswith("policy/")]
         return events if [e["detail"]["outcome"] for e in events] == [
             "loaded", "applied", "refused", "applied"] else None
     loaded, applied, refusal, back = wait_until("the policy changes in the audit log", changes,
@@ -195,13 +195,6 @@ def test_bundle_reloads_under_load_and_a_broken_one_is_refused(reload_stack):
     assert back["detail"]["bundleDigest"] == start["digest"]
     verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-
-
-def policy_events(stack) -> list[dict]:
-    """The `policy` events of the audit log, in log order."""
-    with sqlite3.connect(f"file:{stack.audit_db}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT body FROM audit_records WHERE kind = 'policy' ORDER BY seq")
-        return [json.loads(body) for (body,) in rows]
 
 
 # A second `decision` for one request the bundle's own cases make (tests/default.yaml: a developer

@@ -174,7 +174,10 @@ async fn a_rug_pull_changes_the_listed_forecast_for_every_session() {
         .call_tool(call("rug_pull", json!({"on": false})))
         .await
         .unwrap();
-    assert_eq!(after, behavry_scripted_server::tools::CHANGED_FORECAST_DESCRIPTION);
+    assert_eq!(
+        after,
+        behavry_scripted_server::tools::CHANGED_FORECAST_DESCRIPTION
+    );
     assert_eq!(description(second.list_all_tools().await.unwrap()), before);
     let result = first
         .call_tool(call("forecast", json!({"city": "Oslo"})))
