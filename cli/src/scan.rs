@@ -6,7 +6,9 @@
 //! `{"text": "...", "labels": ["email", ...]}` (optional `"field"`: the member the text is the
 //! value of, e.g. `"password"`), or a tool definition for the poisoning rules,
 //! `{"tool": {"name": ..., "description": ...}, "labels": ["secrecy", ...]}` (optional
-//! `"otherTools"`: names other servers offer). A case's predicted labels are the ids of the
+//! `"otherTools"`: names other servers offer), or a text a server returned (a tool result, a
+//! resource) for the prompt-injection rules, `{"result": "...", "labels": ["role_marker", ...]}`.
+//! A case's predicted labels are the ids of the
 //! detectors or rules that fired; per label, predicted and expected is a true positive,
 //! predicted only a false positive, expected only a false negative. Exit status 1 when a label
 //! with cases is under `--min`.
@@ -18,6 +20,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use behavry_core::dlp::{DlpConfig, Scanner};
+use behavry_core::injection;
 use behavry_core::poisoning::{Rule, scan_tool};
 use serde::Deserialize;
 
@@ -32,6 +35,8 @@ struct Case {
     tool: Option<serde_json::Value>,
     #[serde(default)]
     other_tools: Vec<String>,
+    #[serde(default)]
+    result: Option<String>,
     labels: Vec<String>,
 }
 
@@ -94,6 +99,7 @@ pub fn score(
         .iter()
         .map(|d| d.id.as_str())
         .chain(Rule::ALL.iter().map(|r| r.id()))
+        .chain(injection::Rule::ALL.iter().map(|r| r.id()))
         .collect();
     let mut tallies: BTreeMap<String, Tally> = known
         .iter()
@@ -112,8 +118,8 @@ pub fn score(
             bail!("line {number}: no detector `{label}`");
         }
         cases += 1;
-        let found: BTreeSet<String> = match (&case.text, &case.tool) {
-            (Some(text), None) => {
+        let found: BTreeSet<String> = match (&case.text, &case.tool, &case.result) {
+            (Some(text), None, None) => {
                 let findings = match &case.field {
                     Some(field) => scanner.scan_field(field, text),
                     None => scanner.scan_text(text),
@@ -123,7 +129,7 @@ pub fn score(
                     .filter_map(|f| scanner.detector(f.detector).map(|d| d.id.clone()))
                     .collect()
             }
-            (None, Some(tool)) => {
+            (None, Some(tool), None) => {
                 let others: Vec<&str> = case.other_tools.iter().map(String::as_str).collect();
                 scan_tool(tool, &others)
                     .rules()
@@ -131,7 +137,12 @@ pub fn score(
                     .map(str::to_owned)
                     .collect()
             }
-            _ => bail!("line {number}: a case has either `text` or `tool`"),
+            (None, None, Some(result)) => injection::scan_text(result, "")
+                .rules()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            _ => bail!("line {number}: a case has one of `text`, `tool` or `result`"),
         };
         let expected: BTreeSet<String> = case.labels.into_iter().collect();
         for (id, tally) in &mut tallies {
@@ -307,7 +318,7 @@ mod tests {
 
     #[test]
     fn the_committed_corpora_meet_the_accuracy_goal() {
-        for file in ["dlp.jsonl", "tools.jsonl"] {
+        for file in ["dlp.jsonl", "tools.jsonl", "injection.jsonl"] {
             let corpus = std::fs::read_to_string(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../tests/corpus")

@@ -26,6 +26,7 @@ pub mod decision_table;
 pub mod dlp;
 pub mod fingerprint;
 pub mod headers;
+pub mod injection;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;

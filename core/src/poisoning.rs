@@ -110,11 +110,16 @@ pub struct ToolVerdict {
 impl ToolVerdict {
     /// The ids of the rules that fired, sorted, each once.
     pub fn rules(&self) -> Vec<&'static str> {
-        let mut rules: Vec<&'static str> = self.reasons.iter().map(|r| r.rule.id()).collect();
-        rules.sort_unstable();
-        rules.dedup();
-        rules
+        sorted_once(self.reasons.iter().map(|r| r.rule.id()))
     }
+}
+
+/// `items` sorted, each once.
+pub(crate) fn sorted_once<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<T> = items.collect();
+    items.sort_unstable();
+    items.dedup();
+    items
 }
 
 /// Descriptions longer than this are [`Rule::AbnormalLength`].
@@ -151,29 +156,7 @@ const PHRASES: &[(Rule, &[&str])] = &[
             "ai agent:",
         ],
     ),
-    (
-        Rule::Secrecy,
-        &[
-            "do not tell the user",
-            "don't tell the user",
-            "do not mention",
-            "don't mention",
-            "do not inform the user",
-            "without telling the user",
-            "without informing the user",
-            "without mentioning",
-            "the user must not know",
-            "the user should not know",
-            "do not reveal",
-            "don't reveal",
-            "must not reveal",
-            "never reveal",
-            "keep this secret",
-            "hide this from",
-            "never mention",
-            "not visible to the user",
-        ],
-    ),
+    (Rule::Secrecy, SECRECY),
     (
         Rule::SensitiveData,
         &[
@@ -239,6 +222,28 @@ const PHRASES: &[(Rule, &[&str])] = &[
     ),
 ];
 
+/// Secrecy toward the user (also read in what servers return, [`crate::injection`]).
+pub(crate) const SECRECY: &[&str] = &[
+    "do not tell the user",
+    "don't tell the user",
+    "do not mention",
+    "don't mention",
+    "do not inform the user",
+    "without telling the user",
+    "without informing the user",
+    "without mentioning",
+    "the user must not know",
+    "the user should not know",
+    "do not reveal",
+    "don't reveal",
+    "must not reveal",
+    "never reveal",
+    "keep this secret",
+    "hide this from",
+    "never mention",
+    "not visible to the user",
+];
+
 /// Tags that imitate system prompts or chat templates (matched lower-case).
 const TAGS: &[&str] = &[
     "<important>",
@@ -260,7 +265,7 @@ const TAGS: &[&str] = &[
 
 /// Characters that do not show: zero-width, word joiners, BOM, bidi embeddings and isolates
 /// (Trojan Source, CVE-2021-42574), soft hyphen, and the Unicode tag block.
-fn invisible(c: char) -> bool {
+pub(crate) fn invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}'
         | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
@@ -292,10 +297,11 @@ pub fn scan_tool(tool: &Value, other_tools: &[&str]) -> ToolVerdict {
     let own_name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
     let mut pointer = String::new();
     walk(tool, &mut pointer, own_name, other_tools, &mut reasons);
-    let mut fired: Vec<Rule> = reasons.iter().map(|r| r.rule).collect();
-    fired.sort_unstable();
-    fired.dedup();
-    let score = fired.iter().map(|r| r.weight()).sum::<u32>().min(100);
+    let score = sorted_once(reasons.iter().map(|r| r.rule))
+        .iter()
+        .map(|r| r.weight())
+        .sum::<u32>()
+        .min(100);
     ToolVerdict { score, reasons }
 }
 
