@@ -425,11 +425,19 @@ pins_obligation := {"pins": {"quarantine": data.behavry.pins.quarantine}} if met
 # A task listing is filtered by the proxy to the agent's own tasks, whatever policy says.
 allow_obligations := {"cacheSeconds": data.behavry.cache.listing_seconds} if method == "tasks/list"
 
-allow_obligations := object.union_n([{"budget": budget_consumption}, redact_obligation, lease_obligation, dlp_obligation]) if governed
+allow_obligations := object.union_n([{"budget": budget_consumption}, redact_obligation, lease_obligation, dlp_obligation, injection_obligation]) if governed
 
 # What the proxy does with what its scanners find in what the server sends for the call; none
 # for a tool whose answers carry credentials on purpose (its findings are still recorded).
 dlp_obligation := {"dlp": {"redact": data.behavry.dlp.redact, "block": data.behavry.dlp.block}} if not dlp_record_only
+
+# What the proxy does with prompt injection in the call's answer (docs/injection.md): the
+# thresholds set in data.behavry.injection, the others left out (never reached).
+injection_obligation := {"injection": {name: from |
+	some key, name in {"wrap_from": "wrapFrom", "redact_from": "redactFrom", "block_from": "blockFrom"}
+	from := data.behavry.injection[key]
+	from != null
+}}
 
 dlp_obligation := {} if dlp_record_only
 

@@ -819,6 +819,7 @@ fn check_obligations(decision: &PolicyDecision) -> Result<(), PolicyError> {
             (o.dlp.is_some(), "dlp"),
             (o.poisoning.is_some(), "poisoning"),
             (o.pins.is_some(), "pins"),
+            (o.injection.is_some(), "injection"),
         ]
     };
     match misplaced.iter().find(|(present, _)| *present) {

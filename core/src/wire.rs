@@ -348,6 +348,66 @@ pub struct Obligations {
     /// statuses (docs/pins.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pins: Option<crate::pins::PinQuarantine>,
+    /// Allow of a call: what the proxy does with prompt injection its scanner finds in the
+    /// answer (docs/injection.md). Without it a verdict is only recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<InjectionActions>,
+}
+
+/// The `injection` obligation: from which score of the prompt-injection verdict on a call's
+/// answer the proxy wraps the flagged text in data delimiters, redacts its spans, or withholds
+/// the answer. A threshold that is absent is never reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InjectionActions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrap_from: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_from: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_from: Option<u32>,
+}
+
+impl InjectionActions {
+    /// What happens to an answer whose verdict scores `score` (above 0): block wins over
+    /// redact, redact over wrap; none reached means flag (record only).
+    pub fn action_for(&self, score: u32) -> InjectionAction {
+        let reached = |from: Option<u32>| from.is_some_and(|from| score >= from.max(1));
+        if reached(self.block_from) {
+            InjectionAction::Block
+        } else if reached(self.redact_from) {
+            InjectionAction::Redact
+        } else if reached(self.wrap_from) {
+            InjectionAction::Wrap
+        } else {
+            InjectionAction::Flag
+        }
+    }
+}
+
+/// What the proxy does with an answer the prompt-injection scanner flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectionAction {
+    /// Record the verdict and deliver the answer unchanged.
+    Flag,
+    /// Put each flagged string between data delimiters with a notice to the model.
+    Wrap,
+    /// Replace each flagged span with `[REDACTED:prompt_injection]`.
+    Redact,
+    /// Withhold the answer.
+    Block,
+}
+
+impl InjectionAction {
+    /// The name used in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InjectionAction::Flag => "flag",
+            InjectionAction::Wrap => "wrap",
+            InjectionAction::Redact => "redact",
+            InjectionAction::Block => "block",
+        }
+    }
 }
 
 /// The `dlp` obligation: detector ids (or `*` for every detector) whose findings in what the
