@@ -361,6 +361,17 @@ denials contains {
 	f.detector in data.behavry.dlp.deny_in_arguments
 }
 
+# A value another server returned to the agent, passed on to this one (input.flow,
+# docs/injection.md "Cross-server flow").
+denials contains {
+	"rule": "behavry.flow.cross_server",
+	"reason": sprintf("the arguments carry a %s at %s that server '%s' returned: it is not passed on to server '%s'", [f.detector, f.pointer, f.from.server, server]),
+} if {
+	governed
+	some f in input.flow.findings
+	f.detector in data.behavry.flow.deny_detectors
+}
+
 # ---------------------------------------------------------------------------------------------
 # Obligations
 

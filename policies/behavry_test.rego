@@ -86,3 +86,23 @@ test_length_limits_count_characters if {
 	not authz.length_within("héllo!", 5)
 	not authz.length_within(["a"], 5)
 }
+
+# A call whose arguments carry an e-mail address another server returned (input.flow).
+flowed_email := {
+	"agent": {"id": "dev", "scopes": ["mcp"]},
+	"request": {"server": "everything", "method": "tools/call", "tool": "echo", "arguments": {"message": "x"}},
+	"flow": {"findings": [{"detector": "email", "severity": "medium", "pointer": "/message", "from": {"server": "crm", "tool": "lookup"}}]},
+}
+
+test_a_value_from_another_server_is_denied_when_its_detector_is_listed if {
+	some denial in authz.denials with input as flowed_email with data.behavry.flow.deny_detectors as ["email"]
+	denial.rule == "behavry.flow.cross_server"
+	denial.reason == "the arguments carry a email at /message that server 'crm' returned: it is not passed on to server 'everything'"
+}
+
+test_a_value_from_another_server_is_recorded_only_when_its_detector_is_not_listed if {
+	denials := authz.denials with input as flowed_email
+	every denial in denials {
+		denial.rule != "behavry.flow.cross_server"
+	}
+}

@@ -68,6 +68,7 @@ fn request(agent: &str, server: &str, method: &str, tool: Option<&str>) -> Decis
         task: None,
         holds_leases: false,
         findings: Vec::new(),
+        flow: Default::default(),
     }
 }
 

@@ -394,6 +394,7 @@ mod tests {
             task: None,
             holds_leases: false,
             findings: Vec::new(),
+            flow: Default::default(),
         }
     }
 

@@ -139,6 +139,8 @@ pub struct PolicyInput<'a> {
     pub task: Option<&'a TaskFacts>,
     /// What the proxy's content scanners found in the request's arguments (docs/dlp.md).
     pub findings: &'a [behavry_core::wire::ContentFinding],
+    /// What reached this call from the agent's recent answers (docs/injection.md).
+    pub flow: &'a behavry_core::flow::FlowFacts,
     /// Blast-radius usage before this call.
     pub counters: &'a Counters,
     /// A human approval of exactly this call, when one is approved and unused.
@@ -226,6 +228,7 @@ impl<'a> PolicyInput<'a> {
             tool: request.tool.as_ref(),
             task: request.task.as_ref(),
             findings: &request.findings,
+            flow: &request.flow,
             counters,
             approval: None,
             time: TimeFacts::at(now),
@@ -1146,6 +1149,7 @@ pub(crate) mod tests {
             task: None,
             holds_leases: false,
             findings: Vec::new(),
+            flow: Default::default(),
         }
     }
 

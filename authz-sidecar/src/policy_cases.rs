@@ -109,6 +109,9 @@ pub struct CaseInput {
     /// What the proxy's content scanners found in the arguments (docs/dlp.md).
     #[serde(default)]
     pub findings: Vec<behavry_core::wire::ContentFinding>,
+    /// What reached the call from other servers' answers (docs/injection.md).
+    #[serde(default)]
+    pub flow: behavry_core::flow::FlowFacts,
     /// Blast-radius usage, over zeros.
     #[serde(default)]
     pub counters: Counters,
@@ -131,6 +134,7 @@ impl CaseInput {
             task: self.task.clone(),
             holds_leases: false,
             findings: self.findings.clone(),
+            flow: self.flow.clone(),
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   and Behavry's own) and the error-response builder;
 //! - [`dlp`]: the data-loss-prevention detectors, JSON scanning by pointer, redaction and keyed
 //!   hashes of findings;
+//! - [`injection`]: prompt injection in what servers return, with scores, reasons and spans;
+//! - [`flow`]: what servers returned to an agent (keyed hashes), to see it flow to another server;
+//! - [`pins`]: RFC 8785 canonical tool definitions, their hashes, and pin statuses;
 //! - [`limits`]: body-size and JSON-depth limits checked on raw bytes before any parsing;
 //! - [`mcp`]: [`mcp::parse_message`] (bytes to validated message, one error enum mapped to HTTP
 //!   status and JSON-RPC code in one place) and [`mcp::classify`] (what a call asks for: tool,
@@ -25,6 +28,7 @@
 pub mod decision_table;
 pub mod dlp;
 pub mod fingerprint;
+pub mod flow;
 pub mod headers;
 pub mod injection;
 pub mod jsonrpc;

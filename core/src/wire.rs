@@ -57,6 +57,11 @@ pub struct DecisionRequest {
     /// input `findings`. Never the values, only keyed hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<ContentFinding>,
+    /// What reached this call from the agent's recent answers (docs/injection.md, "Cross-server
+    /// flow"): findings whose values another server returned, answers flagged for prompt
+    /// injection. Policy input `flow`.
+    #[serde(default, skip_serializing_if = "crate::flow::FlowFacts::is_empty")]
+    pub flow: crate::flow::FlowFacts,
 }
 
 /// A sensitive value a content scanner found (docs/dlp.md): which detector, how bad, where (an

@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use behavry_core::decision_table::{POLICY_TABLE_PATH, PolicyTable};
 use behavry_core::fingerprint::ClientFingerprint;
+use behavry_core::flow::FlowMemory;
 use behavry_core::pins::{PIN_OBSERVATIONS_PATH, PINS_PATH, PinObservation, PinSet};
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
@@ -16,6 +17,8 @@ use behavry_core::wire::{
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::config::FilterConfig;
 use crate::credentials::{CredentialCache, CredentialFailure, UpstreamCredential};
@@ -792,37 +795,72 @@ fn first_use_key(server: &str) -> String {
     )
 }
 
-/// A `{name: hash}` map in shared data, with its CAS token.
-fn shared_map(key: &str) -> (BTreeMap<String, String>, Option<u32>) {
+/// A JSON value in shared data (the default when absent or unreadable), with its CAS token.
+fn shared_value<T: DeserializeOwned + Default>(key: &str) -> (T, Option<u32>) {
     match hostcalls::get_shared_data(key) {
         Ok((Some(value), cas)) => (serde_json::from_slice(&value).unwrap_or_default(), cas),
-        Ok((None, cas)) => (BTreeMap::new(), cas),
-        Err(_) => (BTreeMap::new(), None),
+        Ok((None, cas)) => (T::default(), cas),
+        Err(_) => (T::default(), None),
     }
 }
 
-/// Add `entries` to the map at `key` (compare-and-swap, so two workers adding at once both
-/// land), keeping at most [`MAX_REMEMBERED_TOOLS`] names.
-fn merge_shared_map(key: &str, entries: &[(String, String)]) {
+/// Change the value at `key` (compare-and-swap, retried, so two workers changing it at once both
+/// land); `what` names it in the log when it cannot be stored.
+fn update_shared<T: DeserializeOwned + Serialize + Default>(
+    key: &str,
+    what: &str,
+    change: impl Fn(&mut T),
+) {
     for _ in 0..8 {
-        let (mut map, cas) = shared_map(key);
-        for (name, hash) in entries {
-            if map.len() < MAX_REMEMBERED_TOOLS || map.contains_key(name) {
-                map.insert(name.clone(), hash.clone());
-            }
-        }
-        let Ok(json) = serde_json::to_vec(&map) else {
+        let (mut value, cas) = shared_value::<T>(key);
+        change(&mut value);
+        let Ok(json) = serde_json::to_vec(&value) else {
             return;
         };
         match hostcalls::set_shared_data(key, Some(&json), cas) {
             Ok(()) => return,
             Err(Status::CasMismatch) => continue,
             Err(status) => {
-                log(LogLevel::Warn, &format!("pins not stored: {status:?}"));
+                log(LogLevel::Warn, &format!("{what} not stored: {status:?}"));
                 return;
             }
         }
     }
+}
+
+/// A `{name: hash}` map in shared data.
+fn shared_map(key: &str) -> BTreeMap<String, String> {
+    shared_value(key).0
+}
+
+/// Add `entries` to the map at `key`, keeping at most [`MAX_REMEMBERED_TOOLS`] names.
+fn merge_shared_map(key: &str, entries: &[(String, String)]) {
+    update_shared(key, "pins", |map: &mut BTreeMap<String, String>| {
+        for (name, hash) in entries {
+            if map.len() < MAX_REMEMBERED_TOOLS || map.contains_key(name) {
+                map.insert(name.clone(), hash.clone());
+            }
+        }
+    });
+}
+
+/// Shared-data key prefix of what an agent's recent answers returned (docs/injection.md,
+/// "Cross-server flow"): `behavry.flow/<agent as JSON>` → [`FlowMemory`].
+const FLOW_KEY_PREFIX: &str = "behavry.flow/";
+
+fn flow_key(agent: &str) -> String {
+    format!(
+        "{FLOW_KEY_PREFIX}{}",
+        serde_json::to_string(agent).unwrap_or_default()
+    )
+}
+
+/// Add what an answer returned to the agent's flow memory (bounded, old entries forgotten).
+fn remember_flow(agent: &str, record: FlowMemory) {
+    let now = now_ms();
+    update_shared(&flow_key(agent), "flow", |memory: &mut FlowMemory| {
+        memory.merge(record.clone(), now);
+    });
 }
 
 /// Queue the definitions a listing showed that are not pinned, for the sidecar.
@@ -884,12 +922,16 @@ impl Known for SharedMemory<'_> {
     fn pins(&self) -> Option<PinContext> {
         Some(PinContext {
             set: self.pins.clone()?,
-            provisional: shared_map(&first_use_key(self.server)).0,
+            provisional: shared_map(&first_use_key(self.server)),
         })
     }
 
     fn listed_pins(&self, scope: &str) -> BTreeMap<String, String> {
-        shared_map(&pair_key(SHOWN_PINS_KEY_PREFIX, self.server, scope)).0
+        shared_map(&pair_key(SHOWN_PINS_KEY_PREFIX, self.server, scope))
+    }
+
+    fn flow(&self, agent: &str) -> FlowMemory {
+        shared_value(&flow_key(agent)).0
     }
 
     fn tasks_of(&self, agent: &str, delegation: &[String]) -> Vec<String> {
@@ -1551,6 +1593,9 @@ impl HttpContext for BehavryHttp {
         }
         if let Some((task_id, facts)) = exchange.take_created_task() {
             remember_task(exchange.server(), &task_id, &facts);
+        }
+        if let Some((agent, record)) = exchange.take_flow(now_ms()) {
+            remember_flow(&agent, record);
         }
         self.flush_audit();
         match action {

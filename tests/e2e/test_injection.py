@@ -1,7 +1,9 @@
-"""Prompt injection in what servers return, through real Envoy (docs/injection.md): an answer
-carrying instructions for the model is flagged and, by the default bundle's `injection`
-obligation, wrapped in data delimiters the server cannot forge, in JSON answers, SSE streams and
-streams split into 3-byte chunks; the audit log holds the verdict and its reasons."""
+"""Prompt injection in what servers return, and cross-server flow, through real Envoy
+(docs/injection.md): an answer carrying instructions for the model is flagged and, by the default
+bundle's `injection` obligation, wrapped in data delimiters the server cannot forge, in JSON
+answers, SSE streams and streams split into 3-byte chunks, with the verdict and its reasons in the
+audit log; a value one server returned that the agent sends to another server reaches policy as
+`flow`, with the flagged answer."""
 from __future__ import annotations
 
 import json
@@ -83,3 +85,33 @@ def test_hidden_instructions_split_across_sse_chunks_are_read_and_wrapped(stack,
     assert evidence["instruction_override"] == '"ignore previous instructions" in hidden text'
     # The reasons name what fired, not what the hidden text said.
     assert "reveal" not in json.dumps(verdict)
+
+
+def test_a_value_one_server_returned_is_seen_flowing_to_another_server(stack, token):
+    # The scripted server returns an e-mail address (recorded by the default bundle, not
+    # redacted) and an instruction; the agent then sends the address to server-everything.
+    address = f"ops-{secrets.token_hex(4)}@corp.example.com"
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token) as scripted:
+            await scripted.call_tool("echo", {"message": f"Contact {address}. {INJECTED}"})
+            source = scripted.recorder.trace_of("tools/call", "echo")
+        async with connect(stack.url("everything"), token) as everything:
+            result = await everything.call_tool("echo", {"message": f"mail {address}"})
+            return source, result, everything.recorder.trace_of("tools/call", "echo")
+
+    source, result, trace_id = anyio.run(scenario)
+    # Recorded, not denied, by the default bundle.
+    assert not result.is_error
+    intent = next(e["event"] for e in stack.wait_trace(trace_id) if e["event"]["kind"] == "intent")
+    flow = intent["detail"]["flow"]
+    assert {"detector": "email", "severity": "medium", "pointer": "/message",
+            "from": {"server": "scripted", "tool": "echo"}} in flow["findings"]
+    # The flagged answer is part of what policy sees for the agent's later calls.
+    assert any(seen["from"] == {"server": "scripted", "tool": "echo"} and seen["score"] == 100
+               for seen in flow["injection"])
+    # The same keyed hash on both sides; the address itself is in neither record.
+    returned = next(f for f in outcome_of(stack, source)["detail"]["dlp"] if f["detector"] == "email")
+    sent = next(f for f in intent["detail"]["findings"] if f["detector"] == "email")
+    assert returned["hash"] == sent["hash"]
+    assert address not in json.dumps(intent)
