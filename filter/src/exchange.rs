@@ -812,7 +812,8 @@ impl Exchange {
             return self.forward_body();
         }
         self.scan_arguments();
-        if let Some(agent) = self.head.agent.as_deref() {
+        // Calls only: a listing carries no arguments, and what it shows does not act.
+        if let (Some(agent), None) = (self.head.agent.as_deref(), self.listing) {
             self.flow = known
                 .flow(agent)
                 .facts_for(&self.server, &self.argument_findings, now_ms);
