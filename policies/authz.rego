@@ -361,6 +361,19 @@ denials contains {
 	f.detector in data.behavry.dlp.deny_in_arguments
 }
 
+# A server whose listing had a tool poisoned past the block threshold (input.serverPoisoning,
+# docs/poisoning.md): none of its tools is called until a listing of it is clean.
+denials contains {
+	"rule": "behavry.server.poisoned",
+	"reason": sprintf("server '%s' is blocked: its tool '%s' scores %d for poisoning", [server, blocked.tool, blocked.score]),
+} if {
+	governed
+	blocked := input.serverPoisoning
+	from := data.behavry.poisoning.block_server_from
+	from != null
+	blocked.score >= from
+}
+
 # A value another server returned to the agent, passed on to this one (input.flow,
 # docs/injection.md "Cross-server flow").
 denials contains {
@@ -426,7 +439,10 @@ allow_obligations := object.union_n([{"visible": visible, "cacheSeconds": data.b
 # A tool listing also hides the tools whose definitions score as poisoned.
 default poisoning_obligation := {}
 
-poisoning_obligation := {"poisoning": {"hideFrom": data.behavry.poisoning.hide_from}} if method == "tools/list"
+poisoning_obligation := {"poisoning": object.union(
+	{"hideFrom": data.behavry.poisoning.hide_from},
+	{"blockServerFrom": from | from := data.behavry.poisoning.block_server_from; from != null},
+)} if method == "tools/list"
 
 # ... and the tools whose definitions are not the pinned ones.
 default pins_obligation := {}

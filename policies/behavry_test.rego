@@ -106,3 +106,30 @@ test_a_value_from_another_server_is_recorded_only_when_its_detector_is_not_liste
 		denial.rule != "behavry.flow.cross_server"
 	}
 }
+
+# A call to a server blocked for a poisoned tool (input.serverPoisoning).
+blocked_server_call := {
+	"agent": {"id": "dev", "scopes": ["mcp"]},
+	"request": {"server": "everything", "method": "tools/call", "tool": "echo", "arguments": {"message": "x"}},
+	"serverPoisoning": {"tool": "add", "score": 100},
+}
+
+test_a_blocked_server_is_denied_when_blocking_is_on if {
+	some denial in authz.denials with input as blocked_server_call with data.behavry.poisoning.block_server_from as 90
+	denial.rule == "behavry.server.poisoned"
+	denial.reason == "server 'everything' is blocked: its tool 'add' scores 100 for poisoning"
+}
+
+test_a_blocked_server_is_not_denied_when_blocking_is_off if {
+	denials := authz.denials with input as blocked_server_call
+	every denial in denials {
+		denial.rule != "behavry.server.poisoned"
+	}
+}
+
+test_the_listing_asks_to_block_servers_only_when_blocking_is_on if {
+	listing := {"agent": {"id": "dev", "scopes": ["mcp"]}, "request": {"server": "everything", "method": "tools/list"}}
+	authz.poisoning_obligation == {"poisoning": {"hideFrom": 50}} with input as listing
+	on := authz.poisoning_obligation with input as listing with data.behavry.poisoning.block_server_from as 90
+	on == {"poisoning": {"hideFrom": 50, "blockServerFrom": 90}}
+}

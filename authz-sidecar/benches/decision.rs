@@ -69,6 +69,7 @@ fn request(agent: &str, server: &str, method: &str, tool: Option<&str>) -> Decis
         holds_leases: false,
         findings: Vec::new(),
         flow: Default::default(),
+        server_poisoning: None,
     }
 }
 

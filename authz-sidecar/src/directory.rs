@@ -395,6 +395,7 @@ mod tests {
             holds_leases: false,
             findings: Vec::new(),
             flow: Default::default(),
+            server_poisoning: None,
         }
     }
 

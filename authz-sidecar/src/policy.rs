@@ -141,6 +141,9 @@ pub struct PolicyInput<'a> {
     pub findings: &'a [behavry_core::wire::ContentFinding],
     /// What reached this call from the agent's recent answers (docs/injection.md).
     pub flow: &'a behavry_core::flow::FlowFacts,
+    /// The server is blocked for a poisoned tool (docs/poisoning.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_poisoning: Option<&'a behavry_core::wire::ServerPoisoning>,
     /// Blast-radius usage before this call.
     pub counters: &'a Counters,
     /// A human approval of exactly this call, when one is approved and unused.
@@ -229,6 +232,7 @@ impl<'a> PolicyInput<'a> {
             task: request.task.as_ref(),
             findings: &request.findings,
             flow: &request.flow,
+            server_poisoning: request.server_poisoning.as_ref(),
             counters,
             approval: None,
             time: TimeFacts::at(now),
@@ -1150,6 +1154,7 @@ pub(crate) mod tests {
             holds_leases: false,
             findings: Vec::new(),
             flow: Default::default(),
+            server_poisoning: None,
         }
     }
 

@@ -112,6 +112,9 @@ pub struct CaseInput {
     /// What reached the call from other servers' answers (docs/injection.md).
     #[serde(default)]
     pub flow: behavry_core::flow::FlowFacts,
+    /// The server blocked for a poisoned tool (docs/poisoning.md).
+    #[serde(default)]
+    pub server_poisoning: Option<behavry_core::wire::ServerPoisoning>,
     /// Blast-radius usage, over zeros.
     #[serde(default)]
     pub counters: Counters,
@@ -135,6 +138,7 @@ impl CaseInput {
             holds_leases: false,
             findings: self.findings.clone(),
             flow: self.flow.clone(),
+            server_poisoning: self.server_poisoning.clone(),
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct DecisionRequest {
     /// injection. Policy input `flow`.
     #[serde(default, skip_serializing_if = "crate::flow::FlowFacts::is_empty")]
     pub flow: crate::flow::FlowFacts,
+    /// The server is blocked for a poisoned tool (docs/poisoning.md): policy input
+    /// `serverPoisoning`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_poisoning: Option<ServerPoisoning>,
 }
 
 /// A sensitive value a content scanner found (docs/dlp.md): which detector, how bad, where (an
@@ -128,6 +132,10 @@ pub struct ToolFacts {
     /// pin set when the tool was listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<crate::pins::PinFacts>,
+    /// Other servers behind this proxy that list a tool of the same name (docs/poisoning.md,
+    /// "Name collisions"), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collides_with: Vec<String>,
 }
 
 /// A tool definition's poisoning verdict as policy sees it: `input.tool.poisoning`.
@@ -147,6 +155,22 @@ pub struct PoisoningFacts {
 pub struct PoisoningHiding {
     /// The lowest score that hides a tool (1–100).
     pub hide_from: u32,
+    /// The lowest score of one tool that blocks its whole server: every tool of the listing is
+    /// hidden, and the server is marked poisoned for the calls that follow (`serverPoisoning`)
+    /// until a listing of it has no tool at that score (docs/poisoning.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_server_from: Option<u32>,
+}
+
+/// A server whose listing had a tool scoring at or above the `blockServerFrom` of the listing's
+/// decision: policy input `serverPoisoning`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerPoisoning {
+    /// The tool with the highest score.
+    pub tool: String,
+    /// Its score.
+    pub score: u32,
 }
 
 impl ToolFacts {

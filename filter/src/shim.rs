@@ -12,7 +12,7 @@ use behavry_core::flow::FlowMemory;
 use behavry_core::pins::{PIN_OBSERVATIONS_PATH, PINS_PATH, PinObservation, PinSet};
 use behavry_core::wire::{
     CREDENTIALS_PATH, DECIDE_PATH, DecisionResponse, EVENTS_PATH, REVOCATIONS_PATH, RevocationList,
-    TaskFacts, ToolFacts, USAGE_PATH, UsageReport,
+    ServerPoisoning, TaskFacts, ToolFacts, USAGE_PATH, UsageReport,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -761,6 +761,20 @@ fn known_tool(server: &str, tool: &str) -> Option<ToolFacts> {
 /// destructive stays so (hints may only add restrictions: a second route or credential to the
 /// same server cannot clear one).
 fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
+    let names: Vec<String> = tools
+        .iter()
+        .take(MAX_REMEMBERED_TOOLS)
+        .map(|(name, _)| name.clone())
+        .collect();
+    update_shared(
+        TOOL_NAMES_KEY,
+        "tool names",
+        |all: &mut BTreeMap<String, Vec<String>>| {
+            if all.len() < MAX_NAMED_SERVERS || all.contains_key(server) {
+                all.insert(server.to_owned(), names.clone());
+            }
+        },
+    );
     for (name, facts) in tools.iter().take(MAX_REMEMBERED_TOOLS) {
         if known_tool(server, name).is_some_and(|old| old.is_destructive())
             && !facts.is_destructive()
@@ -780,6 +794,36 @@ fn remember_tools(server: &str, tools: &[(String, ToolFacts)]) {
         }
     }
 }
+
+/// Shared-data key prefix of the servers blocked for a poisoned tool (docs/poisoning.md):
+/// `behavry.server-blocked/<server as JSON>` → [`ServerPoisoning`], or nothing.
+const SERVER_BLOCK_KEY_PREFIX: &str = "behavry.server-blocked/";
+
+fn server_block_key(server: &str) -> String {
+    format!(
+        "{SERVER_BLOCK_KEY_PREFIX}{}",
+        serde_json::to_string(server).unwrap_or_default()
+    )
+}
+
+/// Mark the server blocked (`Some`) or lift its block (`None`).
+fn block_server(server: &str, block: Option<&ServerPoisoning>) {
+    let value = block.and_then(|b| serde_json::to_vec(b).ok());
+    if let Err(status) =
+        hostcalls::set_shared_data(&server_block_key(server), value.as_deref(), None)
+    {
+        log(
+            LogLevel::Warn,
+            &format!("server block not stored: {status:?}"),
+        );
+    }
+}
+
+/// Shared-data key of the tool names each server listed last (name collisions and shadowing
+/// across the servers behind this Envoy, docs/poisoning.md): `{server: [names]}`.
+const TOOL_NAMES_KEY: &str = "behavry.tool-names";
+/// Most servers whose tool names are kept.
+const MAX_NAMED_SERVERS: usize = 256;
 
 /// Shared-data key prefix of the tool definitions this Envoy took on first use and the polled
 /// pin set may not hold yet: `behavry.pins-first-use/<server as JSON>` → `{tool: hash}`.
@@ -928,6 +972,16 @@ impl Known for SharedMemory<'_> {
 
     fn listed_pins(&self, scope: &str) -> BTreeMap<String, String> {
         shared_map(&pair_key(SHOWN_PINS_KEY_PREFIX, self.server, scope))
+    }
+
+    fn server_poisoning(&self) -> Option<ServerPoisoning> {
+        shared_value(&server_block_key(self.server)).0
+    }
+
+    fn other_servers_tools(&self) -> BTreeMap<String, Vec<String>> {
+        let mut all: BTreeMap<String, Vec<String>> = shared_value(TOOL_NAMES_KEY).0;
+        all.remove(self.server);
+        all
     }
 
     fn flow(&self, agent: &str) -> FlowMemory {
@@ -1593,6 +1647,9 @@ impl HttpContext for BehavryHttp {
         }
         if let Some((task_id, facts)) = exchange.take_created_task() {
             remember_task(exchange.server(), &task_id, &facts);
+        }
+        if let Some(block) = exchange.take_server_block() {
+            block_server(exchange.server(), block.as_ref());
         }
         if let Some((agent, record)) = exchange.take_flow(now_ms()) {
             remember_flow(&agent, record);

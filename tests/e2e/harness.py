@@ -310,6 +310,16 @@ def policies_with(folder: Path, edits: dict[str, str]) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def stack_with_data(tmp_path_factory, name: str, edits: dict[str, str]):
+    """A running stack of its own whose bundle is the shipped one with `edits` made to its
+    `data.yaml` ([`policies_with`])."""
+    policies = policies_with(tmp_path_factory.mktemp(f"{name}-policies"), edits)
+    stack = Stack(tmp_path_factory.mktemp(f"{name}-stack"), name=name, policy_dir=policies)
+    with stack.running() as running:
+        yield running
+
+
 class Stack:
     """The whole governed path on loopback, in one work directory."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from mcp import MCPError
 
-from harness import http, sse_events
+from harness import http, sse_events, stack_with_data
 from mcp_client import connect
 
 POLICY_DENIED = -32080
@@ -165,3 +165,58 @@ def test_a_poisoned_tool_is_hidden_from_the_listing_and_unknown_to_calls(stack):
     assert "add_numbers" in listing["outcome"]["detail"]["hidden"]
     call = {e["event"]["kind"]: e["event"] for e in stack.wait_trace(call_trace)}
     assert call["decision"]["detail"]["ruleIds"] == ["behavry.tools.poisoned"]
+
+
+def test_a_tool_name_two_servers_list_is_flagged_as_a_collision(stack):
+    # server-everything and the scripted server both offer `echo`.
+    token = stack.mint()
+
+    async def listed(url: str) -> str:
+        async with connect(url, token) as client:
+            await client.list_tools()
+            return client.recorder.trace_of("tools/list", None)
+
+    anyio.run(listed, stack.url("everything"))
+    trace = anyio.run(listed, stack.url("scripted"))
+    outcome = next(e["event"] for e in stack.wait_trace(trace) if e["event"]["kind"] == "outcome")
+    collisions = {c["tool"]: c["servers"] for c in outcome["detail"]["collisions"]}
+    assert "everything" in collisions["echo"]
+    assert "scripted" not in collisions["echo"]
+
+
+@pytest.fixture(scope="module")
+def blocking_stack(tmp_path_factory):
+    # A bundle that blocks a whole server from a tool score of 90.
+    with stack_with_data(tmp_path_factory, "blocking", {
+            "    block_server_from: null\n": "    block_server_from: 90\n"}) as stack:
+        yield stack
+
+
+def test_a_poisoned_tool_blocks_its_whole_server_when_policy_says_so(blocking_stack):
+    stack = blocking_stack
+    token = stack.mint()
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token) as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            listing_trace = client.recorder.trace_of("tools/list", None)
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("echo", {"message": "hi"})
+            return names, listing_trace, denied.value, client.recorder.trace_of("tools/call", "echo")
+
+    names, listing_trace, denied, call_trace = anyio.run(scenario)
+    # add_numbers scores 100: none of the server's tools is listed, and echo is refused.
+    assert names == []
+    outcome = next(e["event"] for e in stack.wait_trace(listing_trace)
+                   if e["event"]["kind"] == "outcome")
+    assert outcome["detail"]["serverBlocked"] == {"tool": "add_numbers", "score": 100}
+    assert denied.error.code == POLICY_DENIED
+    assert "server 'scripted' is blocked: its tool 'add_numbers' scores 100" in denied.error.message
+    decision = next(e["event"] for e in stack.wait_trace(call_trace)
+                    if e["event"]["kind"] == "decision")
+    assert "behavry.server.poisoned" in decision["detail"]["ruleIds"]
+    # server-everything is not affected.
+    async def other():
+        async with connect(stack.url("everything"), token) as client:
+            return await client.call_tool("echo", {"message": "fine"})
+    assert "fine" in anyio.run(other).content[0].text

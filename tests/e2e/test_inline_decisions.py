@@ -12,7 +12,7 @@ import secrets
 import anyio
 import pytest
 
-from harness import Stack, http, policies_with, wait_until
+from harness import Stack, http, stack_with_data, wait_until
 from mcp_client import connect
 
 UNKNOWN_TOOL = -32602
@@ -106,11 +106,8 @@ def test_a_listing_decision_is_reused_from_the_cache(stack, token):
 @pytest.fixture(scope="module")
 def reload_stack(tmp_path_factory):
     # The scripted server's echo has its text redacted (the `redact` obligation).
-    policies = policies_with(tmp_path_factory.mktemp("inline-policies"), {
-        "  redact: {}\n": '  redact:\n    scripted:\n      echo: ["/content/0/text"]\n'})
-    stack = Stack(tmp_path_factory.mktemp("inline-stack"), name="inline-decisions",
-                  policy_dir=policies)
-    with stack.running() as s:
+    with stack_with_data(tmp_path_factory, "inline-decisions", {
+            "  redact: {}\n": '  redact:\n    scripted:\n      echo: ["/content/0/text"]\n'}) as s:
         yield s
 
 

@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from harness import Stack, http, policies_with, wait_until
+from harness import Stack, http, stack_with_data, wait_until
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 VERSION = "2025-11-25"
@@ -67,10 +67,8 @@ class Session:
 @pytest.fixture(scope="module")
 def task_stack(tmp_path_factory):
     # The scripted server's report is redacted wherever its result goes.
-    policies = policies_with(tmp_path_factory.mktemp("task-policies"), {
-        "  redact: {}\n": '  redact:\n    scripted:\n      report: ["/content/0/text"]\n'})
-    stack = Stack(tmp_path_factory.mktemp("task-stack"), name="tasks", policy_dir=policies)
-    with stack.running() as s:
+    with stack_with_data(tmp_path_factory, "tasks", {
+            "  redact: {}\n": '  redact:\n    scripted:\n      report: ["/content/0/text"]\n'}) as s:
         yield s
 
 
