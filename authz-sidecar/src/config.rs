@@ -775,7 +775,7 @@ fn validate(
         approval_ttl_secs: file.approval_ttl_secs,
         approvers,
         policy_engine: file.policy_engine,
-        pins: file.pins,
+        pins: file.pins.load_keys(base_dir)?,
         audit_url: match &file.audit_url {
             Some(url) => Some(check_url("audit_url", url)?),
             None => None,

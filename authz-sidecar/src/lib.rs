@@ -33,6 +33,7 @@ pub mod directory;
 pub mod http;
 pub mod key_ring;
 pub mod kubernetes;
+pub mod manifest;
 pub mod oauth;
 pub mod pins;
 pub mod policy;

@@ -821,6 +821,16 @@ impl AgentRegistry {
 }
 
 /// Raise the pin set's version; used inside the transaction of every change to it.
+/// A tool's pin set to a definition (`source` bound as $5), over what it was.
+const PIN_UPSERT: &str = "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (server, tool) DO UPDATE SET \
+     hash = excluded.hash, definition = excluded.definition, source = excluded.source, \
+     pinned_at = excluded.pinned_at, pinned_by = excluded.pinned_by";
+
+/// A held definition that is no longer held (it became the pin).
+const CANDIDATE_DELETE: &str =
+    "DELETE FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3";
+
 macro_rules! bump_pin_version {
     ($tx:expr) => {
         sqlx::query("UPDATE authz_pin_version SET version = version + 1 WHERE id = 1")
@@ -1056,28 +1066,22 @@ impl AgentRegistry {
             match definition {
                 None => false,
                 Some(definition) => {
-                    sqlx::query(
-                        "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
-                         VALUES ($1, $2, $3, $4, 'approved', $5, $6) ON CONFLICT (server, tool) DO UPDATE SET \
-                         hash = excluded.hash, definition = excluded.definition, source = excluded.source, \
-                         pinned_at = excluded.pinned_at, pinned_by = excluded.pinned_by",
-                    )
-                    .bind(server)
-                    .bind(tool)
-                    .bind(hash)
-                    .bind(&definition)
-                    .bind(now)
-                    .bind(by)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "DELETE FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3",
-                    )
-                    .bind(server)
-                    .bind(tool)
-                    .bind(hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(PIN_UPSERT)
+                        .bind(server)
+                        .bind(tool)
+                        .bind(hash)
+                        .bind(&definition)
+                        .bind("approved")
+                        .bind(now)
+                        .bind(by)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(CANDIDATE_DELETE)
+                        .bind(server)
+                        .bind(tool)
+                        .bind(hash)
+                        .execute(&mut *tx)
+                        .await?;
                     bump_pin_version!(&mut *tx)?;
                     tx.commit().await?;
                     true
@@ -1085,6 +1089,47 @@ impl AgentRegistry {
             }
         });
         Ok(approved.then_some(previous))
+    }
+
+    /// Pin every definition of a verified signed manifest (`(tool, hash, canonical definition)`)
+    /// of `server`, by `by`, in one transaction: each becomes its tool's pin (source
+    /// `manifest`) and a held definition with the same hash is no longer held. Returns each
+    /// tool's previous pin hash.
+    pub async fn pin_manifest(
+        &self,
+        server: &str,
+        tools: &[(String, String, String)],
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<Option<String>>, RegistryError> {
+        let mut previous = Vec::with_capacity(tools.len());
+        for (tool, _, _) in tools {
+            previous.push(self.pin_of(server, tool).await?.map(|p| p.hash));
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (tool, hash, definition) in tools {
+                sqlx::query(PIN_UPSERT)
+                    .bind(server)
+                    .bind(tool)
+                    .bind(hash)
+                    .bind(definition)
+                    .bind("manifest")
+                    .bind(now)
+                    .bind(by)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(CANDIDATE_DELETE)
+                    .bind(server)
+                    .bind(tool)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            bump_pin_version!(&mut *tx)?;
+            tx.commit().await?;
+        });
+        Ok(previous)
     }
 
     /// Reject the held, pending definition `hash` of `tool` (by `by`): `false` when there is no
@@ -1612,6 +1657,35 @@ pub(crate) mod tests {
         );
         assert_eq!(registry.pin_version().await.unwrap(), v1 + 2);
         assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 1);
+        // A signed manifest pins its definitions in one change, over what was there.
+        let previous = registry
+            .pin_manifest(
+                "files",
+                &[
+                    (
+                        "read".into(),
+                        "sha256:m".into(),
+                        "{\"name\":\"read\"}".into(),
+                    ),
+                    (
+                        "write".into(),
+                        "sha256:w".into(),
+                        "{\"name\":\"write\"}".into(),
+                    ),
+                ],
+                "release-bot",
+                400,
+            )
+            .await
+            .unwrap();
+        assert_eq!(previous, [Some("sha256:c".to_owned()), None]);
+        assert_eq!(registry.pin_version().await.unwrap(), v1 + 3);
+        let read = registry.pin_of("files", "read").await.unwrap().unwrap();
+        assert_eq!(
+            (read.hash.as_str(), read.source.as_str()),
+            ("sha256:m", "manifest")
+        );
+        assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

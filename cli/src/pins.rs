@@ -45,6 +45,28 @@ pub enum PinsCommand {
         #[arg(long = "as", value_name = "NAME")]
         by: Option<String>,
     },
+    /// Sign the tool definitions of a listing as a manifest (offline): a JWS with EdDSA over
+    /// Ed25519 (RFC 8037), printed on stdout.
+    SignManifest {
+        /// The server's logical name.
+        server: String,
+        /// A JSON file with the definitions: a `tools/list` result (`{"tools": [...]}`), the
+        /// whole JSON-RPC answer, or an array of definitions.
+        listing: std::path::PathBuf,
+        /// The Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
+    /// Apply a signed manifest: every definition in it becomes its tool's pin (the server's
+    /// `manifest_keys` must verify it).
+    ApplyManifest {
+        server: String,
+        /// The manifest file (as `sign-manifest` prints it).
+        manifest: std::path::PathBuf,
+        /// Who applies it (recorded and audited). Default $USER.
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+    },
     /// Reject a held definition: it stays quarantined whenever the server lists it.
     Reject {
         server: String,
@@ -60,6 +82,16 @@ pub enum PinsCommand {
 
 /// Run one `behavry pins` subcommand.
 pub fn run(connection: &AdminConnection, command: PinsCommand) -> anyhow::Result<ExitCode> {
+    if let PinsCommand::SignManifest {
+        server,
+        listing,
+        key,
+    } = &command
+    {
+        let manifest = sign_manifest(server, listing, key)?;
+        writeln!(std::io::stdout().lock(), "{manifest}").context("cannot write to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = AdminClient::new(connection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,6 +124,21 @@ pub fn run(connection: &AdminConnection, command: PinsCommand) -> anyhow::Result
                 describe_decided,
             )
         }
+        PinsCommand::ApplyManifest {
+            server,
+            manifest,
+            by,
+        } => {
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let body = json!({"manifest": text.trim(), "by": decider(by)?});
+            let path = format!("{PINS}/{}", encode_segment(&server));
+            (
+                send(reqwest::Method::POST, path, Some(body))?,
+                describe_manifest,
+            )
+        }
+        PinsCommand::SignManifest { .. } => bail!("signed above"),
         PinsCommand::Reject {
             server,
             tool,
@@ -115,8 +162,70 @@ pub fn run(connection: &AdminConnection, command: PinsCommand) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// The manifest of the definitions in `listing`, signed with the key in `key`.
+fn sign_manifest(
+    server: &str,
+    listing: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(listing)
+        .with_context(|| format!("reading {}", listing.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}", listing.display()))?;
+    let tools = value
+        .pointer("/result/tools")
+        .or_else(|| value.get("tools"))
+        .unwrap_or(&value)
+        .as_array()
+        .with_context(|| {
+            format!(
+                "{}: no tool definitions (a tools/list result, the JSON-RPC answer, or an array)",
+                listing.display()
+            )
+        })?
+        .clone();
+    let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let key = behavry_authz::manifest::signing_key_from_pem(&pem)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", key.display()))?;
+    let payload = behavry_authz::manifest::ManifestPayload {
+        server: server.to_owned(),
+        tools,
+        iat: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+    };
+    behavry_authz::manifest::sign(&payload, &key).map_err(|err| anyhow::anyhow!(err))
+}
+
+fn describe_manifest(answer: &Value) -> String {
+    let mut lines = Vec::new();
+    for pin in answer["pinned"].as_array().into_iter().flatten() {
+        let previous = match pin["previous"].as_str() {
+            Some(previous) if Some(previous) == pin["hash"].as_str() => " (unchanged)".to_owned(),
+            Some(previous) => format!(" (was {previous})"),
+            None => " (new)".to_owned(),
+        };
+        lines.push(format!(
+            "pinned {} / {} to {}{previous}",
+            text(answer, "server"),
+            text(pin, "tool"),
+            text(pin, "hash"),
+        ));
+    }
+    lines.join("\n")
+}
+
 fn tool_path(server: &str, tool: &str) -> String {
     format!("{PINS}/{}/{}", encode_segment(server), encode_segment(tool))
+}
+
+/// Who decides: `--as`, else $USER.
+fn decider(by: Option<String>) -> anyhow::Result<String> {
+    match by.or_else(|| std::env::var("USER").ok()) {
+        Some(name) if !name.trim().is_empty() => Ok(name),
+        _ => bail!("who decides? pass --as NAME (no $USER to default to)"),
+    }
 }
 
 /// The body deciding on a held definition: the hash given, or the one pending definition.
@@ -127,10 +236,7 @@ fn decision_body(
     hash: Option<String>,
     by: Option<String>,
 ) -> anyhow::Result<Value> {
-    let by = match by.or_else(|| std::env::var("USER").ok()) {
-        Some(name) if !name.trim().is_empty() => name,
-        _ => bail!("who decides? pass --as NAME (no $USER to default to)"),
-    };
+    let by = decider(by)?;
     let hash = match hash {
         Some(hash) => hash,
         None => {
@@ -284,6 +390,40 @@ fn describe_decided(answer: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_in_any_of_its_shapes_is_signed_as_a_manifest_the_sidecar_verifies() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let key_file = dir.path().join("vendor.key");
+        std::fs::write(
+            &key_file,
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        let tools = json!([{"name": "forecast", "description": "Weather."}]);
+        for shape in [
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}),
+            json!({"tools": tools}),
+            tools.clone(),
+        ] {
+            let listing = dir.path().join("listing.json");
+            std::fs::write(&listing, shape.to_string()).unwrap();
+            let manifest = sign_manifest("weather", &listing, &key_file).unwrap();
+            let verified =
+                behavry_authz::manifest::verify(&manifest, "weather", &[key.verifying_key()])
+                    .unwrap();
+            assert_eq!(verified[0].tool, "forecast");
+        }
+        let listing = dir.path().join("empty.json");
+        std::fs::write(&listing, "{}").unwrap();
+        let err = sign_manifest("weather", &listing, &key_file).unwrap_err();
+        assert!(err.to_string().contains("no tool definitions"), "{err}");
+        let err = sign_manifest("weather", &key_file, &key_file).unwrap_err();
+        assert!(err.to_string().contains("vendor.key"), "{err}");
+    }
 
     #[test]
     fn the_one_pending_definition_is_picked_and_only_it() {

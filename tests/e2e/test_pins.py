@@ -9,7 +9,7 @@ import anyio
 import pytest
 from mcp import MCPError
 
-from harness import wait_until
+from harness import Stack, http, wait_until
 from mcp_client import connect
 
 UNKNOWN_TOOL = -32602
@@ -23,8 +23,8 @@ def pins(stack, *args: str) -> str:
                      env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token}).stdout
 
 
-def shown(stack) -> dict:
-    status, _, body = stack.admin("GET", "/admin/v1/pins/scripted/forecast")
+def shown(stack, tool: str = "forecast") -> dict:
+    status, _, body = stack.admin("GET", f"/admin/v1/pins/scripted/{tool}")
     return json.loads(body) if status == 200 else {}
 
 
@@ -97,7 +97,13 @@ def test_a_rug_pull_is_quarantined_until_approved_and_a_session_must_list_again(
                 with pytest.raises(MCPError) as stale:
                     await client.call_tool("forecast", {"city": "Oslo"})
                 stale_call = client.recorder.trace_of("tools/call", "forecast")
-                assert forecast_of((await client.list_tools()).tools) == CHANGED
+                # Listing again shows it, once the worker that answers has polled the new set.
+                for _ in range(100):
+                    if forecast_of((await client.list_tools()).tools) == CHANGED:
+                        break
+                    await anyio.sleep(0.1)
+                else:
+                    raise AssertionError("this session never listed the approved definition")
                 result = await client.call_tool("forecast", {"city": "Oslo", "units": "metric"})
                 fresh_call = client.recorder.trace_of("tools/call", "forecast")
             finally:
@@ -164,8 +170,11 @@ def test_pins_hold_across_a_sidecar_restart_and_another_envoy_and_a_rejection_st
         wait_until("the replica to verify tokens",
                    lambda: stack.jwks_loaded(stack.ports["envoy-replica_admin"]))
         try:
-            # A replica that never saw the tool, after the sidecar restarted: still quarantined.
-            assert anyio.run(listing, replica_url, to_changed) is None
+            # A replica that never saw the tool, after the sidecar restarted: quarantined once it
+            # has polled the pin set.
+            anyio.run(listing, stack.url("scripted"), to_changed)
+            wait_until("the replica to quarantine the changed definition",
+                       lambda: anyio.run(listing, replica_url) is None)
             assert anyio.run(listing, stack.url("scripted")) is None
             wait_until("the definition held", lambda: any(
                 h["status"] == "pending" for h in shown(stack).get("held", [])))
@@ -183,3 +192,64 @@ def test_pins_hold_across_a_sidecar_restart_and_another_envoy_and_a_rejection_st
             anyio.run(listing, stack.url("scripted"), False)
     finally:
         replica.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_stack(tmp_path_factory):
+    """A stack whose sidecar holds every tool of the scripted server until a manifest signed with
+    the vendor's Ed25519 key pins it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    workdir = tmp_path_factory.mktemp("manifest-stack")
+    for name, key in (("vendor", Ed25519PrivateKey.generate()),
+                      ("stranger", Ed25519PrivateKey.generate())):
+        (workdir / f"{name}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        (workdir / f"{name}.pub").write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    extra = '[pins.servers.scripted]\nmode = "strict"\nmanifest_keys = ["vendor.pub"]\n\n'
+    with Stack(workdir, name="manifest", authz_extra=extra).running() as stack:
+        yield stack
+
+
+def test_a_strict_servers_tools_wait_for_a_manifest_signed_by_its_vendor(strict_stack):
+    stack = strict_stack
+    token = stack.mint()
+
+    async def names() -> set[str]:
+        async with connect(stack.url("scripted"), token) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    # Strict: nothing is trusted on first use, every tool is held (unpinned) and hidden.
+    assert anyio.run(names) == set()
+    wait_until("the definitions held", lambda: "scripted / echo" in pins(stack, "list"))
+    # The vendor signs its release's definitions (as the server lists them).
+    _, _, body = http("POST", f"http://127.0.0.1:{stack.ports['scripted_json']}/mcp",
+                      json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode(),
+                      {"content-type": "application/json",
+                       "accept": "application/json, text/event-stream"})
+    listing = stack.dir / "release-tools.json"
+    listing.write_bytes(body)
+    signed = {}
+    for signer in ("vendor", "stranger"):
+        manifest = stack.dir / f"{signer}.jws"
+        manifest.write_text(stack.cli("pins", "sign-manifest", "scripted", str(listing),
+                                      "--key", str(stack.dir / f"{signer}.key")).stdout)
+        signed[signer] = manifest
+    # One signed by another key is refused.
+    refused = stack.cli("pins", "--url", stack.authz_url(), "apply-manifest", "scripted",
+                        str(signed["stranger"]), "--as", "mallory", check=False,
+                        env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token})
+    assert refused.returncode != 0
+    assert "does not verify with any manifest key of server `scripted`" in refused.stderr
+    applied = pins(stack, "apply-manifest", "scripted", str(signed["vendor"]), "--as", "release-bot")
+    assert "pinned scripted / echo to sha256:" in applied and "(new)" in applied
+    # Every worker polls the new set: the tools are listed again, but the poisoned one.
+    wait_until("the signed tools listed", lambda: "echo" in anyio.run(names))
+    assert "add_numbers" not in anyio.run(names)
+    assert shown(stack, "echo")["pin"]["source"] == "manifest"
+    change = pin_change(stack, outcome="pinned", source="manifest", tool="echo")
+    assert change["by"] == "release-bot"
+
