@@ -10,6 +10,7 @@ import json
 import secrets
 
 import anyio
+import mcp_types as types
 
 from harness import sse_events
 from mcp_client import connect
@@ -115,3 +116,28 @@ def test_a_value_one_server_returned_is_seen_flowing_to_another_server(stack, to
     sent = next(f for f in intent["detail"]["findings"] if f["detector"] == "email")
     assert returned["hash"] == sent["hash"]
     assert address not in json.dumps(intent)
+
+
+def test_a_sampling_request_the_server_makes_during_a_call_is_wrapped_for_the_clients_model(
+        stack, token):
+    # The scripted server's ask_client puts the question to the client's model with
+    # sampling/createMessage when the client declared only sampling.
+    sampled: list[str] = []
+
+    async def on_sampling(context, params):
+        sampled.append(params.messages[0].content.text)
+        return types.CreateMessageResult(role="assistant", model="test",
+                                         content=types.TextContent(type="text", text="forty-two"))
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token, sampling_callback=on_sampling,
+                           read_timeout_seconds=20) as client:
+            result = await client.call_tool("ask_client", {"question": INJECTED})
+            return result, client.recorder.trace_of("tools/call", "ask_client")
+
+    result, trace_id = anyio.run(scenario)
+    assert result.content[0].text == "forty-two"
+    assert len(sampled) == 1
+    assert_wrapped(sampled[0], INJECTED, "tool 'ask_client' on server 'scripted'")
+    flagged = outcome_of(stack, trace_id)["detail"]["injectionInRequests"]
+    assert [(f["method"], f["action"]) for f in flagged] == [("sampling/createMessage", "wrap")]
