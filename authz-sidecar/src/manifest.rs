@@ -137,7 +137,13 @@ pub fn verify(
             header.alg
         )));
     }
-    if header.typ.as_deref().is_some_and(|t| t != MANIFEST_TYPE) {
+    // The type is required, so a JWS the same key signed for another purpose is not taken for
+    // a manifest (compared without case, RFC 7515 §4.1.9).
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(MANIFEST_TYPE))
+    {
         return Err(ManifestError::Header(format!(
             "typ `{}`, expected {MANIFEST_TYPE}",
             header.typ.unwrap_or_default()
@@ -292,6 +298,7 @@ mod tests {
             json!({"alg": "HS256"}),
             json!({"alg": "EdDSA", "crit": ["exp"]}),
             json!({"alg": "EdDSA", "typ": "JWT"}),
+            json!({"alg": "EdDSA"}),
         ] {
             assert!(
                 matches!(

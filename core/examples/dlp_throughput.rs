@@ -1,12 +1,15 @@
 //! DLP scanner throughput, built for wasm32-wasip1 to measure the detectors where the filter
 //! runs them: in V8 (Envoy's Wasm runtime; `node tests/bench/dlp_wasm.mjs` runs this in Node's
 //! V8) and in wasmtime. Natively it runs too (`cargo run --release -p behavry-core --example
-//! dlp_throughput`), for comparison. Prints one line per workload: MB/s and µs per 64 KB body.
+//! dlp_throughput`), for comparison. Prints one line per workload: MB/s and µs per 64 KB body,
+//! for the DLP detectors and then for the prompt-injection rules (`injection/...`), which the
+//! filter runs on the same answers.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use behavry_core::dlp::{DlpConfig, Scanner, scan_json};
+use behavry_core::injection;
 
 #[path = "../benches/dlp_workload.rs"]
 mod workload;
@@ -47,20 +50,31 @@ fn main() {
             per_run.as_secs_f64() * 1e6
         );
     };
-    for (name, text) in [
+    let texts = [
         ("scan_text/logs_64k", workload::logs()),
         ("scan_text/prose_64k", workload::prose()),
         ("scan_text/csv_numbers_64k", workload::csv_numbers()),
-    ] {
+    ];
+    let doc = workload::tool_result_json();
+    let bytes = serde_json::to_vec(&doc).map_or(0, |v| v.len());
+    for (name, text) in &texts {
         let per_run = time_per_run(budget, || {
-            black_box(scanner.scan_text(black_box(&text)));
+            black_box(scanner.scan_text(black_box(text)));
         });
         report(name, text.len(), per_run);
     }
-    let doc = workload::tool_result_json();
-    let bytes = serde_json::to_vec(&doc).map_or(0, |v| v.len());
     let per_run = time_per_run(budget, || {
         black_box(scan_json(&scanner, black_box(&doc)));
     });
     report("scan_json/tool_result_64k", bytes, per_run);
+    for (name, text) in &texts {
+        let per_run = time_per_run(budget, || {
+            black_box(injection::scan_text(black_box(text), ""));
+        });
+        report(&format!("injection/{name}"), text.len(), per_run);
+    }
+    let per_run = time_per_run(budget, || {
+        black_box(injection::scan_value(black_box(&doc)));
+    });
+    report("injection/scan_json/tool_result_64k", bytes, per_run);
 }

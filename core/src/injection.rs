@@ -109,25 +109,34 @@ pub struct Reason {
 /// What the scanner makes of one result.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// 0 (nothing found) to 100; each rule counts once, with its weight.
+    /// 0 (nothing found) to 100; each rule that fired counts once, with its weight.
     pub score: u32,
-    /// Everything found, in document order (at most [`MAX_REASONS`]).
+    /// What was found, in document order: the first [`MAX_REASONS`].
     pub reasons: Vec<Reason>,
+    /// Every rule that fired, sorted (also those whose reasons were not kept).
+    #[serde(skip)]
+    pub fired: Vec<Rule>,
+    /// Every string that holds something, in document order.
+    #[serde(skip)]
+    pub flagged: Vec<String>,
+    /// The strings some of whose reasons were not kept: [`redact`] replaces them whole.
+    #[serde(skip)]
+    pub truncated: Vec<String>,
 }
 
 impl Verdict {
     /// The ids of the rules that fired, sorted, each once.
     pub fn rules(&self) -> Vec<&'static str> {
-        sorted_once(self.reasons.iter().map(|r| r.rule.id()))
+        sorted_once(self.fired.iter().map(|r| r.id()))
     }
 
-    /// The pointers of the strings with reasons, sorted, each once.
+    /// The pointers of the strings that hold something, sorted, each once.
     pub fn pointers(&self) -> Vec<&str> {
-        sorted_once(self.reasons.iter().map(|r| r.pointer.as_str()))
+        sorted_once(self.flagged.iter().map(String::as_str))
     }
 }
 
-/// Most reasons kept for one result (a page full of tokens is judged by the first ones).
+/// Most reasons kept for one result (the rest still count for the score).
 pub const MAX_REASONS: usize = 64;
 
 /// What [`redact`] puts in place of a span.
@@ -363,56 +372,99 @@ fn hiding(c: char) -> bool {
 }
 
 /// Walks `value` (a result, a resource's contents) and judges it. Member names are not read:
-/// a server chooses its result's shape, the text in it comes from elsewhere.
+/// a server chooses its result's shape, the text in it comes from elsewhere. Every string is
+/// read, however many reasons came before: the score counts every rule that fired, and the
+/// strings whose reasons were not all kept are named in [`Verdict::truncated`].
 pub fn scan_value(value: &Value) -> Verdict {
-    let mut reasons = Vec::new();
+    let mut found = Collector::default();
     let mut pointer = String::new();
-    walk(value, &mut pointer, &mut reasons);
-    verdict(reasons)
+    walk(value, &mut pointer, &mut found);
+    found.into_verdict()
 }
 
 /// Judges one text, as found at `pointer`.
 pub fn scan_text(text: &str, pointer: &str) -> Verdict {
-    let mut reasons = Vec::new();
-    check_text(text, pointer, &mut reasons);
-    verdict(reasons)
+    let mut found = Collector::default();
+    check_text(text, pointer, &mut found);
+    found.into_verdict()
 }
 
-/// Whether `value` holds anything the rules fire on (the fast path: nothing is copied).
+/// Whether `value` holds anything the rules fire on.
 pub fn has_findings(value: &Value) -> bool {
-    match value {
-        Value::String(text) => {
-            let mut reasons = Vec::new();
-            check_text(text, "", &mut reasons);
-            !reasons.is_empty()
+    !scan_value(value).flagged.is_empty()
+}
+
+/// What the rules found while reading one result: the reasons kept (at most [`MAX_REASONS`]),
+/// and, whatever was kept, every rule that fired and every string that holds something.
+#[derive(Default)]
+struct Collector {
+    reasons: Vec<Reason>,
+    fired: Vec<Rule>,
+    flagged: Vec<String>,
+    truncated: Vec<String>,
+}
+
+impl Collector {
+    /// One hit of `rule` in the string at `pointer`; its evidence and span are worked out only
+    /// when the reason is kept, so a string full of hits costs no more than reading it.
+    fn hit(
+        &mut self,
+        rule: Rule,
+        pointer: &str,
+        evidence: impl FnOnce() -> String,
+        span: impl FnOnce() -> (usize, usize),
+    ) {
+        if !self.fired.contains(&rule) {
+            self.fired.push(rule);
         }
-        Value::Array(items) => items.iter().any(has_findings),
-        Value::Object(members) => members.values().any(has_findings),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        // A string's hits come together (the walk reads one string at a time).
+        if self.flagged.last().is_none_or(|p| p != pointer) {
+            self.flagged.push(pointer.to_owned());
+        }
+        if self.reasons.len() >= MAX_REASONS {
+            if self.truncated.last().is_none_or(|p| p != pointer) {
+                self.truncated.push(pointer.to_owned());
+            }
+            return;
+        }
+        let (start, end) = span();
+        if self
+            .reasons
+            .iter()
+            .any(|r| r.rule == rule && r.pointer == pointer && r.start == start && r.end == end)
+        {
+            return;
+        }
+        self.reasons.push(Reason {
+            rule,
+            pointer: pointer.to_owned(),
+            evidence: evidence(),
+            start,
+            end,
+        });
+    }
+
+    fn into_verdict(mut self) -> Verdict {
+        self.fired.sort_unstable();
+        let score = self.fired.iter().map(|r| r.weight()).sum::<u32>().min(100);
+        Verdict {
+            score,
+            reasons: self.reasons,
+            fired: self.fired,
+            flagged: self.flagged,
+            truncated: self.truncated,
+        }
     }
 }
 
-fn verdict(mut reasons: Vec<Reason>) -> Verdict {
-    reasons.truncate(MAX_REASONS);
-    let score = sorted_once(reasons.iter().map(|r| r.rule))
-        .iter()
-        .map(|r| r.weight())
-        .sum::<u32>()
-        .min(100);
-    Verdict { score, reasons }
-}
-
-fn walk(value: &Value, pointer: &mut String, out: &mut Vec<Reason>) {
-    if out.len() >= MAX_REASONS {
-        return;
-    }
+fn walk(value: &Value, pointer: &mut String, found: &mut Collector) {
     match value {
-        Value::String(text) => check_text(text, pointer, out),
+        Value::String(text) => check_text(text, pointer, found),
         Value::Array(items) => {
             for (index, item) in items.iter().enumerate() {
                 let len = pointer.len();
                 push_segment(pointer, &index.to_string());
-                walk(item, pointer, out);
+                walk(item, pointer, found);
                 pointer.truncate(len);
             }
         }
@@ -420,7 +472,7 @@ fn walk(value: &Value, pointer: &mut String, out: &mut Vec<Reason>) {
             for (key, member) in members {
                 let len = pointer.len();
                 push_segment(pointer, key);
-                walk(member, pointer, out);
+                walk(member, pointer, found);
                 pointer.truncate(len);
             }
         }
@@ -428,37 +480,33 @@ fn walk(value: &Value, pointer: &mut String, out: &mut Vec<Reason>) {
     }
 }
 
-fn check_text(text: &str, pointer: &str, out: &mut Vec<Reason>) {
-    let start_len = out.len();
-    let mut reason = |rule: Rule, evidence: String, start: usize, end: usize| {
-        if out.len() < MAX_REASONS {
-            out.push(Reason {
-                rule,
-                pointer: pointer.to_owned(),
-                evidence,
-                start,
-                end,
-            });
-        }
-    };
-    check_phrases(text, &mut reason);
-    check_turns(text, &mut reason);
-    check_hidden(text, &mut reason);
-    check_urls(text, &mut reason);
+fn check_text(text: &str, pointer: &str, found: &mut Collector) {
+    let start_len = found.reasons.len();
+    check_phrases(text, pointer, found);
+    check_turns(text, pointer, found);
+    check_hidden(text, pointer, found);
+    check_urls(text, pointer, found);
     // Document order within the string.
-    if let Some(found) = out.get_mut(start_len..) {
-        found.sort_by_key(|r| (r.start, r.rule));
+    if let Some(kept) = found.reasons.get_mut(start_len..) {
+        kept.sort_by_key(|r| (r.start, r.rule));
     }
 }
 
+/// Whitespace as `char::is_whitespace` sees it, for an ASCII byte (with the vertical tab, which
+/// `u8::is_ascii_whitespace` leaves out).
+fn ascii_space(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == 0x0B
+}
+
 /// `text` with whitespace runs as one space, typographic apostrophes as plain ones and hiding
-/// characters left out (borrowed when there is nothing to change). ASCII is handled a byte at
-/// a time: most text is ASCII.
-fn normalize(text: &str) -> Cow<'_, str> {
+/// characters left out, or read as a space with `hidden_as_space` (`ig\u{200B}nore` and
+/// `Please\u{200B}ignore` each read right one way); borrowed when there is nothing to change.
+/// ASCII is handled a byte at a time: most text is ASCII.
+fn normalize(text: &str, hidden_as_space: bool) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let needs_change = |at: usize, b: u8| {
         if b.is_ascii() {
-            b.is_ascii_whitespace()
+            ascii_space(b)
                 && (b != b' ' || at.checked_sub(1).and_then(|p| bytes.get(p)) == Some(&b' '))
         } else {
             true
@@ -479,7 +527,7 @@ fn normalize(text: &str) -> Cow<'_, str> {
         // The ASCII run up to the next whitespace or non-ASCII byte, copied as it is.
         let plain = rest
             .bytes()
-            .position(|b| !b.is_ascii() || b.is_ascii_whitespace())
+            .position(|b| !b.is_ascii() || ascii_space(b))
             .unwrap_or(rest.len());
         if plain > 0 {
             out.push_str(rest.get(..plain).unwrap_or_default());
@@ -491,19 +539,14 @@ fn normalize(text: &str) -> Cow<'_, str> {
             break;
         };
         rest = rest.get(c.len_utf8()..).unwrap_or_default();
-        match c {
-            c if hiding(c) => {}
-            '\u{2019}' | '\u{2018}' | '\u{02BC}' => {
-                out.push('\'');
-                last_space = false;
+        match normal_char(c, hidden_as_space) {
+            None => {}
+            Some(' ') if last_space => {}
+            Some(' ') => {
+                out.push(' ');
+                last_space = true;
             }
-            c if c.is_whitespace() => {
-                if !last_space {
-                    out.push(' ');
-                    last_space = true;
-                }
-            }
-            c => {
+            Some(c) => {
                 out.push(c);
                 last_space = false;
             }
@@ -512,24 +555,29 @@ fn normalize(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The normalised text and, per byte of it, the byte offset in `text` of the character it came
-/// from (plus one entry for the end).
-fn normalized_with_origins(text: &str) -> (String, Vec<usize>) {
+/// What `c` reads as in normalised text: `None` when it is left out.
+fn normal_char(c: char, hidden_as_space: bool) -> Option<char> {
+    match c {
+        c if hiding(c) => hidden_as_space.then_some(' '),
+        '\u{2019}' | '\u{2018}' | '\u{02BC}' => Some('\''),
+        c if c.is_whitespace() => Some(' '),
+        c => Some(c),
+    }
+}
+
+/// The normalised text ([`normalize`]) and, per byte of it, the byte offset in `text` of the
+/// character it came from (plus one entry for the end).
+fn normalized_with_origins(text: &str, hidden_as_space: bool) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(text.len());
     let mut origins = Vec::with_capacity(text.len() + 1);
     let mut last_space = false;
     for (at, c) in text.char_indices() {
-        let c = match c {
-            c if hiding(c) => continue,
-            '\u{2019}' | '\u{2018}' | '\u{02BC}' => '\'',
-            c if c.is_whitespace() => {
-                if last_space {
-                    continue;
-                }
-                ' '
-            }
-            c => c,
+        let Some(c) = normal_char(c, hidden_as_space) else {
+            continue;
         };
+        if c == ' ' && last_space {
+            continue;
+        }
         last_space = c == ' ';
         let before = out.len();
         out.push(c);
@@ -539,18 +587,26 @@ fn normalized_with_origins(text: &str) -> (String, Vec<usize>) {
     (out, origins)
 }
 
-fn check_phrases(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
-    let normal = normalize(text);
+fn check_phrases(text: &str, pointer: &str, found: &mut Collector) {
+    read_phrases(text, pointer, found, false);
+    // Hidden characters may join words or split one: read it both ways.
+    if !text.is_ascii() && text.chars().any(hiding) {
+        read_phrases(text, pointer, found, true);
+    }
+}
+
+fn read_phrases(text: &str, pointer: &str, found: &mut Collector, hidden_as_space: bool) {
+    let normal = normalize(text, hidden_as_space);
     let phrases = phrases();
     let Some(automaton) = &phrases.automaton else {
         return;
     };
     let mut origins: Option<Vec<usize>> = None;
-    for found in automaton.find_iter(normal.as_ref()) {
-        let Some((rule, phrase)) = phrases.patterns.get(found.pattern().as_usize()) else {
+    for hit in automaton.find_iter(normal.as_ref()) {
+        let Some((rule, phrase)) = phrases.patterns.get(hit.pattern().as_usize()) else {
             continue;
         };
-        let (start, mut end) = (found.start(), found.end());
+        let (start, mut end) = (hit.start(), hit.end());
         if !whole_word(&normal, start, end) {
             continue;
         }
@@ -566,22 +622,31 @@ fn check_phrases(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)
             end += object.len();
             evidence = format!("{:?}", format!("{phrase}{object}").to_ascii_lowercase());
         }
-        // Offsets in the original text.
-        let (start, end) = match &normal {
-            Cow::Borrowed(_) => (start, end),
-            Cow::Owned(_) => {
-                let origins = origins.get_or_insert_with(|| normalized_with_origins(text).1);
-                let from = origins.get(start).copied().unwrap_or(0);
-                let to = origins.get(end).copied().unwrap_or(text.len()).max(from);
-                (from, to)
-            }
-        };
-        let (start, end) = match rule {
-            // A token is removed as it is; a phrase with the sentence it stands in.
-            Rule::RoleMarker => (start, end),
-            _ => sentence(text, start, end),
-        };
-        reason(*rule, evidence, start, end);
+        let rule = *rule;
+        found.hit(
+            rule,
+            pointer,
+            || evidence,
+            || {
+                // Offsets in the original text.
+                let (start, end) = match &normal {
+                    Cow::Borrowed(_) => (start, end),
+                    Cow::Owned(_) => {
+                        let origins = origins.get_or_insert_with(|| {
+                            normalized_with_origins(text, hidden_as_space).1
+                        });
+                        let from = origins.get(start).copied().unwrap_or(0);
+                        let to = origins.get(end).copied().unwrap_or(text.len()).max(from);
+                        (from, to)
+                    }
+                };
+                match rule {
+                    // A token is removed as it is; a phrase with the sentence it stands in.
+                    Rule::RoleMarker => (start, end),
+                    _ => sentence(text, start, end),
+                }
+            },
+        );
     }
 }
 
@@ -632,40 +697,88 @@ fn names_a_callable(rest: &str) -> bool {
         })
 }
 
+/// How far [`sentence`] and the link reader look around a match, in bytes: a span never costs
+/// more than this to find, however long the text.
+const WINDOW: usize = 512;
+
+/// The largest char boundary of `text` at or before `at`.
+fn boundary_before(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while at > 0 && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The smallest char boundary of `text` at or after `at`.
+fn boundary_after(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while at < text.len() && !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
 /// The sentence (or line) around `start..end`: from after the previous `.`, `!`, `?` or line
-/// break to the next one, included.
+/// break to the next one, included, looking at most [`WINDOW`] bytes either way.
 fn sentence(text: &str, start: usize, end: usize) -> (usize, usize) {
     let stop = |c: char| matches!(c, '.' | '!' | '?' | '\n' | '\r');
+    let low = boundary_before(text, start.saturating_sub(WINDOW));
+    let high = boundary_after(text, end.saturating_add(WINDOW));
     let from = text
-        .get(..start)
+        .get(low..start)
         .and_then(|before| before.rfind(stop))
-        .map_or(0, |at| at + 1);
+        .map_or(low, |at| low + at + 1);
     let to = text
-        .get(end..)
+        .get(end..high)
         .and_then(|after| after.find(stop))
-        .map_or(text.len(), |at| end + at + 1);
+        .map_or(high, |at| end + at + 1);
     (from, to.min(text.len()))
 }
 
 /// Turns of the classic completion format: a line break, another, then `Human:` or
 /// `Assistant:`.
-fn check_turns(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
+fn check_turns(text: &str, pointer: &str, found: &mut Collector) {
     for marker in ["\n\nHuman:", "\n\nAssistant:"] {
         if let Some(at) = text.find(marker) {
-            reason(
+            found.hit(
                 Rule::RoleMarker,
-                format!("{:?}", marker.trim_start()),
-                at + 2,
-                at + marker.len(),
+                pointer,
+                || format!("{:?}", marker.trim_start()),
+                || (at + 2, at + marker.len()),
             );
         }
     }
 }
 
-fn check_hidden(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
+/// The ASCII character a Unicode tag character mirrors (U+E0020..U+E007E are ' '..'~').
+fn tag_ascii(c: char) -> Option<char> {
+    u32::from(c)
+        .checked_sub(0xE0000)
+        .and_then(|v| char::from_u32(v).filter(|a| (' '..='~').contains(a)))
+}
+
+/// Whether the hiding run `run` right after a black flag is a subdivision flag (England,
+/// Scotland, Wales: 2 to 6 tag letters or digits, then the cancel tag U+E007F).
+fn subdivision_flag(run: &[char]) -> bool {
+    let Some((last, tags)) = run.split_last() else {
+        return false;
+    };
+    *last == '\u{E007F}'
+        && (2..=6).contains(&tags.len())
+        && tags
+            .iter()
+            .all(|c| tag_ascii(*c).is_some_and(|a| a.is_ascii_alphanumeric()))
+}
+
+fn check_hidden(text: &str, pointer: &str, found: &mut Collector) {
     if text.is_ascii() {
         return;
     }
+    // What all the tag characters of the string spell, wherever they are (a run split by
+    // other characters spells the same), and where the first and the last are.
+    let mut spelled = String::new();
+    let mut tags_span: Option<(usize, usize)> = None;
     let mut chars = text.char_indices().peekable();
     let mut previous = None;
     while let Some((at, c)) = chars.next() {
@@ -674,78 +787,83 @@ fn check_hidden(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize))
             continue;
         }
         // A run of hiding characters.
+        let mut run = vec![c];
         let mut end = at + c.len_utf8();
-        let mut tagged = String::new();
-        let mut count = 1;
-        let mut push_tag = |c: char| {
-            // The tag block mirrors ASCII: U+E0020..U+E007E are ' '..'~'.
-            if let Some(ascii) = u32::from(c)
-                .checked_sub(0xE0000)
-                .and_then(|v| char::from_u32(v).filter(|a| (' '..='~').contains(a)))
-            {
-                tagged.push(ascii);
-            }
-        };
-        push_tag(c);
         while let Some(&(next_at, next)) = chars.peek() {
             if !hiding(next) {
                 break;
             }
-            push_tag(next);
-            count += 1;
+            run.push(next);
             end = next_at + next.len_utf8();
             chars.next();
         }
-        // Subdivision flags (England, Scotland, Wales) are a black flag and tag characters.
-        if previous == Some('\u{1F3F4}') {
+        let after_flag = previous == Some('\u{1F3F4}');
+        previous = None;
+        if after_flag && subdivision_flag(&run) {
             continue;
         }
-        let evidence = if tagged.chars().count() >= 4 {
-            format!(
-                "{count} invisible characters (Unicode tags spelling {} characters)",
-                tagged.chars().count()
-            )
-        } else {
-            format!("invisible character U+{:04X}", u32::from(c))
-        };
-        reason(Rule::HiddenText, evidence, at, end);
-        // What the tags spell is read like visible text, at the run's place.
-        if tagged.chars().count() >= 4 {
-            let mut inner = Vec::new();
-            check_text(&tagged, "", &mut inner);
-            for found in inner {
-                reason(
-                    found.rule,
-                    format!("{} in hidden text", found.evidence),
-                    at,
-                    end,
-                );
-            }
+        let tags = run.iter().filter_map(|c| tag_ascii(*c)).count();
+        spelled.extend(run.iter().filter_map(|c| tag_ascii(*c)));
+        if tags > 0 {
+            tags_span = Some((tags_span.map_or(at, |(from, _)| from), end));
         }
-        previous = None;
+        found.hit(
+            Rule::HiddenText,
+            pointer,
+            || {
+                if tags > 0 {
+                    format!("{} invisible characters ({tags} Unicode tags)", run.len())
+                } else {
+                    format!("invisible character U+{:04X}", u32::from(c))
+                }
+            },
+            || (at, end),
+        );
+    }
+    // What the tags spell is read like visible text, at the tags' place.
+    if let Some((from, to)) = tags_span.filter(|_| spelled.chars().count() >= 4) {
+        let mut inner = Collector::default();
+        check_text(&spelled, "", &mut inner);
+        let total = spelled.chars().count();
+        for rule in inner.fired {
+            let evidence = inner
+                .reasons
+                .iter()
+                .find(|r| r.rule == rule)
+                .map_or_else(|| rule.id().to_owned(), |r| r.evidence.clone());
+            found.hit(
+                rule,
+                pointer,
+                || format!("{evidence} in hidden text ({total} Unicode tags)"),
+                || (from, to),
+            );
+        }
     }
 }
 
 /// Markdown images and links, and HTML `img`, whose URL carries data.
-fn check_urls(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
+fn check_urls(text: &str, pointer: &str, found: &mut Collector) {
     if !text.contains("](") && !text.contains("<img") && !text.contains("<IMG") {
         return;
     }
     let mut from = 0;
-    while let Some(found) = text.get(from..).and_then(|rest| rest.find("](")) {
-        let open = from + found;
+    while let Some(open) = text.get(from..).and_then(|rest| rest.find("](")) {
+        let open = from + open;
         let url_start = open + 2;
+        // A URL ends at `)`, a space or a line break, within a window.
+        let limit = boundary_after(text, url_start.saturating_add(WINDOW * 4));
         let url_end = text
-            .get(url_start..)
+            .get(url_start..limit)
             .and_then(|rest| rest.find([')', ' ', '\n']))
-            .map_or(text.len(), |at| url_start + at);
+            .map_or(limit, |at| url_start + at);
         let url = text.get(url_start..url_end).unwrap_or_default();
-        let label_start = text
-            .get(..open)
-            .and_then(|before| before.rfind('['))
-            .unwrap_or(open);
-        let image = label_start > 0 && text.get(label_start - 1..label_start) == Some("!");
         if let Some(why) = carries_data(url) {
+            let low = boundary_before(text, open.saturating_sub(WINDOW));
+            let label_start = text
+                .get(low..open)
+                .and_then(|before| before.rfind('['))
+                .map_or(open, |at| low + at);
+            let image = label_start > 0 && text.get(label_start - 1..label_start) == Some("!");
             let kind = if image {
                 "markdown image"
             } else {
@@ -753,14 +871,19 @@ fn check_urls(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
             };
             let start = if image { label_start - 1 } else { label_start };
             let end = (url_end + 1).min(text.len());
-            reason(Rule::DataUrl, format!("{kind} {why}"), start, end);
+            found.hit(
+                Rule::DataUrl,
+                pointer,
+                || format!("{kind} {why}"),
+                || (start, end),
+            );
         }
         from = url_end.max(url_start);
     }
     let lower = text.to_ascii_lowercase();
     let mut from = 0;
-    while let Some(found) = lower.get(from..).and_then(|rest| rest.find("<img")) {
-        let start = from + found;
+    while let Some(at) = lower.get(from..).and_then(|rest| rest.find("<img")) {
+        let start = from + at;
         let end = lower
             .get(start..)
             .and_then(|rest| rest.find('>'))
@@ -774,7 +897,12 @@ fn check_urls(text: &str, reason: &mut impl FnMut(Rule, String, usize, usize)) {
             })
             .unwrap_or_default();
         if let Some(why) = carries_data(url) {
-            reason(Rule::DataUrl, format!("HTML image {why}"), start, end);
+            found.hit(
+                Rule::DataUrl,
+                pointer,
+                || format!("HTML image {why}"),
+                || (start, end),
+            );
         }
         from = end.max(start + 4);
     }
@@ -842,14 +970,24 @@ fn encoded(segment: &str) -> bool {
     hex || base64
 }
 
-/// Replaces the span of every reason whose pointer (under `base`, e.g. `/result`) leads to a
-/// string of `doc` with [`REDACTED`]. Reasons must come from [`scan_value`] on the value at
-/// `base`; overlapping spans are merged; one that no longer fits is skipped. Returns how many
-/// spans were replaced.
-pub fn redact(doc: &mut Value, base: &str, reasons: &[Reason]) -> usize {
-    let mut by_string: Vec<&Reason> = reasons.iter().collect();
-    by_string.sort_by(|a, b| a.pointer.cmp(&b.pointer).then(a.start.cmp(&b.start)));
+/// Replaces, in the value of `doc` at `base` (e.g. `/result`) that `verdict` judged, the span
+/// of every reason with [`REDACTED`], and every string whose reasons were not all kept
+/// ([`Verdict::truncated`]) whole. Overlapping spans are merged; one that no longer fits is
+/// skipped. Returns how many spans and strings were replaced.
+pub fn redact(doc: &mut Value, base: &str, verdict: &Verdict) -> usize {
     let mut replaced = 0;
+    for pointer in &verdict.truncated {
+        if let Some(Value::String(text)) = doc.pointer_mut(&format!("{base}{pointer}")) {
+            REDACTED.clone_into(text);
+            replaced += 1;
+        }
+    }
+    let mut by_string: Vec<&Reason> = verdict
+        .reasons
+        .iter()
+        .filter(|r| !verdict.truncated.contains(&r.pointer))
+        .collect();
+    by_string.sort_by(|a, b| a.pointer.cmp(&b.pointer).then(a.start.cmp(&b.start)));
     for group in by_string.chunk_by(|a, b| a.pointer == b.pointer) {
         let Some(first) = group.first() else {
             continue;

@@ -82,8 +82,9 @@ def test_hidden_instructions_split_across_sse_chunks_are_read_and_wrapped(stack,
     verdict = outcome_of(stack, trace_id)["detail"]["injection"]
     assert verdict["rules"] == ["hidden_text", "instruction_override"]
     evidence = {r["rule"]: r["evidence"] for r in verdict["reasons"]}
-    assert "Unicode tags spelling" in evidence["hidden_text"]
-    assert evidence["instruction_override"] == '"ignore previous instructions" in hidden text'
+    assert evidence["hidden_text"].endswith("Unicode tags)")
+    assert evidence["instruction_override"].startswith(
+        '"ignore previous instructions" in hidden text')
     # The reasons name what fired, not what the hidden text said.
     assert "reveal" not in json.dumps(verdict)
 
