@@ -1850,14 +1850,21 @@ impl Exchange {
         if matches!(scanned, Scanned::Withhold(_)) {
             return scanned;
         }
-        self.scan_injection(message, bytes, scanned)
+        self.scan_injection(message, bytes, rewritten, scanned)
     }
 
     /// Prompt injection in the answer to the governed call (docs/injection.md): the verdict on
     /// its `result` is recorded with the outcome, and the decision's `injection` obligation says
     /// whether the flagged strings are wrapped in data delimiters, their spans redacted, or the
-    /// answer withheld. `dlp` is what DLP made of the message (`bytes` when it passed).
-    fn scan_injection(&mut self, message: &Message, bytes: &[u8], dlp: Scanned) -> Scanned {
+    /// answer withheld. `dlp` is what DLP made of the message (`bytes` when it passed);
+    /// `rewritten`: `bytes` are not `message` as parsed.
+    fn scan_injection(
+        &mut self,
+        message: &Message,
+        bytes: &[u8],
+        rewritten: bool,
+        dlp: Scanned,
+    ) -> Scanned {
         let Some(call) = self.pending.as_ref().filter(|p| p.governed) else {
             return dlp;
         };
@@ -1881,22 +1888,31 @@ impl Exchange {
             } if method == SAMPLING => ("/params", params, Some(method.as_str())),
             _ => return dlp,
         };
-        // Most messages hold nothing: read in place, nothing parsed again or copied.
-        if self.listing.is_some() || !injection::has_findings(value) {
+        if self.listing.is_some() {
             return dlp;
         }
-        let source = match &dlp {
-            Scanned::Rewrite(rewritten) => rewritten.as_slice(),
-            _ => bytes,
+        // Most messages hold nothing: read in place, nothing parsed again or copied.
+        let verdict = injection::scan_value(value);
+        if verdict.flagged.is_empty() {
+            return dlp;
+        }
+        let (source, rewritten) = match &dlp {
+            Scanned::Rewrite(redacted) => (redacted.as_slice(), true),
+            _ => (bytes, rewritten),
         };
         let Ok(mut doc) = serde_json::from_slice::<Value>(source) else {
             return dlp;
         };
-        let verdict = doc
-            .pointer(base)
-            .map(injection::scan_value)
-            .unwrap_or_default();
-        if verdict.reasons.is_empty() {
+        // What DLP or a listing filter or `redact` obligation rewrote is judged as the agent
+        // would get it.
+        let verdict = if rewritten {
+            doc.pointer(base)
+                .map(injection::scan_value)
+                .unwrap_or_default()
+        } else {
+            verdict
+        };
+        if verdict.flagged.is_empty() {
             return dlp;
         }
         let action = self.injection_actions.action_for(verdict.score);
