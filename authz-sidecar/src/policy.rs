@@ -519,6 +519,7 @@ fn check_cases(
         };
         // Bounded like a decision, with room for a loaded machine at start: a case far over
         // the decision timeout would time out in service too, and must not hold up the load.
+        engine.set_execution_timer_config(case_timer(timer));
         // Once before the clones below: they share regorus's analysis of the modules.
         engine.set_input(Value::new_object());
         let _warm = engine.eval_rule(DECISION_RULE.to_owned());
