@@ -389,11 +389,6 @@ pub fn scan_text(text: &str, pointer: &str) -> Verdict {
     found.into_verdict()
 }
 
-/// Whether `value` holds anything the rules fire on.
-pub fn has_findings(value: &Value) -> bool {
-    !scan_value(value).flagged.is_empty()
-}
-
 /// What the rules found while reading one result: the reasons kept (at most [`MAX_REASONS`]),
 /// and, whatever was kept, every rule that fired and every string that holds something.
 #[derive(Default)]
