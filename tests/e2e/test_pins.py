@@ -222,8 +222,10 @@ def test_a_strict_servers_tools_wait_for_a_manifest_signed_by_its_vendor(strict_
         async with connect(stack.url("scripted"), token) as client:
             return {t.name for t in (await client.list_tools()).tools}
 
-    # Strict: nothing is trusted on first use, every tool is held (unpinned) and hidden.
-    assert anyio.run(names) == set()
+    # Strict: nothing is trusted on first use, every tool is held (unpinned) and hidden, once
+    # the worker that answers has polled the pin set (before its first poll a fresh Envoy has no
+    # pins to quarantine with: docs/pins.md, known gaps).
+    wait_until("the strict server's tools hidden", lambda: anyio.run(names) == set())
     wait_until("the definitions held", lambda: "scripted / echo" in pins(stack, "list"))
     # The vendor signs its release's definitions (as the server lists them).
     _, _, body = http("POST", f"http://127.0.0.1:{stack.ports['scripted_json']}/mcp",
