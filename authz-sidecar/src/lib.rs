@@ -159,7 +159,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         admin_api = config.admin_token.is_some(),
         approvers = config.approvers.len(),
         revocation_version = revocations.list().version,
-        pin_version = pins.set().version,
+        pin_version = pins.set(behavry_core::pins::DEFAULT_TENANT).version,
         "loaded policy bundle and agent registry"
     );
     // The active key signs; the next and the retired keys are published too (key_ring.rs), so

@@ -820,17 +820,17 @@ impl AgentRegistry {
     }
 }
 
-/// Raise the pin set's version; used inside the transaction of every change to it.
-/// A tool's pin set to a definition (`source` bound as $5), over what it was.
-const PIN_UPSERT: &str = "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (server, tool) DO UPDATE SET \
+/// A tool's pin set to a definition (`source` bound as $6), over what it was.
+const PIN_UPSERT: &str = "INSERT INTO authz_tool_pins (tenant, server, tool, hash, definition, source, pinned_at, pinned_by) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant, server, tool) DO UPDATE SET \
      hash = excluded.hash, definition = excluded.definition, source = excluded.source, \
      pinned_at = excluded.pinned_at, pinned_by = excluded.pinned_by";
 
 /// A held definition that is no longer held (it became the pin).
-const CANDIDATE_DELETE: &str =
-    "DELETE FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3";
+const CANDIDATE_DELETE: &str = "DELETE FROM authz_pin_candidates \
+     WHERE tenant = $1 AND server = $2 AND tool = $3 AND hash = $4";
 
+/// Raise the pin set's version; used inside the transaction of every change to it.
 macro_rules! bump_pin_version {
     ($tx:expr) => {
         sqlx::query("UPDATE authz_pin_version SET version = version + 1 WHERE id = 1")
@@ -839,13 +839,52 @@ macro_rules! bump_pin_version {
     };
 }
 
-const PIN_COLUMNS: &str = "server, tool, hash, definition, source, pinned_at, pinned_by";
-const CANDIDATE_COLUMNS: &str =
-    "server, tool, hash, definition, status, first_seen, last_seen, decided_at, decided_by";
+/// Bind a [`ToolRef`] as `$1` (tenant), `$2` (server) and `$3` (tool).
+macro_rules! bind_tool {
+    ($query:expr, $tool:expr) => {
+        $query
+            .bind($tool.tenant)
+            .bind($tool.server)
+            .bind($tool.tool)
+    };
+}
 
-/// The definition a tool is pinned to (table `authz_tool_pins`, migration 0006).
+/// Make `hash` (canonical `definition`) the pin of `tool` from `source`, by `by`, and drop it
+/// from the held definitions: the shared step of an approval and of a manifest.
+macro_rules! pin_definition {
+    ($tx:expr, $tool:expr, $hash:expr, $definition:expr, $source:expr, $now:expr, $by:expr) => {{
+        bind_tool!(sqlx::query(PIN_UPSERT), $tool)
+            .bind($hash)
+            .bind($definition)
+            .bind($source)
+            .bind($now)
+            .bind($by)
+            .execute(&mut *$tx)
+            .await?;
+        bind_tool!(sqlx::query(CANDIDATE_DELETE), $tool)
+            .bind($hash)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+const PIN_COLUMNS: &str = "tenant, server, tool, hash, definition, source, pinned_at, pinned_by";
+const CANDIDATE_COLUMNS: &str =
+    "tenant, server, tool, hash, definition, status, first_seen, last_seen, decided_at, decided_by";
+
+/// One tool of one server, as one tenant pins it (docs/pins.md, "Tenants").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolRef<'a> {
+    pub tenant: &'a str,
+    pub server: &'a str,
+    pub tool: &'a str,
+}
+
+/// The definition a tool is pinned to (table `authz_tool_pins`, migrations 0006 and 0007).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PinRecord {
+    /// Whose pin it is.
+    pub tenant: String,
     /// The server's logical name.
     pub server: String,
     /// The tool's name.
@@ -862,9 +901,11 @@ pub struct PinRecord {
     pub pinned_by: Option<String>,
 }
 
-/// A definition held for a decision (table `authz_pin_candidates`, migration 0006).
+/// A definition held for a decision (table `authz_pin_candidates`, migrations 0006 and 0007).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CandidateRecord {
+    /// Whose decision it waits for.
+    pub tenant: String,
     /// The server's logical name.
     pub server: String,
     /// The tool's name.
@@ -896,6 +937,9 @@ pub enum Observed {
     Held,
 }
 
+/// A pin or a rejected definition as the pin set needs it: tenant, server, tool, hash.
+pub type PinKey = (String, String, String, String);
+
 impl AgentRegistry {
     /// The pin set's version, read before its rows (see [`Self::revocations`] for why).
     pub async fn pin_version(&self) -> Result<i64, RegistryError> {
@@ -906,17 +950,15 @@ impl AgentRegistry {
         .await?))
     }
 
-    /// Every pin as `(server, tool, hash)`, and every rejected definition the same way.
-    pub async fn pin_hashes(
-        &self,
-    ) -> Result<(Vec<(String, String, String)>, Vec<(String, String, String)>), RegistryError> {
-        let pinned: Vec<(String, String, String)> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT server, tool, hash FROM authz_tool_pins",
+    /// Every pin of every tenant, and every rejected definition the same way.
+    pub async fn pin_hashes(&self) -> Result<(Vec<PinKey>, Vec<PinKey>), RegistryError> {
+        let pinned: Vec<PinKey> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT tenant, server, tool, hash FROM authz_tool_pins",
         )
         .fetch_all(pool)
         .await?);
-        let rejected: Vec<(String, String, String)> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT server, tool, hash FROM authz_pin_candidates WHERE status = 'rejected'",
+        let rejected: Vec<PinKey> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT tenant, server, tool, hash FROM authz_pin_candidates WHERE status = 'rejected'",
         )
         .fetch_all(pool)
         .await?);
@@ -930,8 +972,7 @@ impl AgentRegistry {
     /// caller).
     pub async fn observe_definition(
         &self,
-        server: &str,
-        tool: &str,
+        tool: ToolRef<'_>,
         hash: &str,
         definition: &str,
         first_use: bool,
@@ -940,12 +981,10 @@ impl AgentRegistry {
         if first_use {
             let pinned = on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO authz_tool_pins (server, tool, hash, definition, source, pinned_at, pinned_by) \
-                     VALUES ($1, $2, $3, $4, 'first_use', $5, NULL) ON CONFLICT (server, tool) DO NOTHING",
-                )
-                .bind(server)
-                .bind(tool)
+                let inserted = bind_tool!(sqlx::query(
+                    "INSERT INTO authz_tool_pins (tenant, server, tool, hash, definition, source, pinned_at, pinned_by) \
+                     VALUES ($1, $2, $3, $4, $5, 'first_use', $6, NULL) ON CONFLICT (tenant, server, tool) DO NOTHING",
+                ), tool)
                 .bind(hash)
                 .bind(definition)
                 .bind(now)
@@ -962,23 +1001,14 @@ impl AgentRegistry {
                 return Ok(Observed::FirstUse);
             }
         }
-        let current: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT hash FROM authz_tool_pins WHERE server = $1 AND tool = $2",
-        )
-        .bind(server)
-        .bind(tool)
-        .fetch_optional(pool)
-        .await?);
-        if current.as_deref() == Some(hash) {
+        if self.pin_of(tool).await?.is_some_and(|pin| pin.hash == hash) {
             return Ok(Observed::Pinned);
         }
-        on_pool!(self, pool => sqlx::query(
-            "INSERT INTO authz_pin_candidates (server, tool, hash, definition, status, first_seen, last_seen) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5) \
-             ON CONFLICT (server, tool, hash) DO UPDATE SET last_seen = excluded.last_seen",
-        )
-        .bind(server)
-        .bind(tool)
+        on_pool!(self, pool => bind_tool!(sqlx::query(
+            "INSERT INTO authz_pin_candidates (tenant, server, tool, hash, definition, status, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) \
+             ON CONFLICT (tenant, server, tool, hash) DO UPDATE SET last_seen = excluded.last_seen",
+        ), tool)
         .bind(hash)
         .bind(definition)
         .bind(now)
@@ -988,57 +1018,60 @@ impl AgentRegistry {
         Ok(Observed::Held)
     }
 
-    /// The pin of `tool` on `server`.
-    pub async fn pin_of(
-        &self,
-        server: &str,
-        tool: &str,
-    ) -> Result<Option<PinRecord>, RegistryError> {
-        let sql =
-            format!("SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE server = $1 AND tool = $2");
+    /// The pin of `tool`.
+    pub async fn pin_of(&self, tool: ToolRef<'_>) -> Result<Option<PinRecord>, RegistryError> {
+        let sql = format!(
+            "SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE tenant = $1 AND server = $2 AND tool = $3"
+        );
         Ok(
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(server).bind(tool).fetch_optional(pool).await?),
+            on_pool!(self, pool => bind_tool!(sqlx::query_as(&sql), tool).fetch_optional(pool).await?),
         )
     }
 
-    /// Pins, by server and tool (of `server` only, when given; at most `limit`).
+    /// Pins, by tenant, server and tool (of `tenant` only, when given; at most `limit`).
     pub async fn list_pins(
         &self,
-        server: Option<&str>,
+        tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<PinRecord>, RegistryError> {
         let sql = format!(
-            "SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE ($1 = '' OR server = $1) \
-             ORDER BY server, tool LIMIT $2"
+            "SELECT {PIN_COLUMNS} FROM authz_tool_pins WHERE ($1 = '' OR tenant = $1) \
+             ORDER BY tenant, server, tool LIMIT $2"
         );
         Ok(on_pool!(self, pool => sqlx::query_as(&sql)
-            .bind(server.unwrap_or_default())
+            .bind(tenant.unwrap_or_default())
             .bind(limit)
             .fetch_all(pool)
             .await?))
     }
 
-    /// Held definitions, newest report first: of one tool when `target` is given, with `status`
-    /// when given (at most `limit`).
+    /// Held definitions, newest report first: of `tenant` when given, of one tool when `tool`
+    /// is given (its tenant then counts), with `status` when given (at most `limit`).
     pub async fn list_candidates(
         &self,
-        target: Option<(&str, &str)>,
+        tenant: Option<&str>,
+        tool: Option<ToolRef<'_>>,
         status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<CandidateRecord>, RegistryError> {
-        let (server, tool) = target.unwrap_or_default();
+        let any = ToolRef {
+            tenant: tenant.unwrap_or_default(),
+            server: "",
+            tool: "",
+        };
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS} FROM authz_pin_candidates \
-             WHERE ($1 = '' OR (server = $1 AND tool = $2)) AND ($3 = '' OR status = $3) \
-             ORDER BY last_seen DESC, server, tool, hash LIMIT $4"
+             WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR (server = $2 AND tool = $3)) \
+             AND ($4 = '' OR status = $4) \
+             ORDER BY last_seen DESC, tenant, server, tool, hash LIMIT $5"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
-            .bind(server)
-            .bind(tool)
+        Ok(
+            on_pool!(self, pool => bind_tool!(sqlx::query_as(&sql), tool.unwrap_or(any))
             .bind(status.unwrap_or_default())
             .bind(limit)
             .fetch_all(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// Make the held definition `hash` of `tool` the tool's pin (`approved`, by `by`); a
@@ -1046,42 +1079,25 @@ impl AgentRegistry {
     /// replaced.
     pub async fn approve_definition(
         &self,
-        server: &str,
-        tool: &str,
+        tool: ToolRef<'_>,
         hash: &str,
         by: &str,
         now: i64,
     ) -> Result<Option<Option<PinRecord>>, RegistryError> {
-        let previous = self.pin_of(server, tool).await?;
+        let previous = self.pin_of(tool).await?;
         let approved = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let definition: Option<String> = sqlx::query_scalar(
-                "SELECT definition FROM authz_pin_candidates WHERE server = $1 AND tool = $2 AND hash = $3",
-            )
-            .bind(server)
-            .bind(tool)
+            let definition: Option<String> = bind_tool!(sqlx::query_scalar(
+                "SELECT definition FROM authz_pin_candidates \
+                 WHERE tenant = $1 AND server = $2 AND tool = $3 AND hash = $4",
+            ), tool)
             .bind(hash)
             .fetch_optional(&mut *tx)
             .await?;
             match definition {
                 None => false,
                 Some(definition) => {
-                    sqlx::query(PIN_UPSERT)
-                        .bind(server)
-                        .bind(tool)
-                        .bind(hash)
-                        .bind(&definition)
-                        .bind("approved")
-                        .bind(now)
-                        .bind(by)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(CANDIDATE_DELETE)
-                        .bind(server)
-                        .bind(tool)
-                        .bind(hash)
-                        .execute(&mut *tx)
-                        .await?;
+                    pin_definition!(tx, tool, hash, &definition, "approved", now, by);
                     bump_pin_version!(&mut *tx)?;
                     tx.commit().await?;
                     true
@@ -1092,11 +1108,12 @@ impl AgentRegistry {
     }
 
     /// Pin every definition of a verified signed manifest (`(tool, hash, canonical definition)`)
-    /// of `server`, by `by`, in one transaction: each becomes its tool's pin (source
+    /// of `server` for `tenant`, by `by`, in one transaction: each becomes its tool's pin (source
     /// `manifest`) and a held definition with the same hash is no longer held. Returns each
     /// tool's previous pin hash.
     pub async fn pin_manifest(
         &self,
+        tenant: &str,
         server: &str,
         tools: &[(String, String, String)],
         by: &str,
@@ -1104,27 +1121,18 @@ impl AgentRegistry {
     ) -> Result<Vec<Option<String>>, RegistryError> {
         let mut previous = Vec::with_capacity(tools.len());
         for (tool, _, _) in tools {
-            previous.push(self.pin_of(server, tool).await?.map(|p| p.hash));
+            let tool = ToolRef {
+                tenant,
+                server,
+                tool,
+            };
+            previous.push(self.pin_of(tool).await?.map(|p| p.hash));
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for (tool, hash, definition) in tools {
-                sqlx::query(PIN_UPSERT)
-                    .bind(server)
-                    .bind(tool)
-                    .bind(hash)
-                    .bind(definition)
-                    .bind("manifest")
-                    .bind(now)
-                    .bind(by)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(CANDIDATE_DELETE)
-                    .bind(server)
-                    .bind(tool)
-                    .bind(hash)
-                    .execute(&mut *tx)
-                    .await?;
+                let tool = ToolRef { tenant, server, tool };
+                pin_definition!(tx, tool, hash, definition, "manifest", now, by);
             }
             bump_pin_version!(&mut *tx)?;
             tx.commit().await?;
@@ -1136,20 +1144,17 @@ impl AgentRegistry {
     /// such pending definition.
     pub async fn reject_definition(
         &self,
-        server: &str,
-        tool: &str,
+        tool: ToolRef<'_>,
         hash: &str,
         by: &str,
         now: i64,
     ) -> Result<bool, RegistryError> {
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let rejected = sqlx::query(
-                "UPDATE authz_pin_candidates SET status = 'rejected', decided_at = $4, decided_by = $5 \
-                 WHERE server = $1 AND tool = $2 AND hash = $3 AND status = 'pending'",
-            )
-            .bind(server)
-            .bind(tool)
+            let rejected = bind_tool!(sqlx::query(
+                "UPDATE authz_pin_candidates SET status = 'rejected', decided_at = $5, decided_by = $6 \
+                 WHERE tenant = $1 AND server = $2 AND tool = $3 AND hash = $4 AND status = 'pending'",
+            ), tool)
             .bind(hash)
             .bind(now)
             .bind(by)
@@ -1581,15 +1586,20 @@ pub(crate) mod tests {
     /// Pins: first use, a change held, approval, rejection, versions; the same on both databases.
     async fn exercise_pins(registry: &AgentRegistry) {
         let v0 = registry.pin_version().await.unwrap();
+        const READ: ToolRef<'static> = ToolRef {
+            tenant: "default",
+            server: "files",
+            tool: "read",
+        };
         let seen = |hash: &'static str, first_use: bool| async move {
             registry
-                .observe_definition("files", "read", hash, "{\"name\":\"read\"}", first_use, 100)
+                .observe_definition(READ, hash, "{\"name\":\"read\"}", first_use, 100)
                 .await
                 .unwrap()
         };
         // Not trusted on first use: held, no pin.
         assert_eq!(seen("sha256:a", false).await, Observed::Held);
-        assert!(registry.pin_of("files", "read").await.unwrap().is_none());
+        assert!(registry.pin_of(READ).await.unwrap().is_none());
         assert_eq!(registry.pin_version().await.unwrap(), v0);
         // Trusted on first use: pinned once; the same again is the pin; another is held.
         assert_eq!(seen("sha256:b", true).await, Observed::FirstUse);
@@ -1598,13 +1608,13 @@ pub(crate) mod tests {
         assert_eq!(seen("sha256:c", true).await, Observed::Held);
         let v1 = registry.pin_version().await.unwrap();
         assert_eq!(v1, v0 + 1);
-        let pin = registry.pin_of("files", "read").await.unwrap().unwrap();
+        let pin = registry.pin_of(READ).await.unwrap().unwrap();
         assert_eq!(
             (pin.hash.as_str(), pin.source.as_str()),
             ("sha256:b", "first_use")
         );
         let held = registry
-            .list_candidates(Some(("files", "read")), Some("pending"), 10)
+            .list_candidates(None, Some(READ), Some("pending"), 10)
             .await
             .unwrap();
         let hashes: Vec<&str> = held.iter().map(|c| c.hash.as_str()).collect();
@@ -1612,11 +1622,11 @@ pub(crate) mod tests {
         assert!(hashes.contains(&"sha256:a") && hashes.contains(&"sha256:c"));
         // Approve c: it replaces b and leaves the held rows.
         let replaced = registry
-            .approve_definition("files", "read", "sha256:c", "ops", 200)
+            .approve_definition(READ, "sha256:c", "ops", 200)
             .await
             .unwrap();
         assert_eq!(replaced.unwrap().unwrap().hash, "sha256:b");
-        let pin = registry.pin_of("files", "read").await.unwrap().unwrap();
+        let pin = registry.pin_of(READ).await.unwrap().unwrap();
         assert_eq!(
             (
                 pin.hash.as_str(),
@@ -1628,7 +1638,7 @@ pub(crate) mod tests {
         assert_eq!(registry.pin_version().await.unwrap(), v1 + 1);
         assert!(
             registry
-                .approve_definition("files", "read", "sha256:c", "ops", 200)
+                .approve_definition(READ, "sha256:c", "ops", 200)
                 .await
                 .unwrap()
                 .is_none()
@@ -1636,30 +1646,25 @@ pub(crate) mod tests {
         // Reject a: it is in the set's rejections; it cannot be rejected twice.
         assert!(
             registry
-                .reject_definition("files", "read", "sha256:a", "ops", 300)
+                .reject_definition(READ, "sha256:a", "ops", 300)
                 .await
                 .unwrap()
         );
         assert!(
             !registry
-                .reject_definition("files", "read", "sha256:a", "ops", 300)
+                .reject_definition(READ, "sha256:a", "ops", 300)
                 .await
                 .unwrap()
         );
         let (pinned, rejected) = registry.pin_hashes().await.unwrap();
-        assert_eq!(
-            pinned,
-            [("files".to_owned(), "read".to_owned(), "sha256:c".to_owned())]
-        );
-        assert_eq!(
-            rejected,
-            [("files".to_owned(), "read".to_owned(), "sha256:a".to_owned())]
-        );
+        assert_eq!(pinned, [pin_key("default", "sha256:c")]);
+        assert_eq!(rejected, [pin_key("default", "sha256:a")]);
         assert_eq!(registry.pin_version().await.unwrap(), v1 + 2);
         assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 1);
         // A signed manifest pins its definitions in one change, over what was there.
         let previous = registry
             .pin_manifest(
+                "default",
                 "files",
                 &[
                     (
@@ -1680,12 +1685,61 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(previous, [Some("sha256:c".to_owned()), None]);
         assert_eq!(registry.pin_version().await.unwrap(), v1 + 3);
-        let read = registry.pin_of("files", "read").await.unwrap().unwrap();
+        let read = registry.pin_of(READ).await.unwrap().unwrap();
         assert_eq!(
             (read.hash.as_str(), read.source.as_str()),
             ("sha256:m", "manifest")
         );
         assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 2);
+        // Another tenant trusts the same server's tool on its own: its first use is its own pin,
+        // the default tenant's pin and held definitions are not its.
+        let blue = ToolRef {
+            tenant: "blue",
+            ..READ
+        };
+        assert_eq!(
+            registry
+                .observe_definition(blue, "sha256:b", "{\"name\":\"read\"}", true, 500)
+                .await
+                .unwrap(),
+            Observed::FirstUse
+        );
+        assert_eq!(
+            registry.pin_of(blue).await.unwrap().unwrap().hash,
+            "sha256:b"
+        );
+        assert_eq!(
+            registry.pin_of(READ).await.unwrap().unwrap().hash,
+            "sha256:m"
+        );
+        assert!(
+            registry
+                .list_candidates(Some("blue"), None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            registry
+                .approve_definition(blue, "sha256:c", "ops", 600)
+                .await
+                .unwrap()
+                .is_none(),
+            "a definition held for the default tenant is not held for blue"
+        );
+        assert_eq!(registry.list_pins(Some("blue"), 10).await.unwrap().len(), 1);
+        assert_eq!(registry.list_pins(None, 10).await.unwrap().len(), 3);
+        let (pinned, _) = registry.pin_hashes().await.unwrap();
+        assert!(pinned.contains(&pin_key("blue", "sha256:b")));
+    }
+
+    fn pin_key(tenant: &str, hash: &str) -> PinKey {
+        (
+            tenant.to_owned(),
+            "files".to_owned(),
+            "read".to_owned(),
+            hash.to_owned(),
+        )
     }
 
     #[tokio::test]

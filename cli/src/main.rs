@@ -54,6 +54,10 @@ enum Command {
     Pins {
         #[command(flatten)]
         connection: agent::AdminConnection,
+        /// Whose pins (docs/pins.md, "Tenants"): `default` unless named; `list` shows every
+        /// tenant's unless named.
+        #[arg(long, env = "BEHAVRY_TENANT", global = true)]
+        tenant: Option<String>,
         #[command(subcommand)]
         command: pins::PinsCommand,
     },
@@ -169,8 +173,9 @@ fn main() -> ExitCode {
         } => approvals::run(&connection, &approver, command),
         Command::Pins {
             connection,
+            tenant,
             command,
-        } => pins::run(&connection, command),
+        } => pins::run(&connection, tenant.as_deref(), command),
         Command::Token {
             command: TokenCommand::Mint { agent, config, ttl },
         } => token::mint(&agent, &config, ttl),

@@ -81,7 +81,11 @@ pub enum PinsCommand {
 }
 
 /// Run one `behavry pins` subcommand.
-pub fn run(connection: &AdminConnection, command: PinsCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    connection: &AdminConnection,
+    tenant: Option<&str>,
+    command: PinsCommand,
+) -> anyhow::Result<ExitCode> {
     if let PinsCommand::SignManifest {
         server,
         listing,
@@ -97,7 +101,13 @@ pub fn run(connection: &AdminConnection, command: PinsCommand) -> anyhow::Result
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Every route takes `?tenant=`; the listing adds its status after it.
+    let query = tenant.map_or_else(String::new, |t| format!("?tenant={}", encode_segment(t)));
     let send = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let path = match path.split_once('?') {
+            Some((route, rest)) if !query.is_empty() => format!("{route}{query}&{rest}"),
+            _ => format!("{path}{query}"),
+        };
         runtime
             .block_on(client.send(method, &path, body))
             .map(|answer| answer.unwrap_or(Value::Null))
@@ -208,7 +218,7 @@ fn describe_manifest(answer: &Value) -> String {
         };
         lines.push(format!(
             "pinned {} / {} to {}{previous}",
-            text(answer, "server"),
+            server_of(answer),
             text(pin, "tool"),
             text(pin, "hash"),
         ));
@@ -278,12 +288,22 @@ fn text(value: &Value, name: &str) -> String {
         .map_or_else(|| "-".to_owned(), printable)
 }
 
+/// The server a row is about, after its tenant when that is not the default one.
+fn server_of(row: &Value) -> String {
+    match row.get("tenant").and_then(Value::as_str) {
+        Some(tenant) if tenant != behavry_core::pins::DEFAULT_TENANT => {
+            format!("{}:{}", printable(tenant), text(row, "server"))
+        }
+        _ => text(row, "server"),
+    }
+}
+
 fn describe_list(answer: &Value) -> String {
     let mut lines = Vec::new();
     for pin in answer["pins"].as_array().into_iter().flatten() {
         lines.push(format!(
             "pinned   {} / {}  {}  ({}{})",
-            text(pin, "server"),
+            server_of(pin),
             text(pin, "tool"),
             text(pin, "hash"),
             text(pin, "source"),
@@ -297,7 +317,7 @@ fn describe_list(answer: &Value) -> String {
         lines.push(format!(
             "{:<8} {} / {}  {}  (last seen {})",
             text(held, "status"),
-            text(held, "server"),
+            server_of(held),
             text(held, "tool"),
             text(held, "hash"),
             held["lastSeen"],
@@ -319,7 +339,7 @@ fn describe_tool(answer: &Value) -> String {
     let mut lines = vec![format!(
         "tool {} on server {} (mode {})",
         text(answer, "tool"),
-        text(answer, "server"),
+        server_of(answer),
         text(answer, "mode"),
     )];
     match answer.get("pin").filter(|pin| !pin.is_null()) {

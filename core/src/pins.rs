@@ -237,17 +237,38 @@ impl PinStatus {
     }
 }
 
-/// Path of the pin set the proxy polls (`GET`, answers a [`PinSet`]).
+/// Path of the pin set the proxy polls (`GET`, answers a [`PinSet`]; `?tenant=<name>` picks the
+/// tenant, [`DEFAULT_TENANT`] without it).
 pub const PINS_PATH: &str = "/v1/pins";
+/// The tenant of pins when none is named: a deployment with one tenant never names it.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest tenant name.
+pub const MAX_TENANT_CHARS: usize = 64;
+
+/// Whether `name` can name a tenant of pins: 1 to [`MAX_TENANT_CHARS`] ASCII letters, digits,
+/// `.`, `_` and `-` (so it goes into a query string, a shared-data key and a log unescaped).
+pub fn is_tenant_name(name: &str) -> bool {
+    (1..=MAX_TENANT_CHARS).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_owned()
+}
 /// Path the proxy reports what it saw to (`POST`, NDJSON of [`PinObservation`]).
 pub const PIN_OBSERVATIONS_PATH: &str = "/v1/pins/observations";
 
-/// Every pin the authz-sidecar holds, as the proxy polls it.
+/// Every pin the authz-sidecar holds for one tenant, as the proxy polls it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinSet {
-    /// Raised on every change; a worker keeps the newest it got.
+    /// Raised on every change (of any tenant); a worker keeps the newest it got.
     pub version: u64,
+    /// Whose pins these are (a proxy takes only its own tenant's set).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// The mode of a server not listed in `servers`.
     #[serde(default)]
     pub default_mode: PinMode,
@@ -306,6 +327,9 @@ impl PinSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinObservation {
+    /// The tenant of the proxy that saw it ([`DEFAULT_TENANT`] when absent).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub server: String,
     pub tool: String,
     /// [`definition_hash`] of `definition`.
@@ -523,6 +547,7 @@ mod tests {
     fn set() -> PinSet {
         PinSet {
             version: 3,
+            tenant: DEFAULT_TENANT.to_owned(),
             default_mode: PinMode::Tofu,
             servers: BTreeMap::from([
                 (
@@ -632,5 +657,37 @@ mod tests {
         assert!(serde_json::from_value::<PinQuarantine>(json!({"quarantine": ["gone"]})).is_err());
         let round: PinSet = serde_json::from_value(serde_json::to_value(set()).unwrap()).unwrap();
         assert_eq!(round, set());
+        // A set or an observation without a tenant is the default tenant's.
+        let untenanted: PinSet = serde_json::from_value(json!({"version": 1})).unwrap();
+        assert_eq!(untenanted.tenant, DEFAULT_TENANT);
+        let seen: PinObservation = serde_json::from_value(json!({
+            "server": "files", "tool": "read", "hash": "sha256:a", "status": "changed",
+            "definition": {"name": "read"},
+        }))
+        .unwrap();
+        assert_eq!(seen.tenant, DEFAULT_TENANT);
+    }
+
+    #[test]
+    fn tenant_names() {
+        for good in [
+            "default",
+            "acme",
+            "team-7.prod",
+            "a_b",
+            &"t".repeat(MAX_TENANT_CHARS),
+        ] {
+            assert!(is_tenant_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "a?b",
+            "ü",
+            &"t".repeat(MAX_TENANT_CHARS + 1),
+        ] {
+            assert!(!is_tenant_name(bad), "{bad}");
+        }
     }
 }

@@ -78,6 +78,9 @@ pub struct FilterConfig {
     pub inline: InlineDecisions,
     /// Content scanning (docs/dlp.md); off when the `dlp` block is absent.
     pub dlp: Option<Arc<DlpSettings>>,
+    /// The tenant whose pinned tool definitions this proxy uses and reports to (docs/pins.md,
+    /// "Tenants"); `default` when not configured.
+    pub tenant: String,
 }
 
 /// Shortest `dlp.hashKey` accepted: 32 bytes, the HMAC-SHA256 output size (RFC 2104 §3 advises
@@ -211,6 +214,8 @@ struct RawConfig {
     inline: Option<RawInline>,
     #[serde(default)]
     dlp: Option<RawDlp>,
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 // No `Debug`: it holds the hash key.
@@ -550,6 +555,19 @@ impl FilterConfig {
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Closed),
             limits,
             guarded_prefix: raw.guarded_prefix,
+            tenant: match raw.tenant {
+                None => behavry_core::pins::DEFAULT_TENANT.to_owned(),
+                Some(tenant) if behavry_core::pins::is_tenant_name(&tenant) => tenant,
+                Some(_) => {
+                    return Err(field(
+                        "tenant",
+                        format!(
+                            "must be 1 to {} ASCII letters, digits, `.`, `_` or `-`",
+                            behavry_core::pins::MAX_TENANT_CHARS
+                        ),
+                    ));
+                }
+            },
             protected_resource: raw.protected_resource,
             revocation_poll_ms: timeout(
                 "revocation.pollIntervalMs",
@@ -626,6 +644,21 @@ mod tests {
         assert_eq!(config.jwt_metadata_key, DEFAULT_JWT_METADATA_KEY);
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.tenant, behavry_core::pins::DEFAULT_TENANT);
+    }
+
+    #[test]
+    fn tenant_is_a_plain_name() {
+        let with = |tenant: &str| {
+            let mut raw: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            raw["tenant"] = serde_json::json!(tenant);
+            FilterConfig::from_json(raw.to_string().as_bytes())
+        };
+        assert_eq!(with("blue-2.prod").unwrap().tenant, "blue-2.prod");
+        for bad in ["", "a&b=c", "blue team", "ä"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("tenant"), "{bad}: {err}");
+        }
     }
 
     #[test]

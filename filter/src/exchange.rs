@@ -2244,6 +2244,10 @@ impl Exchange {
                             "tool": name, "hash": pin.hash, "status": pin.status, "hidden": hidden,
                         }));
                         self.pin_observations.push(PinObservation {
+                            tenant: self.pin_context.as_ref().map_or_else(
+                                || behavry_core::pins::DEFAULT_TENANT.to_owned(),
+                                |context| context.set.tenant.clone(),
+                            ),
                             server: self.server.clone(),
                             tool: name.clone(),
                             hash: pin.hash.clone(),
@@ -3244,6 +3248,7 @@ mod tests {
         let memory = PinMemory {
             set: PinSet {
                 version: 4,
+                tenant: "blue".to_owned(),
                 default_mode: behavry_core::pins::PinMode::Tofu,
                 servers: BTreeMap::from([(
                     "everything".to_owned(),
@@ -3302,18 +3307,20 @@ mod tests {
             ]
         );
         assert_eq!(listed[1].1.pin.as_ref().unwrap().hash, hash(1));
-        // The sidecar hears of every definition that is not the pinned one.
-        let observed: Vec<(String, PinStatus)> = ex
+        // The sidecar hears of every definition that is not the pinned one, as the set's
+        // tenant's.
+        let observed: Vec<(String, String, PinStatus)> = ex
             .take_pin_observations()
             .into_iter()
-            .map(|o| (o.tool, o.status))
+            .map(|o| (o.tenant, o.tool, o.status))
             .collect();
+        let blue = |tool: &str, status| ("blue".to_owned(), tool.to_owned(), status);
         assert_eq!(
             observed,
             [
-                ("forecast".to_owned(), PinStatus::Changed),
-                ("fresh".to_owned(), PinStatus::FirstUse),
-                ("mine".to_owned(), PinStatus::FirstUse),
+                blue("forecast", PinStatus::Changed),
+                blue("fresh", PinStatus::FirstUse),
+                blue("mine", PinStatus::FirstUse),
             ]
         );
         let (shown, first_use) = ex.take_shown_pins();

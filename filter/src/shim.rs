@@ -312,7 +312,9 @@ impl BehavryRoot {
             return;
         }
         self.next_pins_poll_ms = now.saturating_add(config.revocation_poll_ms);
-        self.pins_call = get_from_authz(&config, PINS_PATH, "the pin set");
+        // A tenant name needs no escaping in a query (checked at load).
+        let path = format!("{PINS_PATH}?tenant={}", config.tenant);
+        self.pins_call = get_from_authz(&config, &path, "the pin set");
     }
 
     /// A failed poll keeps the set held; an older version than the one held is ignored.
@@ -321,6 +323,13 @@ impl BehavryRoot {
             return;
         }
         match serde_json::from_slice::<PinSet>(&call_body(body_size)) {
+            Ok(set) if self.config.as_ref().is_some_and(|c| c.tenant != set.tenant) => log(
+                LogLevel::Warn,
+                &format!(
+                    "pin set of tenant `{}` ignored: not this proxy's",
+                    set.tenant
+                ),
+            ),
             Ok(set) => {
                 if let Ok(mut held) = self.pins.try_borrow_mut()
                     && held.as_ref().is_none_or(|old| set.version > old.version)
@@ -826,17 +835,15 @@ const TOOL_NAMES_KEY: &str = "behavry.tool-names";
 const MAX_NAMED_SERVERS: usize = 256;
 
 /// Shared-data key prefix of the tool definitions this Envoy took on first use and the polled
-/// pin set may not hold yet: `behavry.pins-first-use/<server as JSON>` → `{tool: hash}`.
+/// pin set may not hold yet: `behavry.pins-first-use/[tenant, server]` → `{tool: hash}`.
 const FIRST_USE_KEY_PREFIX: &str = "behavry.pins-first-use/";
 /// Shared-data key prefix of the definitions last shown to a session (or an agent without
 /// sessions): `[server, scope]` → `{tool: hash}`.
 const SHOWN_PINS_KEY_PREFIX: &str = "behavry.pins-shown/";
 
-fn first_use_key(server: &str) -> String {
-    format!(
-        "{FIRST_USE_KEY_PREFIX}{}",
-        serde_json::to_string(server).unwrap_or_default()
-    )
+/// Per tenant: two listeners of one Envoy may serve two tenants with the same server names.
+fn first_use_key(tenant: &str, server: &str) -> String {
+    pair_key(FIRST_USE_KEY_PREFIX, tenant, server)
 }
 
 /// A JSON value in shared data (the default when absent or unreadable), with its CAS token.
@@ -964,9 +971,10 @@ impl Known for SharedMemory<'_> {
     }
 
     fn pins(&self) -> Option<PinContext> {
+        let set = self.pins.clone()?;
         Some(PinContext {
-            set: self.pins.clone()?,
-            provisional: shared_map(&first_use_key(self.server)),
+            set: set.clone(),
+            provisional: shared_map(&first_use_key(&set.tenant, self.server)),
         })
     }
 
@@ -1635,7 +1643,8 @@ impl HttpContext for BehavryHttp {
         queue_pin_observations(&exchange.take_pin_observations(), self.pins_queue_id);
         let (shown, first_use) = exchange.take_shown_pins();
         if !first_use.is_empty() {
-            merge_shared_map(&first_use_key(exchange.server()), &first_use);
+            let key = first_use_key(&config.tenant, exchange.server());
+            merge_shared_map(&key, &first_use);
         }
         if !shown.is_empty() {
             let key = pair_key(

@@ -23,8 +23,8 @@ def pins(stack, *args: str) -> str:
                      env={"BEHAVRY_AUTHZ_ADMIN_TOKEN": stack.admin_token}).stdout
 
 
-def shown(stack, tool: str = "forecast") -> dict:
-    status, _, body = stack.admin("GET", f"/admin/v1/pins/scripted/{tool}")
+def shown(stack, tool: str = "forecast", tenant: str = "default") -> dict:
+    status, _, body = stack.admin("GET", f"/admin/v1/pins/scripted/{tool}?tenant={tenant}")
     return json.loads(body) if status == 200 else {}
 
 
@@ -43,6 +43,17 @@ def pin_change(stack, **expected):
 
 def forecast_of(tools) -> str | None:
     return next((t.description for t in tools if t.name == "forecast"), None)
+
+
+def forecast_lister(token: str):
+    """`listing(url, rug_pull=None)`: forecast's description in a fresh session's listing (None
+    when hidden), after switching the scripted server's rug pull when asked."""
+    async def listing(url: str, rug_pull: bool | None = None) -> str | None:
+        async with connect(url, token) as client:
+            if rug_pull is not None:
+                await client.call_tool("rug_pull", {"on": rug_pull})
+            return forecast_of((await client.list_tools()).tools)
+    return listing
 
 
 async def in_thread(fn, *args):
@@ -148,13 +159,7 @@ def test_a_rug_pull_is_quarantined_until_approved_and_a_session_must_list_again(
 
 
 def test_pins_hold_across_a_sidecar_restart_and_another_envoy_and_a_rejection_sticks(stack):
-    token = stack.mint("tools-probe")
-
-    async def listing(url: str, rug_pull: bool | None = None) -> str | None:
-        async with connect(url, token) as client:
-            if rug_pull is not None:
-                await client.call_tool("rug_pull", {"on": rug_pull})
-            return forecast_of((await client.list_tools()).tools)
+    listing = forecast_lister(stack.mint("tools-probe"))
 
     # Some definition of forecast is pinned (this test may run alone).
     anyio.run(listing, stack.url("scripted"))
@@ -192,6 +197,50 @@ def test_pins_hold_across_a_sidecar_restart_and_another_envoy_and_a_rejection_st
             anyio.run(listing, stack.url("scripted"), False)
     finally:
         replica.stop()
+
+
+def test_each_tenant_pins_and_approves_on_its_own(stack):
+    """A second Envoy serving tenant `blue` on the same sidecar: its first use, its rug pull and
+    its approval are blue's, and the default tenant's pin does not move."""
+    listing = forecast_lister(stack.mint("tools-probe"))
+
+    def blue_pins(*args: str) -> str:
+        return pins(stack, "--tenant", "blue", *args)
+
+    replica, port = stack.another_envoy("envoy-blue", edit=lambda text: text.replace(
+        '"guardedPrefix": "/mcp",', '"guardedPrefix": "/mcp", "tenant": "blue",'))
+    replica.start()
+    blue = f"http://127.0.0.1:{port}/mcp/scripted"
+    try:
+        wait_until("the blue proxy to verify tokens",
+                   lambda: stack.jwks_loaded(stack.ports["envoy-blue_admin"]))
+        anyio.run(listing, stack.url("scripted"), False)
+        before = shown(stack).get("pin")
+        # Blue trusts the definition on its first use, whatever the default tenant decided.
+        wait_until("blue to pin forecast on first use", lambda: anyio.run(listing, blue) == ORIGINAL
+                   and shown(stack, tenant="blue").get("pin"))
+        first = shown(stack, tenant="blue")["pin"]
+        assert (first["tenant"], first["source"]) == ("blue", "first_use")
+        assert pin_change(stack, outcome="pinned", source="first_use", tenant="blue")
+        # A rug pull is quarantined for blue and held for blue's decision.
+        anyio.run(listing, blue, True)
+        wait_until("blue to quarantine the changed definition",
+                   lambda: anyio.run(listing, blue) is None)
+        wait_until("the change held for blue", lambda: "blue:scripted / forecast" in blue_pins("list"))
+        assert "blue:scripted" in blue_pins("diff", "scripted", "forecast")
+        approved = blue_pins("approve", "scripted", "forecast", "--as", "carol")
+        assert "approved by carol" in approved, approved
+        wait_until("blue to list the approved definition",
+                   lambda: anyio.run(listing, blue) == CHANGED)
+        assert pin_change(stack, outcome="pinned", source="approved", tenant="blue")["by"] == "carol"
+        # Nothing of this touched the default tenant's pin or its held definitions.
+        assert shown(stack).get("pin") == before
+        assert "blue:" not in pins(stack, "list", "--tenant", "default", "--status", "all")
+    finally:
+        try:
+            anyio.run(listing, stack.url("scripted"), False)
+        finally:
+            replica.stop()
 
 
 @pytest.fixture(scope="module")
