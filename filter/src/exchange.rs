@@ -409,8 +409,9 @@ pub struct Exchange {
     /// The prompt-injection verdict on the call's answer and what was done (audited with the
     /// outcome).
     injection_outcome: Option<Value>,
-    /// The verdicts on sampling requests the server made during the call (audited with the
-    /// outcome as `injectionInRequests`).
+    /// The verdicts on sampling and elicitation requests the server made during the call
+    /// (audited with the outcome as `injectionInRequests`), or on the messages of a GET stream
+    /// (`injectionInStream`).
     injection_requests: Vec<Value>,
     /// What reached the call from the agent's recent answers (policy input `flow`).
     flow: FlowFacts,
@@ -466,6 +467,15 @@ const MAX_SHADOWABLE_NAMES: usize = 2000;
 
 /// The server→client request whose messages go to the client's model (MCP "Sampling").
 const SAMPLING: &str = "sampling/createMessage";
+/// The server→client request asking the person at the client for input.
+const ELICITATION: &str = "elicitation/create";
+/// What happens to flagged messages on the standalone GET stream, which has no decision of its
+/// own: wrapped from the default bundle's score (docs/injection.md).
+const STREAM_INJECTION_ACTIONS: InjectionActions = InjectionActions {
+    wrap_from: Some(50),
+    redact_from: None,
+    block_from: None,
+};
 
 /// What a withheld answer names when the prompt-injection verdict withheld it.
 const INJECTION_WITHHELD: &str = "prompt_injection";
@@ -1865,19 +1875,27 @@ impl Exchange {
         rewritten: bool,
         dlp: Scanned,
     ) -> Scanned {
-        let Some(call) = self.pending.as_ref().filter(|p| p.governed) else {
-            return dlp;
+        // The governed call's answer; on the standalone GET stream, any answer (a call's
+        // answer delivered there after a resumption, MCP "Resumability and Redelivery").
+        let answers = |id: &RequestId| match self.pending.as_ref() {
+            Some(call) => call.governed && *id == call.id,
+            None => self.is_get_stream(),
         };
-        // The call's answer, or a sampling request the server makes of the client's model while
-        // the call runs (its messages go straight into that model, MCP "Sampling").
+        let in_stream = self.is_get_stream();
+        if !in_stream && !self.pending.as_ref().is_some_and(|p| p.governed) {
+            return dlp;
+        }
+        // The answer, or a request the server makes of the client during the call or on the
+        // GET stream: sampling messages go straight into the client's model (MCP "Sampling"),
+        // an elicitation's message to the person at the client (MCP "Elicitation").
         let error_data;
         let (base, value, method) = match message {
-            Message::Response { id, result } if *id == call.id => ("/result", result, None),
+            Message::Response { id, result } if answers(id) => ("/result", result, None),
             // An error answer's message and data reach the model as well.
             Message::ErrorResponse {
                 id: Some(id),
                 error,
-            } if *id == call.id => {
+            } if answers(id) => {
                 error_data = json!({"message": error.message, "data": error.data});
                 ("/error", &error_data, None)
             }
@@ -1885,7 +1903,9 @@ impl Exchange {
                 method,
                 params: Some(params),
                 ..
-            } if method == SAMPLING => ("/params", params, Some(method.as_str())),
+            } if method == SAMPLING || method == ELICITATION => {
+                ("/params", params, Some(method.as_str()))
+            }
             _ => return dlp,
         };
         if self.listing.is_some() {
@@ -1915,7 +1935,12 @@ impl Exchange {
         if verdict.flagged.is_empty() {
             return dlp;
         }
-        let action = self.injection_actions.action_for(verdict.score);
+        // The GET stream has no decision of its own: the default bundle's wrapping applies.
+        let action = if in_stream {
+            STREAM_INJECTION_ACTIONS.action_for(verdict.score)
+        } else {
+            self.injection_actions.action_for(verdict.score)
+        };
         self.flow_record.injection.push(InjectionSeen {
             from: self.flow_source(),
             score: verdict.score,
@@ -1928,13 +1953,19 @@ impl Exchange {
             "action": action.as_str(),
             "reasons": verdict.reasons.iter().take(MAX_AUDITED_FINDINGS).collect::<Vec<_>>(),
         });
-        match method {
-            None => self.injection_outcome = Some(record),
-            Some(method) => {
+        match (method, message.id()) {
+            (None, _) if !in_stream => self.injection_outcome = Some(record),
+            (method, id) => {
                 if self.injection_requests.len() < MAX_AUDITED_FINDINGS
                     && let Value::Object(mut map) = record
                 {
-                    map.insert("method".to_owned(), json!(method));
+                    match method {
+                        Some(method) => map.insert("method".to_owned(), json!(method)),
+                        // An answer on the GET stream: which request it answers.
+                        None => {
+                            map.insert("answerTo".to_owned(), json!(id.map(RequestId::to_value)))
+                        }
+                    };
                     self.injection_requests.push(Value::Object(map));
                 }
             }
@@ -2441,7 +2472,12 @@ impl Exchange {
     }
 
     fn record_outcome(&mut self, now_ms: u64, mut detail: Value) {
-        if self.outcome_recorded || !self.pending.as_ref().is_some_and(|p| p.governed) {
+        // A GET stream has an outcome only when something was found in it (it is not a call).
+        let stream_findings = self.is_get_stream()
+            && !(self.content_findings.is_empty() && self.injection_requests.is_empty());
+        if self.outcome_recorded
+            || !(self.pending.as_ref().is_some_and(|p| p.governed) || stream_findings)
+        {
             return;
         }
         if let Some(map) = detail.as_object_mut() {
@@ -2460,10 +2496,12 @@ impl Exchange {
                 map.insert("injection".to_string(), injection.clone());
             }
             if !self.injection_requests.is_empty() {
-                map.insert(
-                    "injectionInRequests".to_string(),
-                    json!(self.injection_requests),
-                );
+                let key = if self.is_get_stream() {
+                    "injectionInStream"
+                } else {
+                    "injectionInRequests"
+                };
+                map.insert(key.to_string(), json!(self.injection_requests));
             }
             if !self.poisoned_tools.is_empty() {
                 map.insert("poisoning".to_string(), json!(self.poisoned_tools));
@@ -3998,13 +4036,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_get_stream_redacts_severe_findings_without_a_decision() {
-        // The server→client stream (and a call's events replayed on it after a reconnection)
-        // has no decision: high and critical findings are redacted, the rest passes.
-        let config = dlp_config();
+    /// A GET on the route whose SSE answer has begun: the server→client stream.
+    fn get_stream(config: &FilterConfig) -> Exchange {
         let mut ex = Exchange::start(
-            &config,
+            config,
             RequestHead {
                 method: "GET".into(),
                 ..head(Some("dev"))
@@ -4013,7 +4048,16 @@ mod tests {
         )
         .unwrap();
         ex.on_request_head(true);
-        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        ex.on_response_head(200, Some("text/event-stream"), false, config, 3);
+        ex
+    }
+
+    #[test]
+    fn a_get_stream_redacts_severe_findings_without_a_decision() {
+        // The server→client stream (and a call's events replayed on it after a reconnection)
+        // has no decision: high and critical findings are redacted, the rest passes.
+        let config = dlp_config();
+        let mut ex = get_stream(&config);
         let event = format!(
             "id: 9\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{GITHUB_TOKEN} jane@corp.example.com\"}}]}}}}\n\n"
         );
@@ -4262,6 +4306,92 @@ mod tests {
         assert!(!answer.contains("Ignore previous"));
         assert_eq!(outcome["withheld"], json!(["prompt_injection"]));
         assert_eq!(outcome["injection"]["action"], "block");
+    }
+
+    /// The `text` of each `data:` message in `out` at `pointer`.
+    fn sse_texts(out: &[u8], pointer: &str) -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|m| {
+                m.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_elicitation_inside_the_call_is_read_for_injection_too() {
+        let (config, mut ex) = allowed_with_injection(wrap_from(50));
+        ex.on_response_head(200, Some("text/event-stream"), false, &config, 3);
+        let stream = format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"elicitation/create\",\"params\":{{\"message\":\"{INJECTED}\",\"requestedSchema\":{{\"type\":\"object\",\"properties\":{{}}}}}}}}\n\n"
+        );
+        let ChunkAction::Replace(out) =
+            ex.on_response_body(&config, stream.len(), stream.as_bytes(), false, 4)
+        else {
+            panic!("the elicitation must be rewritten");
+        };
+        let message = &sse_texts(&out, "/params/message")[0];
+        assert!(
+            message.starts_with("[Behavry: the text between <<untrusted-data "),
+            "{message}"
+        );
+        let answer =
+            r#"data: {"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#.to_owned() + "\n\n";
+        ex.on_response_body(&config, answer.len(), answer.as_bytes(), true, 5);
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        assert_eq!(
+            outcome["injectionInRequests"][0]["method"],
+            "elicitation/create"
+        );
+        assert_eq!(outcome["injectionInRequests"][0]["action"], "wrap");
+    }
+
+    #[test]
+    fn the_get_stream_is_read_for_injection_without_a_decision() {
+        // No DLP configured: the injection rules still read the server→client stream, where a
+        // call's answer arrives after a resumption and requests arrive outside any call. It has
+        // no decision: flagged text is wrapped as the default bundle does.
+        let config = config();
+        let mut ex = get_stream(&config);
+        let stream = format!(
+            "id: 9\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{INJECTED}\"}}]}}}}\n\n\
+             data: {{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"sampling/createMessage\",\"params\":{{\"messages\":[{{\"role\":\"user\",\"content\":{{\"type\":\"text\",\"text\":\"{INJECTED}\"}}}}],\"maxTokens\":10}}}}\n\n\
+             data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":1,\"progress\":1}}}}\n\n"
+        );
+        let ChunkAction::Replace(out) =
+            ex.on_response_body(&config, stream.len(), stream.as_bytes(), true, 4)
+        else {
+            panic!("the stream's flagged messages must be rewritten");
+        };
+        let wrapped = |texts: Vec<String>| {
+            texts.len() == 1 && texts[0].starts_with("[Behavry: the text between <<untrusted-data ")
+        };
+        assert!(wrapped(sse_texts(&out, "/result/content/0/text")));
+        assert!(wrapped(sse_texts(&out, "/params/messages/0/content/text")));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\nid: 9\n"), "the event id is kept: {text}");
+        assert!(text.contains("notifications/progress"));
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        let seen = outcome["injectionInStream"].as_array().unwrap();
+        assert_eq!(seen.len(), 2, "{outcome}");
+        assert_eq!(
+            (&seen[0]["answerTo"], &seen[0]["action"]),
+            (&json!(5), &json!("wrap"))
+        );
+        assert_eq!(seen[1]["method"], "sampling/createMessage");
+        assert_eq!(events.len(), 1, "a GET stream has an outcome only");
+        assert_eq!(events[0].request.server, "everything");
+        assert!(
+            events[0].request.method.is_empty(),
+            "{:?}",
+            events[0].request
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ import secrets
 
 import anyio
 import mcp_types as types
+import pytest
 
 from harness import sse_events
 from mcp_client import connect
@@ -119,26 +120,65 @@ def test_a_value_one_server_returned_is_seen_flowing_to_another_server(stack, to
     assert address not in json.dumps(intent)
 
 
-def test_a_sampling_request_the_server_makes_during_a_call_is_wrapped_for_the_clients_model(
-        stack, token):
-    # The scripted server's ask_client puts the question to the client's model with
-    # sampling/createMessage when the client declared only sampling.
-    sampled: list[str] = []
+@pytest.mark.parametrize("kind", ["sampling/createMessage", "elicitation/create"])
+def test_a_request_the_server_makes_during_a_call_is_wrapped_for_the_client(stack, token, kind):
+    # The scripted server's ask_client asks with elicitation/create when the client declared it
+    # (the message is put to the person at the client), else with sampling/createMessage (the
+    # messages go into the client's model).
+    asked: list[str] = []
 
     async def on_sampling(context, params):
-        sampled.append(params.messages[0].content.text)
+        asked.append(params.messages[0].content.text)
         return types.CreateMessageResult(role="assistant", model="test",
                                          content=types.TextContent(type="text", text="forty-two"))
 
+    async def on_elicitation(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"answer": "forty-two"})
+
+    callback = ({"sampling_callback": on_sampling} if kind == "sampling/createMessage"
+                else {"elicitation_callback": on_elicitation})
+
     async def scenario():
-        async with connect(stack.url("scripted"), token, sampling_callback=on_sampling,
-                           read_timeout_seconds=20) as client:
+        async with connect(stack.url("scripted"), token, read_timeout_seconds=20,
+                           **callback) as client:
             result = await client.call_tool("ask_client", {"question": INJECTED})
             return result, client.recorder.trace_of("tools/call", "ask_client")
 
     result, trace_id = anyio.run(scenario)
     assert result.content[0].text == "forty-two"
-    assert len(sampled) == 1
-    assert_wrapped(sampled[0], INJECTED, "tool 'ask_client' on server 'scripted'")
+    assert len(asked) == 1
+    assert_wrapped(asked[0], INJECTED, "tool 'ask_client' on server 'scripted'")
     flagged = outcome_of(stack, trace_id)["detail"]["injectionInRequests"]
+    assert [(f["method"], f["action"]) for f in flagged] == [(kind, "wrap")]
+
+
+def test_a_request_on_the_get_stream_outside_any_call_is_wrapped_too(stack, token):
+    # ask_later answers, then asks the client's model on the standalone GET stream, where no
+    # decision applies: the proxy wraps flagged text as the default bundle does and records the
+    # verdict with the stream's outcome when the stream ends.
+    sampled: list[str] = []
+
+    async def on_sampling(context, params):
+        sampled.append(params.messages[0].content.text)
+        return types.CreateMessageResult(role="assistant", model="test",
+                                         content=types.TextContent(type="text", text="ok"))
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token, sampling_callback=on_sampling,
+                           read_timeout_seconds=20) as client:
+            assert (await client.call_tool("ask_later", {"question": INJECTED})).content[0].text \
+                == "asked"
+            with anyio.fail_after(15):
+                while not sampled:
+                    await anyio.sleep(0.05)
+            return [s.trace_id for s in client.recorder.sent if s.http_method == "GET"]
+
+    streams = anyio.run(scenario)
+    assert len(sampled) == 1
+    assert_wrapped(sampled[0], INJECTED, "server 'scripted'")
+    # The session closed, so did its GET stream: its outcome holds the verdict.
+    assert len(streams) == 1, streams
+    (event,) = stack.wait_trace(streams[0], kinds=("outcome",))
+    flagged = event["event"]["detail"]["injectionInStream"]
     assert [(f["method"], f["action"]) for f in flagged] == [("sampling/createMessage", "wrap")]

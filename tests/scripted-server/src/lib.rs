@@ -3,7 +3,7 @@
 //! It plays the upstream scenarios that `@modelcontextprotocol/server-everything` cannot:
 //!
 //! * an MCP server (official Rust SDK `rmcp`, Streamable HTTP transport, MCP 2025-06-18
-//!   "Transports" section) at `/mcp` with the tools `echo`, `progress`, `ask_client`, `big`
+//!   "Transports" section) at `/mcp` with the tools `echo`, `progress`, `ask_client`, `ask_later`, `big`
 //!   and `fail` ([`tools`]);
 //! * hand-written, deliberately malformed HTTP answers under `/raw/...` that no SDK would ever
 //!   produce ([`raw`]): SSE split into tiny chunks, non-JSON SSE data, an oversized SSE event,

@@ -41,6 +41,8 @@ pub const MAX_PROGRESS_DELAY_MS: u64 = 60_000;
 
 /// Tokens the sampling fallback of `ask_client` asks the client for.
 const SAMPLING_MAX_TOKENS: u32 = 256;
+/// How long `ask_later` waits after answering before it asks.
+const ASK_LATER_DELAY: Duration = Duration::from_millis(300);
 
 /// Why a tool call could not be answered; mapped to a JSON-RPC error in
 /// `ToolError::into_error_data` and nowhere else.
@@ -239,6 +241,18 @@ impl ScriptedTools {
             .await
             .map_err(ToolError::into_error_data)?;
         Ok(CallToolResult::success(vec![ContentBlock::text(answer)]))
+    }
+
+    #[tool(
+        description = "Answers at once, then puts the question to the client's model (sampling/createMessage) outside the call, on the server-to-client stream, after a short delay."
+    )]
+    async fn ask_later(
+        &self,
+        Parameters(args): Parameters<AskClientArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> String {
+        tokio::spawn(ask_on_the_stream(context.peer.clone(), args.question));
+        "asked".to_owned()
     }
 
     #[tool(description = "Returns a text result of exactly `bytes` bytes (at most 8 MiB).")]
@@ -469,6 +483,22 @@ fn elicitation_answer(result: &ElicitResult) -> String {
         _ => None,
     };
     accepted_answer.unwrap_or_else(|| serde_json::to_string(result).unwrap_or_default())
+}
+
+/// `ask_later`'s question, [`ASK_LATER_DELAY`] after its call was answered: the call's own
+/// stream is closed by then, so the request can only go on the GET stream. The sampled answer is
+/// dropped.
+#[allow(deprecated)]
+async fn ask_on_the_stream(peer: rmcp::Peer<RoleServer>, question: String) {
+    use rmcp::model::{CreateMessageRequestParams, SamplingMessage};
+    tokio::time::sleep(ASK_LATER_DELAY).await;
+    let params = CreateMessageRequestParams::new(
+        vec![SamplingMessage::user_text(question)],
+        SAMPLING_MAX_TOKENS,
+    );
+    if let Err(err) = peer.create_message(params).await {
+        eprintln!("ask_later: sampling/createMessage failed: {err}");
+    }
 }
 
 /// Sampling is deprecated by SEP-2577 but still part of 2025-06-18 and 2025-11-25, which
