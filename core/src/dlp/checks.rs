@@ -214,7 +214,14 @@ pub(crate) fn entropy_bits(bytes: &[u8]) -> f64 {
 pub(crate) fn is_placeholder(value: &[u8]) -> bool {
     let lower = value.to_ascii_lowercase();
     let starts = |p: &[u8]| lower.starts_with(p);
-    let contains = |p: &[u8]| lower.windows(p.len()).any(|w| w == p);
+    // Compared only where the first byte matches: `windows(..).any(|w| w == p)` calls memcmp
+    // at every offset, for every word.
+    let contains = |p: &[u8]| {
+        let first = p.first().copied();
+        lower
+            .windows(p.len())
+            .any(|w| w.first().copied() == first && w == p)
+    };
     if starts(b"${") || starts(b"{{") || starts(b"<") || starts(b"$(") || starts(b"%(") {
         return true;
     }

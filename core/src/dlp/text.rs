@@ -13,12 +13,13 @@ use super::checks::{
     is_placeholder, is_test_card, luhn_valid, ssn_valid,
 };
 use super::{Builtin, Raw};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// What the byte loop stops at.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Stop {
-    Pass,
+    Pass = 0,
     Digit,
     Colon,
     Equals,
@@ -57,15 +58,9 @@ pub(crate) fn scan(
     out: &mut Vec<Raw>,
 ) {
     let mut i = 0;
-    while let Some(offset) = b.get(i..).and_then(|rest| {
-        rest.iter()
-            .position(|c| STOPS.get(usize::from(*c)).is_some_and(|s| *s != Stop::Pass))
-    }) {
-        i += offset;
-        let stop = STOPS
-            .get(usize::from(at(b, i)))
-            .copied()
-            .unwrap_or(Stop::Pass);
+    while let Some(found) = next_stop(b, i) {
+        i = found;
+        let stop = stop_of(at(b, i));
         // A token found is skipped whole (nothing else starts inside it, and a megabyte of
         // repeated prefixes then costs linear time); an assigned value is not, since a token a
         // more specific detector knows may sit inside it (overlaps are merged later).
@@ -120,6 +115,39 @@ pub(crate) fn scan(
         }
         i = skip_to.map_or(i + 1, |end| end.max(i + 1));
     }
+}
+
+fn stop_of(c: u8) -> Stop {
+    STOPS.get(usize::from(c)).copied().unwrap_or(Stop::Pass)
+}
+
+/// The first stop byte at or after `from`. Past the first few bytes (stops come close together
+/// in numbers and logs), eight bytes are tested at a time, with one branch: text between stops
+/// (words, spaces, most punctuation) is most of the bytes of prose.
+fn next_stop(b: &[u8], from: usize) -> Option<usize> {
+    const NEAR: usize = 3;
+    let near = b.get(from..)?.iter().take(NEAR);
+    if let Some(k) = near.clone().position(|c| stop_of(*c) != Stop::Pass) {
+        return Some(from + k);
+    }
+    let from = from + near.len();
+    let rest = b.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    let mut base = from;
+    for chunk in chunks.by_ref() {
+        if chunk.iter().fold(0, |any, c| any | stop_of(*c) as u8) != 0 {
+            return chunk
+                .iter()
+                .position(|c| stop_of(*c) != Stop::Pass)
+                .map(|k| base + k);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|c| stop_of(*c) != Stop::Pass)
+        .map(|k| base + k)
 }
 
 /// `gh?_` (GitHub classic), `github_pat_`, `sk_live_` and the other Stripe prefixes.
@@ -617,6 +645,31 @@ impl NameTail {
     }
 }
 
+/// Whether the name ending at `name_end` may end like one of [`SECRET_NAME_ENDINGS`] or
+/// `authorization`: its last three letters and digits (lower-cased, `_`, `-` and `.` skipped,
+/// as [`NameTail`] reads them) end one of them. Rules out `status=`, `bytes=`, `id:` before
+/// the whole name is read.
+fn secret_like_ending(b: &[u8], name_end: usize) -> bool {
+    let mut last = [0u8; 3];
+    let mut taken = 0;
+    let mut j = name_end;
+    while taken < last.len() && j > 0 && is_ident(at(b, j - 1)) {
+        j -= 1;
+        let c = at(b, j);
+        if c.is_ascii_alphanumeric() {
+            taken += 1;
+            if let Some(slot) = last.len().checked_sub(taken).and_then(|k| last.get_mut(k)) {
+                *slot = c.to_ascii_lowercase();
+            }
+        }
+    }
+    taken == last.len()
+        && matches!(
+            &last,
+            b"ord" | b"swd" | b"pwd" | b"ret" | b"ken" | b"key" | b"ial" | b"als" | b"ion"
+        )
+}
+
 /// Whether a field or variable named `name` holds a secret.
 pub(crate) fn secret_name(name: &[u8]) -> bool {
     let tail = NameTail::of(name);
@@ -693,18 +746,16 @@ fn assignment_at(b: &[u8], op: usize) -> Option<Raw> {
     if matches!(before(b, name_end), b'"' | b'\'') {
         name_end -= 1;
     }
-    let name_start = name_end - span_back(b, name_end, is_ident);
-    if name_start == name_end {
-        return None;
-    }
     // Every secret-like ending (and `authorization`) ends in one of these letters: a cheap
-    // first test, since most `=` and `:` in text follow other names.
+    // first test, since most `=` and `:` in text follow other names; then its last three.
     if !matches!(
         before(b, name_end).to_ascii_lowercase(),
         b'd' | b't' | b'n' | b'y' | b'l' | b's'
-    ) {
+    ) || !secret_like_ending(b, name_end)
+    {
         return None;
     }
+    let name_start = name_end - span_back(b, name_end, is_ident);
     let name = b.get(name_start..name_end)?;
     let header = NameTail::of(name).ends_with("authorization");
     if !header && !secret_name(name) {
@@ -851,6 +902,12 @@ fn numeric_at(
     None
 }
 
+/// Whether the `n` bytes from `i` are all digits.
+fn digits_at(b: &[u8], i: usize, n: usize) -> bool {
+    b.get(i..i + n)
+        .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+}
+
 /// Whether a number ends at `e`: not followed by a letter, another digit, or a separator and
 /// more digits (which would make it part of a longer number).
 fn number_ends(b: &[u8], e: usize) -> bool {
@@ -859,17 +916,35 @@ fn number_ends(b: &[u8], e: usize) -> bool {
     !(c.is_ascii_alphanumeric() || c == b'_' || continues)
 }
 
+/// Four dot-separated decimal octets from `i`, as `Ipv4Addr`'s parser takes them (one to three
+/// digits, at most 255, no leading zero), read in one pass: most dotted numbers in text
+/// (versions, durations, timestamps) fail at their second group.
 fn ipv4(b: &[u8], i: usize, private_v4: &[(u32, u32)]) -> Option<Raw> {
-    if ![at(b, i + 1), at(b, i + 2), at(b, i + 3)].contains(&b'.') {
+    let mut bits = 0u32;
+    let mut j = i;
+    for octet in 0..4 {
+        if octet > 0 {
+            if at(b, j) != b'.' {
+                return None;
+            }
+            j += 1;
+        }
+        let first = at(b, j);
+        let len = span_while_max(b, j, 4, |c| c.is_ascii_digit()) - j;
+        let value = b
+            .get(j..j + len)?
+            .iter()
+            .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'));
+        if len == 0 || len > 3 || value > 255 || (first == b'0' && len > 1) {
+            return None;
+        }
+        bits = (bits << 8) | value;
+        j += len;
+    }
+    let e = j;
+    if !number_ends(b, e) {
         return None;
     }
-    let g = grouped_digits(b, i, Some(b'.'), 12);
-    let e = g.end;
-    if g.groups().len() != 4 || g.groups().iter().any(|n| *n > 3) || !number_ends(b, e) {
-        return None;
-    }
-    let addr: Ipv4Addr = std::str::from_utf8(b.get(i..e)?).ok()?.parse().ok()?;
-    let bits = u32::from(addr);
     private_v4
         .iter()
         .any(|(net, mask)| bits & mask == *net)
@@ -907,7 +982,7 @@ fn ipv6_at(b: &[u8], colon: usize, private_v6: &[(u128, u128)]) -> Option<Raw> {
 
 fn ssn(b: &[u8], i: usize) -> Option<Raw> {
     let sep = at(b, i + 3);
-    if !matches!(sep, b'-' | b' ') {
+    if !matches!(sep, b'-' | b' ') || !digits_at(b, i + 4, 2) || at(b, i + 6) != sep {
         return None;
     }
     let g = grouped_digits(b, i, Some(sep), 9);
@@ -938,6 +1013,11 @@ fn card(b: &[u8], i: usize) -> Option<Raw> {
         c @ (b' ' | b'-') => Some(c),
         _ => None,
     };
+    // Of 13 or more digits in groups, the second group has at least four (`2026-11-30` is
+    // refused here).
+    if sep.is_some() && !digits_at(b, i + 5, 4) {
+        return None;
+    }
     let g = grouped_digits(b, i, sep, 19);
     let (e, digits) = (g.end, g.digits());
     let grouping_ok = match g.groups() {
@@ -977,7 +1057,11 @@ fn phone(b: &[u8], i: usize) -> Option<Raw> {
         _ => {
             // 415-555-2671, 415.555.2671, 415 555 2671
             let sep = at(b, i + 3);
-            if !matches!(sep, b'-' | b'.' | b' ') || !(b'2'..=b'9').contains(&at(b, i)) {
+            if !matches!(sep, b'-' | b'.' | b' ')
+                || !(b'2'..=b'9').contains(&at(b, i))
+                || !digits_at(b, i + 4, 3)
+                || at(b, i + 7) != sep
+            {
                 return None;
             }
             let g = grouped_digits(b, i, Some(sep), 10);
@@ -994,7 +1078,10 @@ fn phone(b: &[u8], i: usize) -> Option<Raw> {
 /// `555-2671` or `555 2671` after a parenthesised area code; returns the end.
 fn nanp_tail(b: &[u8], i: usize) -> Option<usize> {
     let sep = at(b, i + 3);
-    if !matches!(sep, b'-' | b'.' | b' ') || !(b'2'..=b'9').contains(&at(b, i)) {
+    if !matches!(sep, b'-' | b'.' | b' ')
+        || !(b'2'..=b'9').contains(&at(b, i))
+        || !digits_at(b, i + 4, 4)
+    {
         return None;
     }
     let g = grouped_digits(b, i, Some(sep), 7);
@@ -1059,4 +1146,26 @@ fn iban(b: &[u8], i: usize) -> Option<Raw> {
             .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
         && iban_mod97_valid(&compact);
     ok.then(|| raw(Builtin::Iban, s, j))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_secret_name_ending_passes_the_three_letter_test() {
+        for ending in SECRET_NAME_ENDINGS.iter().chain(&["authorization"]) {
+            for name in [
+                ending.to_string(),
+                format!("db_{ending}"),
+                ending.to_ascii_uppercase(),
+            ] {
+                assert!(secret_like_ending(name.as_bytes(), name.len()), "{name}");
+            }
+        }
+        assert!(secret_like_ending(b"API_KE-Y", 8));
+        for name in ["status", "bytes", "id", "ke", "a ke", "k_e"] {
+            assert!(!secret_like_ending(name.as_bytes(), name.len()), "{name}");
+        }
+    }
 }
