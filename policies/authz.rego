@@ -385,6 +385,25 @@ denials contains {
 	f.detector in data.behavry.flow.deny_detectors
 }
 
+# A destructive call by an elevated role while the agent's recent answers hold one flagged for
+# prompt injection at or above the bundle's score (input.flow.injection, docs/injection.md "Cross-
+# server flow"): the instruction may be the answer's, not the agent's owner's, so a person
+# approves it. (Other roles need the approval for any destructive call already.)
+denials contains {
+	"rule": "behavry.flow.injection_then_destructive",
+	"reason": sprintf("tool '%s' on server '%s' is destructive and a recent answer was flagged for prompt injection (score %d): it needs a human approval", [target, server, flagged]),
+	"approval": true,
+} if {
+	destructive
+	target_granted
+	elevated
+	from := data.behavry.flow.destructive_after_injection_from
+	from != null
+	flagged := max([seen.score | some seen in input.flow.injection])
+	flagged >= from
+	not input.approval.granted == true
+}
+
 # ---------------------------------------------------------------------------------------------
 # Obligations
 

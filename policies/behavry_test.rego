@@ -107,6 +107,28 @@ test_a_value_from_another_server_is_recorded_only_when_its_detector_is_not_liste
 	}
 }
 
+# An elevated role's destructive call after an answer flagged for injection (input.flow.injection).
+flagged_then_destructive := {
+	"agent": {"id": "ops", "scopes": ["mcp"]},
+	"request": {"server": "everything", "method": "tools/call", "tool": "echo", "arguments": {"message": "x"}},
+	"tool": {"annotations": {"destructiveHint": true}},
+	"flow": {"injection": [{"from": {"server": "web", "tool": "fetch"}, "score": 100, "rules": ["instruction_override"], "atMs": 1}]},
+}
+
+test_a_flagged_answer_holds_destructive_calls_unless_the_bundle_says_never if {
+	some denial in authz.denials with input as flagged_then_destructive
+	denial.rule == "behavry.flow.injection_then_destructive"
+	denial.approval == true
+	never := authz.denials with input as flagged_then_destructive with data.behavry.flow.destructive_after_injection_from as null
+	every denial in never {
+		denial.rule != "behavry.flow.injection_then_destructive"
+	}
+	approved := authz.denials with input as object.union(flagged_then_destructive, {"approval": {"granted": true}})
+	every denial in approved {
+		denial.rule != "behavry.flow.injection_then_destructive"
+	}
+}
+
 # A call to a server blocked for a poisoned tool (input.serverPoisoning).
 blocked_server_call := {
 	"agent": {"id": "dev", "scopes": ["mcp"]},
