@@ -10,14 +10,16 @@
 //! the RFC 6901 pointer of the string, what matched (never the text around it, which may be
 //! secret), and the span, so policy can flag, wrap, redact or block (docs/injection.md).
 //!
-//! Phrases are found with one Aho-Corasick automaton (ASCII case-insensitive) over the text with
-//! whitespace runs read as one space, typographic apostrophes as plain ones and invisible
-//! characters skipped, so `ig\u{200B}nore previous instructions` is read like the plain phrase.
+//! Phrases are found ASCII case-insensitively, leftmost-longest, over the text with whitespace
+//! runs read as one space, typographic apostrophes as plain ones and invisible characters
+//! skipped, so `ig\u{200B}nore previous instructions` is read like the plain phrase. They are
+//! looked for only where a window of four bytes that starts one is (a table test for every
+//! second byte), and there by that window: no automaton (a DFA of them cost 18 instructions a
+//! byte to run, and 12 million to build).
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -306,15 +308,114 @@ const CALL_VERBS: &[&str] = &[
     "immediately call ",
 ];
 
-/// The automaton and, per pattern, its rule and text.
+/// The phrases and the tables that find them.
 struct Phrases {
-    automaton: Option<AhoCorasick>,
+    /// Each pattern's rule and text.
     patterns: Vec<(Rule, String)>,
+    /// [`GRAM`]-byte windows of text where a phrase may start or may have started one byte
+    /// before: bits of [`gram_hash`] of every phrase's first and second window.
+    near: Vec<u64>,
+    /// Pattern indices by [`gram_slot`] of their first window, longest first (then in pattern
+    /// order).
+    by_gram: Vec<Vec<usize>>,
+}
+
+/// How many bytes of text are tested at once: every phrase is longer (a test checks), so a
+/// phrase that starts at `p` has windows at `p` and `p + 1`, and testing every second window
+/// sees every place.
+const GRAM: usize = 4;
+
+/// Slots of [`Phrases::by_gram`].
+const GRAM_SLOTS: usize = 1 << 12;
+
+/// The window of [`GRAM`] bytes at `at`, with bit 5 of every byte set: an ASCII letter reads
+/// the same in either case (other bytes may then read alike, which only costs a look).
+fn gram_at(text: &[u8], at: usize) -> Option<u32> {
+    let window: [u8; GRAM] = text.get(at..at + GRAM)?.try_into().ok()?;
+    Some(u32::from_le_bytes(window) | 0x2020_2020)
+}
+
+/// A 16-bit hash of a window (multiplicative: the high bits of the product).
+fn gram_hash(gram: u32) -> usize {
+    usize::try_from(gram.wrapping_mul(0x9E37_79B1) >> 16).unwrap_or(0)
+}
+
+fn gram_slot(gram: u32) -> usize {
+    gram_hash(gram) % GRAM_SLOTS
+}
+
+impl Phrases {
+    fn new(patterns: Vec<(Rule, String)>) -> Phrases {
+        let mut near = vec![0u64; (1 << 16) / 64];
+        let mut by_gram = vec![Vec::new(); GRAM_SLOTS];
+        for (index, (_, pattern)) in patterns.iter().enumerate() {
+            let bytes = pattern.as_bytes();
+            for gram in [gram_at(bytes, 0), gram_at(bytes, 1)].into_iter().flatten() {
+                let bit = gram_hash(gram);
+                if let Some(word) = near.get_mut(bit / 64) {
+                    *word |= 1 << (bit % 64);
+                }
+            }
+            if let Some(slot) = gram_at(bytes, 0).and_then(|gram| by_gram.get_mut(gram_slot(gram)))
+            {
+                slot.push(index);
+            }
+        }
+        for slot in &mut by_gram {
+            // Stable: of two phrases of one length, the first pattern (as the leftmost-longest
+            // automaton this replaces reported it).
+            slot.sort_by_key(|index: &usize| {
+                std::cmp::Reverse(patterns.get(*index).map_or(0, |(_, p)| p.len()))
+            });
+        }
+        Phrases {
+            patterns,
+            near,
+            by_gram,
+        }
+    }
+
+    /// The longest phrase starting at `at` (ASCII case-insensitively): its pattern index and
+    /// end.
+    fn longest_at(&self, text: &[u8], at: usize) -> Option<(usize, usize)> {
+        let slot = self.by_gram.get(gram_slot(gram_at(text, at)?))?;
+        slot.iter().find_map(|index| {
+            let (_, pattern) = self.patterns.get(*index)?;
+            let end = at + pattern.len();
+            text.get(at..end)
+                .is_some_and(|candidate| candidate.eq_ignore_ascii_case(pattern.as_bytes()))
+                .then_some((*index, end))
+        })
+    }
+
+    /// The leftmost-longest phrase in `text` from `from` on (the first place where a phrase
+    /// starts, and the longest phrase there), as an Aho-Corasick automaton's leftmost-longest
+    /// search finds it: `(pattern index, start, end)`. One table test for every second byte
+    /// rules most places out.
+    fn find(&self, text: &[u8], from: usize) -> Option<(usize, usize, usize)> {
+        let mut window = from + 1;
+        while let Some(gram) = gram_at(text, window) {
+            let bit = gram_hash(gram);
+            if self
+                .near
+                .get(bit / 64)
+                .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+            {
+                for at in [window - 1, window] {
+                    if let Some((index, end)) = self.longest_at(text, at) {
+                        return Some((index, at, end));
+                    }
+                }
+            }
+            window += 2;
+        }
+        None
+    }
 }
 
 fn phrases() -> &'static Phrases {
-    static PHRASES_AUTOMATON: OnceLock<Phrases> = OnceLock::new();
-    PHRASES_AUTOMATON.get_or_init(|| {
+    static PHRASES_TABLES: OnceLock<Phrases> = OnceLock::new();
+    PHRASES_TABLES.get_or_init(|| {
         let mut patterns: Vec<(Rule, String)> = PHRASES
             .iter()
             .flat_map(|(rule, list)| list.iter().map(|p| (*rule, (*p).to_owned())))
@@ -339,18 +440,7 @@ fn phrases() -> &'static Phrases {
         );
         patterns.sort();
         patterns.dedup_by(|a, b| a.1 == b.1);
-        // The patterns are fixed literals well inside the automaton's limits: it builds.
-        let automaton = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
-            // A few hundred short literals: a DFA of a few hundred KB, the fastest search.
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(patterns.iter().map(|(_, p)| p.as_str()))
-            .ok();
-        Phrases {
-            automaton,
-            patterns,
-        }
+        Phrases::new(patterns)
     })
 }
 
@@ -530,6 +620,16 @@ fn normalize(text: &str, hidden_as_space: bool) -> Cow<'_, str> {
             rest = rest.get(plain..).unwrap_or_default();
             continue;
         }
+        // ASCII whitespace, read as one space (what `normal_char` makes of it, without its
+        // tests for invisible and typographic characters).
+        if rest.as_bytes().first().is_some_and(u8::is_ascii) {
+            if !last_space {
+                out.push(' ');
+                last_space = true;
+            }
+            rest = rest.get(1..).unwrap_or_default();
+            continue;
+        }
         let Some(c) = rest.chars().next() else {
             break;
         };
@@ -593,15 +693,13 @@ fn check_phrases(text: &str, pointer: &str, found: &mut Collector) {
 fn read_phrases(text: &str, pointer: &str, found: &mut Collector, hidden_as_space: bool) {
     let normal = normalize(text, hidden_as_space);
     let phrases = phrases();
-    let Some(automaton) = &phrases.automaton else {
-        return;
-    };
     let mut origins: Option<Vec<usize>> = None;
-    for hit in automaton.find_iter(normal.as_ref()) {
-        let Some((rule, phrase)) = phrases.patterns.get(hit.pattern().as_usize()) else {
+    let mut from = 0;
+    while let Some((index, start, mut end)) = phrases.find(normal.as_bytes(), from) {
+        from = end.max(start + 1);
+        let Some((rule, phrase)) = phrases.patterns.get(index) else {
             continue;
         };
-        let (start, mut end) = (hit.start(), hit.end());
         if !whole_word(&normal, start, end) {
             continue;
         }
