@@ -92,7 +92,7 @@ lint: setup wasm
 ## Bench -------------------------------------------------------------------------------------
 
 # tools/call through the upstream directly, bare Envoy and Envoy with Behavry in one run (writes
-# target/bench/tools_call.json), DLP on and off inside Envoy for 4–60 KB calls
+# target/bench/tools_call.json), DLP and the prompt-injection scan on and off inside Envoy for 4–60 KB calls
 # (target/bench/dlp_envoy.json), then behavry-core's parser benches, the filter's own work per
 # exchange, the policy decision bench and the DLP scanner bench (criterion, target/criterion/),
 # and the DLP scanner built for wasm32-wasip1 in V8 (Node) and wasmtime.

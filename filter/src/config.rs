@@ -81,6 +81,9 @@ pub struct FilterConfig {
     /// The tenant whose pinned tool definitions this proxy uses and reports to (docs/pins.md,
     /// "Tenants"); `default` when not configured.
     pub tenant: String,
+    /// Whether answers are read for prompt injection (docs/injection.md); on unless
+    /// `scanInjection` is `false`.
+    pub scan_injection: bool,
 }
 
 /// Shortest `dlp.hashKey` accepted: 32 bytes, the HMAC-SHA256 output size (RFC 2104 §3 advises
@@ -216,6 +219,8 @@ struct RawConfig {
     dlp: Option<RawDlp>,
     #[serde(default)]
     tenant: Option<String>,
+    #[serde(default)]
+    scan_injection: Option<bool>,
 }
 
 // No `Debug`: it holds the hash key.
@@ -568,6 +573,7 @@ impl FilterConfig {
                     ));
                 }
             },
+            scan_injection: raw.scan_injection.unwrap_or(true),
             protected_resource: raw.protected_resource,
             revocation_poll_ms: timeout(
                 "revocation.pollIntervalMs",
@@ -645,6 +651,7 @@ mod tests {
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.tenant, behavry_core::pins::DEFAULT_TENANT);
+        assert!(config.scan_injection);
     }
 
     #[test]

@@ -394,6 +394,12 @@ pub struct Exchange {
     created_task: Option<(String, TaskFacts)>,
     /// Content scanning (docs/dlp.md), when configured.
     dlp: Option<Arc<DlpSettings>>,
+    /// Whether answers are read for prompt injection (`scanInjection`).
+    scan_injection: bool,
+    /// The request is a client's answer to a server→client request (no decision covers it).
+    client_answer: bool,
+    /// The request body as it goes upstream when DLP redacted it (taken by the shim).
+    request_rewrite: Option<Vec<u8>>,
     /// What the scanners found in the request's arguments: sent to policy, audited.
     argument_findings: Vec<ContentFinding>,
     /// The arguments as the audit log records them, findings replaced; `None`: as sent.
@@ -607,6 +613,9 @@ impl Exchange {
             own_tasks: None,
             created_task: None,
             dlp: config.dlp.clone(),
+            scan_injection: config.scan_injection,
+            client_answer: false,
+            request_rewrite: None,
             argument_findings: Vec::new(),
             audited_arguments: None,
             dlp_actions: DlpActions::default(),
@@ -827,8 +836,17 @@ impl Exchange {
             }
         };
         // A client's answer to a server→client request (sampling, elicitation, roots) has no
-        // method: it is forwarded as it is.
+        // method and no decision: it is read for DLP (what the client's model or user sends the
+        // server) and forwarded, with severe findings redacted.
         let Some(call) = call else {
+            self.client_answer = true;
+            if let Scanned::Rewrite(bytes) = self.scan_dlp(&message, body, false) {
+                self.request_rewrite = Some(bytes);
+            }
+            if !self.content_findings.is_empty() {
+                let answer_to = message.id().map(RequestId::to_value);
+                self.record_outcome(now_ms, json!({"clientAnswer": answer_to}));
+            }
             return self.forward_body();
         };
         let id = message.id().cloned();
@@ -973,6 +991,22 @@ impl Exchange {
                 DecisionAction::Reply(reply) => BodyAction::Reply(reply),
             },
         }
+    }
+
+    /// The request body DLP rewrote, to go upstream instead of the one received (taken once).
+    pub fn take_request_rewrite(&mut self) -> Option<Vec<u8>> {
+        self.request_rewrite.take()
+    }
+
+    /// The reply when the host could not put a redacted body in place: nothing with the
+    /// finding goes upstream (HTTP 500, -32090).
+    pub fn unredactable_request(&mut self) -> LocalReply {
+        self.protocol_error(
+            500,
+            jsonrpc::CONTENT_WITHHELD,
+            "the request holds sensitive data and could not be redacted: not forwarded",
+            None,
+        )
     }
 
     fn forward_body(&self) -> BodyAction {
@@ -1798,11 +1832,18 @@ impl Exchange {
     }
 
     /// Whether what the server sends for this exchange is scanned: DLP is configured and the
-    /// request is a governed call (listings are the tool-poisoning scanner's).
+    /// request is a governed call (listings are the tool-poisoning scanner's), the GET stream or
+    /// a client's answer.
     fn scans_content(&self) -> bool {
         self.dlp.is_some()
             && self.listing.is_none()
-            && (self.pending.as_ref().is_some_and(|p| p.governed) || self.is_get_stream())
+            && (self.pending.as_ref().is_some_and(|p| p.governed) || self.undecided())
+    }
+
+    /// Messages no decision covers: the GET stream's, and a client's answer to a server's
+    /// request (its body, and what the server says back).
+    fn undecided(&self) -> bool {
+        self.is_get_stream() || self.client_answer
     }
 
     /// A `GET` on an MCP route: the server→client stream, which also replays a call's events
@@ -1882,7 +1923,9 @@ impl Exchange {
             None => self.is_get_stream(),
         };
         let in_stream = self.is_get_stream();
-        if !in_stream && !self.pending.as_ref().is_some_and(|p| p.governed) {
+        if !self.scan_injection
+            || (!in_stream && !self.pending.as_ref().is_some_and(|p| p.governed))
+        {
             return dlp;
         }
         // The answer, or a request the server makes of the client during the call or on the
@@ -2081,9 +2124,10 @@ impl Exchange {
             let Some(finding) = content_finding(&dlp, &doc, raw) else {
                 continue;
             };
-            // Messages outside a decided call (a GET stream, replays after a reconnection) have
-            // no obligation: severe findings are redacted there, the rest recorded.
-            let action = if self.is_get_stream() {
+            // Messages outside a decided call (a GET stream, replays after a reconnection, a
+            // client's answer) have no obligation: severe findings are redacted there, the rest
+            // recorded.
+            let action = if self.undecided() {
                 if finding.severity >= Severity::High {
                     DlpAction::Redact
                 } else {
@@ -2098,7 +2142,7 @@ impl Exchange {
                 DlpAction::Log => {}
             }
             // What the server returned to the agent, to see it flow to another server.
-            if !self.is_get_stream() && self.flow_record.returned.len() < MAX_AUDITED_FINDINGS {
+            if !self.undecided() && self.flow_record.returned.len() < MAX_AUDITED_FINDINGS {
                 self.flow_record.returned.push(ReturnedValue {
                     hash: finding.hash.clone(),
                     detector: finding.detector.clone(),
@@ -2472,8 +2516,9 @@ impl Exchange {
     }
 
     fn record_outcome(&mut self, now_ms: u64, mut detail: Value) {
-        // A GET stream has an outcome only when something was found in it (it is not a call).
-        let stream_findings = self.is_get_stream()
+        // A GET stream or a client's answer has an outcome only when something was found in it
+        // (neither is a call).
+        let stream_findings = self.undecided()
             && !(self.content_findings.is_empty() && self.injection_requests.is_empty());
         if self.outcome_recorded
             || !(self.pending.as_ref().is_some_and(|p| p.governed) || stream_findings)
@@ -4074,6 +4119,67 @@ mod tests {
         assert!(out.contains("id: 9\n"));
     }
 
+    /// `(detector, action, pointer)` of each finding an outcome records.
+    fn recorded_dlp(outcome: &Value) -> Vec<(&str, &str, &str)> {
+        outcome["dlp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["detector"].as_str().unwrap(),
+                    f["action"].as_str().unwrap(),
+                    f["pointer"].as_str().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clients_answer_to_the_server_is_redacted_of_severe_findings() {
+        // A sampling result (what the client's model answered the server) carrying a token from
+        // the model's context: no decision covers it, so the fallback redacts high and critical
+        // findings before it goes upstream and records every finding.
+        let config = dlp_config();
+        let mut ex = Exchange::start(&config, head(Some("dev")), [7; 24]).unwrap();
+        assert_eq!(ex.on_request_head(false), HeadAction::WaitForBody);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":0,"result":{{"role":"assistant","model":"m","content":{{"type":"text","text":"the key is {GITHUB_TOKEN}, mail jane@corp.example.com"}}}}}}"#
+        );
+        let action = ex.on_request_body(&config, body.len(), Some(body.as_bytes()), 1, &no_tool);
+        assert_eq!(action, BodyAction::Forward);
+        let sent: Value = serde_json::from_slice(&ex.take_request_rewrite().unwrap()).unwrap();
+        assert_eq!(
+            sent["result"]["content"]["text"],
+            "the key is [REDACTED:github_token], mail jane@corp.example.com"
+        );
+        assert_eq!(sent["id"], 0);
+        let events = ex.take_audit_events();
+        let outcome = &events.last().unwrap().detail;
+        assert_eq!(outcome["clientAnswer"], 0);
+        assert_eq!(
+            recorded_dlp(outcome),
+            [
+                ("github_token", "redact", "/result/content/text"),
+                ("email", "log", "/result/content/text")
+            ]
+        );
+        assert!(
+            !serde_json::to_string(&events)
+                .unwrap()
+                .contains(GITHUB_TOKEN)
+        );
+        // An answer with nothing in it goes as it is, unrecorded.
+        let mut ex = Exchange::start(&config, head(Some("dev")), [7; 24]).unwrap();
+        ex.on_request_head(false);
+        let clean =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"action":"accept","content":{"answer":"42"}}}"#;
+        let action = ex.on_request_body(&config, clean.len(), Some(clean), 1, &no_tool);
+        assert_eq!(action, BodyAction::Forward);
+        assert!(ex.take_request_rewrite().is_none());
+        assert!(ex.take_audit_events().is_empty());
+    }
+
     fn config_without_dlp() -> FilterConfig {
         config()
     }
@@ -4099,18 +4205,7 @@ mod tests {
         );
         let events = ex.take_audit_events();
         let outcome = &events.last().unwrap().detail;
-        let recorded: Vec<(&str, &str, &str)> = outcome["dlp"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    f["detector"].as_str().unwrap(),
-                    f["action"].as_str().unwrap(),
-                    f["pointer"].as_str().unwrap(),
-                )
-            })
-            .collect();
+        let recorded = recorded_dlp(outcome);
         assert_eq!(
             recorded,
             vec![
@@ -4238,6 +4333,28 @@ mod tests {
             delivered
         };
         (delivered, outcome)
+    }
+
+    #[test]
+    fn a_proxy_with_injection_scanning_off_passes_answers_unread() {
+        let config = FilterConfig {
+            scan_injection: false,
+            ..config_without_dlp()
+        };
+        let (mut ex, _) = asked_for(&config, "dev", CALL);
+        let obligations = Obligations {
+            injection: Some(wrap_from(1)),
+            ..Obligations::default()
+        };
+        allow_with(&config, &mut ex, obligations);
+        ex.on_response_head(200, Some("application/json"), false, &config, 3);
+        let message = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"result":{{"content":[{{"type":"text","text":"{INJECTED}"}}]}}}}"#
+        );
+        let action = ex.on_response_body(&config, message.len(), message.as_bytes(), true, 4);
+        assert!(matches!(action, ChunkAction::Continue), "{action:?}");
+        let events = ex.take_audit_events();
+        assert!(events.last().unwrap().detail.get("injection").is_none());
     }
 
     #[test]

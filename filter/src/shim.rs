@@ -914,6 +914,21 @@ fn remember_flow(agent: &str, record: FlowMemory) {
     });
 }
 
+/// Send `body` upstream instead of the `size` bytes received; its length is no longer the one the
+/// client declared (the headers are still held: the filter paused them for the body).
+/// `false` when the host refused: the caller must not let the request go.
+fn replace_request_body(size: usize, body: &[u8]) -> bool {
+    let replaced = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body)
+        .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length"));
+    if let Err(status) = &replaced {
+        log(
+            LogLevel::Error,
+            &format!("cannot replace the request body: {status:?}"),
+        );
+    }
+    replaced.is_ok()
+}
+
 /// Queue the definitions a listing showed that are not pinned, for the sidecar.
 fn queue_pin_observations(observations: &[PinObservation], queue_id: Option<u32>) {
     let Some(queue_id) = queue_id else {
@@ -1363,6 +1378,13 @@ impl BehavryHttp {
             },
         );
         self.flush_audit();
+        if let Some(exchange) = self.exchange.as_mut()
+            && let Some(rewritten) = exchange.take_request_rewrite()
+            && !replace_request_body(body_size, &rewritten)
+        {
+            send_reply(&exchange.unredactable_request());
+            return Action::Pause;
+        }
         match action {
             BodyAction::Buffer => Action::Pause,
             BodyAction::Forward => Action::Continue,

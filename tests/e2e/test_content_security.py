@@ -9,6 +9,7 @@ import secrets
 import zlib
 
 import anyio
+import mcp_types
 import pytest
 
 from mcp import MCPError
@@ -135,6 +136,35 @@ def test_a_secret_split_across_sse_chunks_is_redacted(stack, token):
     outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
     assert [f["detector"] for f in outcome["detail"]["dlp"]] == ["github_token"]
     assert secret not in stored(events)
+
+
+def test_a_secret_the_clients_model_answers_the_server_is_redacted_before_it_leaves(stack, token):
+    # The server's sampling request asks the client's model, whose answer (a POST from the
+    # client, with no decision of its own) carries a token from its context: the proxy redacts
+    # it before the server reads it, and records the finding with the answer's trace.
+    secret = github_token()
+
+    async def on_sampling(context, params):
+        return mcp_types.CreateMessageResult(
+            role="assistant", model="test",
+            content=mcp_types.TextContent(type="text", text=f"the key is {secret}"))
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token, sampling_callback=on_sampling,
+                           read_timeout_seconds=20) as client:
+            result = await client.call_tool("ask_client", {"question": "what is the key?"})
+            answers = [s.trace_id for s in client.recorder.sent
+                       if s.body and "result" in s.body and "method" not in s.body]
+            return result, answers
+
+    result, answers = anyio.run(scenario)
+    # ask_client returns what it received: the server never had the token.
+    assert result.content[0].text == "the key is [REDACTED:github_token]"
+    assert len(answers) == 1
+    (event,) = stack.wait_trace(answers[0], kinds=("outcome",))
+    detail = event["event"]["detail"]
+    assert [(f["detector"], f["action"]) for f in detail["dlp"]] == [("github_token", "redact")]
+    assert secret not in json.dumps(event)
 
 
 def test_a_poisoned_tool_is_hidden_from_the_listing_and_unknown_to_calls(stack):
