@@ -567,10 +567,13 @@ fn walk(value: &Value, pointer: &mut String, found: &mut Collector) {
 
 fn check_text(text: &str, pointer: &str, found: &mut Collector) {
     let start_len = found.reasons.len();
+    let marks = Marks::of(text);
     check_phrases(text, pointer, found);
-    check_turns(text, pointer, found);
+    check_turns(pointer, &marks, found);
     check_hidden(text, pointer, found);
-    check_urls(text, pointer, found);
+    if marks.link_or_image {
+        check_urls(text, pointer, found);
+    }
     // Document order within the string.
     if let Some(kept) = found.reasons.get_mut(start_len..) {
         kept.sort_by_key(|r| (r.start, r.rule));
@@ -831,9 +834,69 @@ fn sentence(text: &str, start: usize, end: usize) -> (usize, usize) {
 
 /// Turns of the classic completion format: a line break, another, then `Human:` or
 /// `Assistant:`.
-fn check_turns(text: &str, pointer: &str, found: &mut Collector) {
-    for marker in ["\n\nHuman:", "\n\nAssistant:"] {
-        if let Some(at) = text.find(marker) {
+const TURN_MARKERS: [&str; 2] = ["\n\nHuman:", "\n\nAssistant:"];
+
+/// The rare shapes the rules after the phrases look for, found in one pass over the bytes
+/// (five substring searches before: each a pass of its own, without SIMD in the filter's
+/// wasm).
+struct Marks {
+    /// Where the first of each of [`TURN_MARKERS`] is.
+    turns: [Option<usize>; 2],
+    /// Whether a `](` (a markdown link or image) or a `<img`/`<IMG` is anywhere.
+    link_or_image: bool,
+}
+
+/// The bytes [`Marks::of`] stops at, eight at a time.
+#[allow(clippy::indexing_slicing)] // Evaluated at compile time: out of bounds fails the build.
+const MARK_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'\n' as usize] = true;
+    table[b']' as usize] = true;
+    table[b'<' as usize] = true;
+    table
+};
+
+impl Marks {
+    fn of(text: &str) -> Marks {
+        let bytes = text.as_bytes();
+        let mut marks = Marks {
+            turns: [None, None],
+            link_or_image: false,
+        };
+        let is_mark = |c: &u8| MARK_BYTES.get(usize::from(*c)).copied().unwrap_or(false);
+        for (chunk_index, chunk) in bytes.chunks(8).enumerate() {
+            if !chunk.iter().fold(false, |any, c| any | is_mark(c)) {
+                continue;
+            }
+            for (k, c) in chunk.iter().enumerate() {
+                if !is_mark(c) {
+                    continue;
+                }
+                let at = chunk_index * 8 + k;
+                let rest = bytes.get(at..).unwrap_or_default();
+                match c {
+                    b'\n' => {
+                        for (first, marker) in marks.turns.iter_mut().zip(TURN_MARKERS) {
+                            if first.is_none() && rest.starts_with(marker.as_bytes()) {
+                                *first = Some(at);
+                            }
+                        }
+                    }
+                    b']' => marks.link_or_image |= rest.starts_with(b"]("),
+                    _ => {
+                        marks.link_or_image |= matches!(rest.get(1..4), Some(b"img" | b"IMG"));
+                    }
+                }
+            }
+        }
+        marks
+    }
+}
+
+/// Turns of the classic completion format ([`TURN_MARKERS`]), where [`Marks`] found them.
+fn check_turns(pointer: &str, marks: &Marks, found: &mut Collector) {
+    for (first, marker) in marks.turns.iter().zip(TURN_MARKERS) {
+        if let Some(at) = *first {
             found.hit(
                 Rule::RoleMarker,
                 pointer,
@@ -934,11 +997,9 @@ fn check_hidden(text: &str, pointer: &str, found: &mut Collector) {
     }
 }
 
-/// Markdown images and links, and HTML `img`, whose URL carries data.
+/// Markdown images and links, and HTML `img`, whose URL carries data (read only when [`Marks`]
+/// found a `](` or an `<img`).
 fn check_urls(text: &str, pointer: &str, found: &mut Collector) {
-    if !text.contains("](") && !text.contains("<img") && !text.contains("<IMG") {
-        return;
-    }
     let mut from = 0;
     while let Some(open) = text.get(from..).and_then(|rest| rest.find("](")) {
         let open = from + open;
