@@ -473,6 +473,8 @@ const MAX_SHADOWABLE_NAMES: usize = 2000;
 
 /// The server→client request whose messages go to the client's model (MCP "Sampling").
 const SAMPLING: &str = "sampling/createMessage";
+/// Why a tool listing is refused before the worker has a pin set.
+const PINS_NOT_LOADED: &str = "the pinned tool definitions are not loaded yet on this proxy: list the tools again in a moment";
 /// The server→client request asking the person at the client for input.
 const ELICITATION: &str = "elicitation/create";
 /// What happens to flagged messages on the standalone GET stream, which has no decision of its
@@ -1308,6 +1310,22 @@ impl Exchange {
                         .map(|p| p.quarantine)
                         .unwrap_or_default();
                     self.redact = decision.obligations.redact;
+                    // A listing to quarantine by pins before this worker has any pin set (a
+                    // fresh Envoy, or a sidecar that never answered the poll) is not let through
+                    // unjudged: the agent lists again in a moment (fail closed, docs/pins.md).
+                    if self.listing == Some(ListingKind::Tools)
+                        && !self.pin_quarantine.is_empty()
+                        && self.pin_context.is_none()
+                        && config.failure_mode == FailureMode::Closed
+                    {
+                        let data = json!({"traceId": self.ids.trace_id, "reason": PINS_NOT_LOADED});
+                        return DecisionAction::Reply(self.rpc_error_reply(
+                            jsonrpc::AUTHZ_UNAVAILABLE,
+                            PINS_NOT_LOADED,
+                            data,
+                            now_ms,
+                        ));
+                    }
                     return self.resume();
                 }
                 if decision.obligations.conceal
@@ -3088,6 +3106,44 @@ mod tests {
         };
         allow_with(&config, &mut ex, obligations);
         (config, ex)
+    }
+
+    #[test]
+    fn a_listing_to_quarantine_waits_for_the_workers_first_pin_set() {
+        // No pin set polled yet (`no_tool` knows none): the listing is refused, not let through
+        // unjudged; without the pins obligation, or failing open, it goes.
+        let quarantine = || Obligations {
+            pins: Some(behavry_core::pins::PinQuarantine {
+                quarantine: vec![PinStatus::Changed],
+            }),
+            ..Obligations::default()
+        };
+        let config = config();
+        let (mut ex, _) = asked_for(&config, "a", LIST);
+        let decision = DecisionResponse {
+            obligations: quarantine(),
+            ..allow()
+        };
+        let DecisionAction::Reply(reply) = ex.on_decision(&config, Ok(decision), 2) else {
+            panic!("the listing must not go upstream");
+        };
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(answer["error"]["code"], jsonrpc::AUTHZ_UNAVAILABLE);
+        assert_eq!(answer["id"], 2);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("list the tools again")
+        );
+        let (_, ex) = listing_allowed(None);
+        assert!(ex.pin_context.is_none());
+        let open = FilterConfig {
+            failure_mode: FailureMode::Open,
+            ..config
+        };
+        let (mut ex, _) = asked_for(&open, "a", LIST);
+        allow_with(&open, &mut ex, quarantine());
     }
 
     #[test]

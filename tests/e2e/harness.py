@@ -525,8 +525,10 @@ class Stack:
                            ("keyed", self.keyed), ("vaulted", self.vaulted),
                            ("envoy", self.envoy)):
             self.services[name] = make().start()
-        # The listener is up once Envoy reports ready; JWKS is fetched asynchronously.
+        # The listener is up once Envoy reports ready; JWKS is fetched asynchronously, and so is
+        # each worker's pin set (a worker refuses tool listings until it has one).
         wait_until("JWKS to reach Envoy", self.jwks_loaded, timeout=30)
+        wait_until("every Envoy worker to load the pin set", self.pins_loaded, timeout=30)
         return self
 
     @contextlib.contextmanager
@@ -548,6 +550,14 @@ class Stack:
         _, _, body = http("GET", f"http://127.0.0.1:{port}/stats?filter=jwks_fetch_success")
         return any(line.strip().endswith(tuple(f" {n}" for n in range(1, 1000)))
                    for line in body.decode().splitlines())
+
+    def pins_loaded(self, log_path: Path | None = None, workers: int = ENVOY_WORKERS) -> bool:
+        """Whether the main thread and every worker of the Envoy logging to `log_path` (default:
+        the stack's) have polled a pin set: each logs `pin set version N in force` once."""
+        path = log_path or self.logs / "envoy.log"
+        threads = {line.split("][", 2)[1] for line in path.read_text(errors="replace").splitlines()
+                   if "pin set version" in line and line.count("][") >= 2}
+        return len(threads) >= workers + 1
 
     def restart(self, name: str) -> Service:
         self.services[name].stop()
