@@ -335,6 +335,25 @@ fn gram_at(text: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(window) | 0x2020_2020)
 }
 
+/// `gram` (a phrase's window) and, for each space in it, the same with any ASCII whitespace byte
+/// there, as [`gram_at`] reads text: every window a loose search may meet.
+fn loose_grams(gram: Option<u32>) -> Vec<u32> {
+    let mut grams: Vec<u32> = gram.into_iter().collect();
+    for shift in [0, 8, 16, 24] {
+        if gram.is_some_and(|g| (g >> shift) & 0xFF == 0x20) {
+            let variants: Vec<u32> = grams
+                .iter()
+                .flat_map(|g| {
+                    [b'\t', b'\n', 0x0B, 0x0C, b'\r']
+                        .map(|w| (g & !(0xFF << shift)) | (u32::from(w | 0x20) << shift))
+                })
+                .collect();
+            grams.extend(variants);
+        }
+    }
+    grams
+}
+
 /// A 16-bit hash of a window (multiplicative: the high bits of the product).
 fn gram_hash(gram: u32) -> usize {
     usize::try_from(gram.wrapping_mul(0x9E37_79B1) >> 16).unwrap_or(0)
@@ -350,15 +369,19 @@ impl Phrases {
         let mut by_gram = vec![Vec::new(); GRAM_SLOTS];
         for (index, (_, pattern)) in patterns.iter().enumerate() {
             let bytes = pattern.as_bytes();
-            for gram in [gram_at(bytes, 0), gram_at(bytes, 1)].into_iter().flatten() {
-                let bit = gram_hash(gram);
-                if let Some(word) = near.get_mut(bit / 64) {
-                    *word |= 1 << (bit % 64);
+            for offset in [0, 1] {
+                for gram in loose_grams(gram_at(bytes, offset)) {
+                    let bit = gram_hash(gram);
+                    if let Some(word) = near.get_mut(bit / 64) {
+                        *word |= 1 << (bit % 64);
+                    }
+                    if offset == 0
+                        && let Some(slot) = by_gram.get_mut(gram_slot(gram))
+                        && slot.last() != Some(&index)
+                    {
+                        slot.push(index);
+                    }
                 }
-            }
-            if let Some(slot) = gram_at(bytes, 0).and_then(|gram| by_gram.get_mut(gram_slot(gram)))
-            {
-                slot.push(index);
             }
         }
         for slot in &mut by_gram {
@@ -375,15 +398,22 @@ impl Phrases {
         }
     }
 
-    /// The longest phrase starting at `at` (ASCII case-insensitively): its pattern index and
-    /// end.
-    fn longest_at(&self, text: &[u8], at: usize) -> Option<(usize, usize)> {
+    /// The longest phrase starting at `at` (ASCII case-insensitively, and with `loose` any
+    /// ASCII whitespace byte where the phrase has a space): its pattern index and end.
+    fn longest_at(&self, text: &[u8], at: usize, loose: bool) -> Option<(usize, usize)> {
         let slot = self.by_gram.get(gram_slot(gram_at(text, at)?))?;
+        let same =
+            |t: &u8, p: &u8| t.eq_ignore_ascii_case(p) || (loose && *p == b' ' && ascii_space(*t));
         slot.iter().find_map(|index| {
             let (_, pattern) = self.patterns.get(*index)?;
             let end = at + pattern.len();
             text.get(at..end)
-                .is_some_and(|candidate| candidate.eq_ignore_ascii_case(pattern.as_bytes()))
+                .is_some_and(|candidate| {
+                    candidate
+                        .iter()
+                        .zip(pattern.as_bytes())
+                        .all(|(t, p)| same(t, p))
+                })
                 .then_some((*index, end))
         })
     }
@@ -393,6 +423,12 @@ impl Phrases {
     /// search finds it: `(pattern index, start, end)`. One table test for every second byte
     /// rules most places out.
     fn find(&self, text: &[u8], from: usize) -> Option<(usize, usize, usize)> {
+        self.search(text, from, false)
+    }
+
+    /// [`Phrases::find`], and with `loose` any ASCII whitespace byte matches a phrase's space:
+    /// in text that normalises byte for byte, the phrases found the same way.
+    fn search(&self, text: &[u8], from: usize, loose: bool) -> Option<(usize, usize, usize)> {
         let mut window = from + 1;
         while let Some(gram) = gram_at(text, window) {
             let bit = gram_hash(gram);
@@ -402,7 +438,7 @@ impl Phrases {
                 .is_some_and(|word| word & (1 << (bit % 64)) != 0)
             {
                 for at in [window - 1, window] {
-                    if let Some((index, end)) = self.longest_at(text, at) {
+                    if let Some((index, end)) = self.longest_at(text, at, loose) {
                         return Some((index, at, end));
                     }
                 }
@@ -580,6 +616,43 @@ fn check_text(text: &str, pointer: &str, found: &mut Collector) {
     }
 }
 
+/// Whether [`normalize`] changes `bytes` only byte for byte (whitespace to a space): they are
+/// ASCII and no two whitespace bytes are neighbours. Eight bytes at a time, as bit masks.
+fn normalises_in_place(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if !bytes.is_ascii() {
+        return false;
+    }
+    // The high bit of every byte of `x` (all ASCII) that is whitespace: a space, or 9 to 13.
+    let spaces = |x: u64| {
+        let t = x ^ (ONES * 0x20);
+        let is_space = !(((t & !HIGH) + !HIGH) | t | !HIGH);
+        let from_tab = (x + ONES * (0x80 - 0x09)) & HIGH;
+        let past_return = (x + ONES * (0x80 - 0x0E)) & HIGH;
+        is_space | (from_tab & !past_return)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut previous_last = false;
+    for chunk in chunks.by_ref() {
+        let word: [u8; 8] = chunk.try_into().unwrap_or_default();
+        let ws = spaces(u64::from_le_bytes(word));
+        if ws & (ws << 8) != 0 || (previous_last && ws & 0x80 != 0) {
+            return false;
+        }
+        previous_last = ws >> 63 != 0;
+    }
+    let mut previous = previous_last;
+    for b in chunks.remainder() {
+        let ws = ascii_space(*b);
+        if ws && previous {
+            return false;
+        }
+        previous = ws;
+    }
+    true
+}
+
 /// Whitespace as `char::is_whitespace` sees it, for an ASCII byte (with the vertical tab, which
 /// `u8::is_ascii_whitespace` leaves out).
 fn ascii_space(b: u8) -> bool {
@@ -694,8 +767,14 @@ fn check_phrases(text: &str, pointer: &str, found: &mut Collector) {
 }
 
 fn read_phrases(text: &str, pointer: &str, found: &mut Collector, hidden_as_space: bool) {
-    let normal = normalize(text, hidden_as_space);
     let phrases = phrases();
+    // Text that normalises byte for byte (ASCII, no whitespace runs) has the phrases of its
+    // normal form where a loose search finds them: when it finds none, there is nothing to
+    // read and nothing to copy (most text).
+    if normalises_in_place(text.as_bytes()) && phrases.search(text.as_bytes(), 0, true).is_none() {
+        return;
+    }
+    let normal = normalize(text, hidden_as_space);
     let mut origins: Option<Vec<usize>> = None;
     let mut from = 0;
     while let Some((index, start, mut end)) = phrases.find(normal.as_bytes(), from) {

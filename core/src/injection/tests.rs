@@ -412,3 +412,28 @@ fn phrase_search_agrees_with_a_leftmost_longest_automaton() {
         assert_eq!(found, expected, "{text:?}");
     }
 }
+
+#[test]
+fn text_that_normalises_in_place_is_told_apart() {
+    let ws = [' ', '\t', '\n', '\u{000B}', '\u{000C}', '\r'];
+    for pad in 0..10 {
+        let lead = "x".repeat(pad);
+        for a in ws {
+            assert!(normalises_in_place(format!("{lead}a{a}b").as_bytes()));
+            for b in ws {
+                let text = format!("{lead}a{a}{b}c d");
+                assert!(!normalises_in_place(text.as_bytes()), "{text:?}");
+            }
+        }
+    }
+    for c in 0u8..0x80 {
+        let text = format!("ab{}{}cdefghij", c as char, c as char);
+        assert_eq!(
+            normalises_in_place(text.as_bytes()),
+            !ascii_space(c),
+            "{c:#x}"
+        );
+    }
+    assert!(!normalises_in_place("caf\u{e9} ok".as_bytes()));
+    assert!(normalises_in_place(b""));
+}
