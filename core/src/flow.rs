@@ -14,10 +14,42 @@ use crate::wire::ContentFinding;
 
 /// How long an answer is remembered.
 pub const FLOW_TTL_MS: u64 = 60 * 60 * 1000;
-/// Most returned values remembered per agent (the newest).
+/// Most returned values remembered per agent.
 pub const MAX_RETURNED: usize = 256;
-/// Most flagged answers remembered per agent (the newest).
+/// Most flagged answers remembered per agent.
 pub const MAX_INJECTION: usize = 16;
+
+/// Drops entries of `items` (oldest first) until at most `max` are left, each time the oldest of
+/// the server that has the most: a server that returns a flood of values (or of flagged answers)
+/// pushes out its own, not what the other servers returned.
+fn evict_fairly<T>(items: &mut Vec<T>, max: usize, server_of: impl Fn(&T) -> &String) {
+    let mut extra = items.len().saturating_sub(max);
+    if extra == 0 {
+        return;
+    }
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for item in items.iter() {
+        *counts.entry(server_of(item).clone()).or_default() += 1;
+    }
+    while extra > 0 {
+        // The server with the most entries (the first by name on a tie).
+        let Some(largest) = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(server, _)| server.clone())
+        else {
+            return;
+        };
+        let Some(oldest) = items.iter().position(|item| *server_of(item) == largest) else {
+            return;
+        };
+        items.remove(oldest);
+        if let Some(count) = counts.get_mut(&largest) {
+            *count -= 1;
+        }
+        extra -= 1;
+    }
+}
 
 /// Where an answer came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +107,9 @@ impl FlowMemory {
     }
 
     /// Takes in what `newer` saw: what is older than [`FLOW_TTL_MS`] at `now_ms` is forgotten, a
-    /// value returned again is kept once (the latest), and only the newest [`MAX_RETURNED`]
-    /// values and [`MAX_INJECTION`] flagged answers stay.
+    /// value returned again is kept once (the latest), and at most [`MAX_RETURNED`] values and
+    /// [`MAX_INJECTION`] flagged answers stay, each bound [kept fairly](evict_fairly) between
+    /// servers.
     pub fn merge(&mut self, newer: FlowMemory, now_ms: u64) {
         let fresh = |at_ms: u64| at_ms.saturating_add(FLOW_TTL_MS) > now_ms;
         for value in newer.returned {
@@ -86,13 +119,11 @@ impl FlowMemory {
         }
         self.returned.retain(|v| fresh(v.at_ms));
         self.returned.sort_by_key(|v| v.at_ms);
-        let extra = self.returned.len().saturating_sub(MAX_RETURNED);
-        self.returned.drain(..extra);
+        evict_fairly(&mut self.returned, MAX_RETURNED, |v| &v.from.server);
         self.injection.extend(newer.injection);
         self.injection.retain(|i| fresh(i.at_ms));
         self.injection.sort_by_key(|i| i.at_ms);
-        let extra = self.injection.len().saturating_sub(MAX_INJECTION);
-        self.injection.drain(..extra);
+        evict_fairly(&mut self.injection, MAX_INJECTION, |i| &i.from.server);
     }
 
     /// The flow facts of a call to `server` whose arguments hold `findings`: each finding whose
@@ -262,5 +293,81 @@ mod tests {
         assert!(memory.is_empty());
         let text = serde_json::to_string(&FlowFacts::default()).unwrap();
         assert_eq!(text, "{}");
+    }
+
+    #[test]
+    fn a_server_that_floods_the_memory_pushes_out_its_own_values() {
+        let mut memory = FlowMemory::default();
+        let crm: Vec<ReturnedValue> = (0..10)
+            .map(|i| returned(&format!("c{i}"), "crm", 100 + i))
+            .collect();
+        memory.merge(
+            FlowMemory {
+                returned: crm,
+                injection: Vec::new(),
+            },
+            200,
+        );
+        // Another server then returns more values than the memory holds, all newer.
+        let flood: Vec<ReturnedValue> = (0..MAX_RETURNED as u64)
+            .map(|i| returned(&format!("f{i}"), "web", 1_000 + i))
+            .collect();
+        memory.merge(
+            FlowMemory {
+                returned: flood,
+                injection: Vec::new(),
+            },
+            2_000,
+        );
+        assert_eq!(memory.returned.len(), MAX_RETURNED);
+        let from_crm = memory
+            .returned
+            .iter()
+            .filter(|v| v.from.server == "crm")
+            .count();
+        assert_eq!(from_crm, 10, "the other server's values stay");
+        // The flood kept its newest: its oldest went.
+        assert!(memory.returned.iter().all(|v| v.hash != "f0"));
+        assert!(
+            memory
+                .returned
+                .iter()
+                .any(|v| v.hash == format!("f{}", MAX_RETURNED - 1))
+        );
+        assert!(
+            memory
+                .facts_for("web", &[finding("c3")], 2_000)
+                .findings
+                .len()
+                == 1
+        );
+        // Two servers over the bound share it: the larger gives way until they are even.
+        let mut shared = FlowMemory::default();
+        let both: Vec<ReturnedValue> = (0..MAX_RETURNED as u64)
+            .flat_map(|i| {
+                [
+                    returned(&format!("a{i}"), "a", i),
+                    returned(&format!("b{i}"), "b", i),
+                ]
+            })
+            .collect();
+        shared.merge(
+            FlowMemory {
+                returned: both,
+                injection: Vec::new(),
+            },
+            1_000,
+        );
+        let count = |server: &str| {
+            shared
+                .returned
+                .iter()
+                .filter(|v| v.from.server == server)
+                .count()
+        };
+        assert_eq!(
+            (count("a"), count("b")),
+            (MAX_RETURNED / 2, MAX_RETURNED / 2)
+        );
     }
 }
