@@ -15,6 +15,8 @@
 //!   resource, prompt, arguments, protocol version, client info);
 //! - [`headers`]: consistency of the MCP 2026-07-28 standard headers (`Mcp-Method`, `Mcp-Name`,
 //!   `MCP-Protocol-Version`) with the body;
+//! - [`merkle`]: the audit log's Merkle tree (RFC 9162 §2.1): tree heads, inclusion and
+//!   consistency proofs and their verification;
 //! - [`poisoning`]: tool-definition scanning for poisoning and shadowing (instructions to the
 //!   model, secrecy, hidden characters, other servers' tools), with scores and reasons;
 //! - [`sse`]: a streaming Server-Sent Events decoder that yields complete events from arbitrary
@@ -34,6 +36,7 @@ pub mod injection;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;
+pub mod merkle;
 pub mod pins;
 pub mod pointer;
 pub mod poisoning;
