@@ -75,8 +75,9 @@ pub(crate) fn scan(
         };
         match stop {
             Stop::Digit => {
+                let run_end = span_while(b, i, |c| c.is_ascii_digit());
                 if !before(b, i).is_ascii_digit()
-                    && let Some(found) = numeric_at(b, i, private_v4, enabled)
+                    && let Some(found) = numeric_at(b, i, run_end - i, private_v4, enabled)
                 {
                     i = found.end;
                     out.push(found);
@@ -84,7 +85,7 @@ pub(crate) fn scan(
                 }
                 // Nothing starts inside the rest of this word: every detector wants a boundary
                 // before its first byte (an IBAN's letters are checked from its digits).
-                i = span_while(b, i, |c| c.is_ascii_alphanumeric());
+                i = span_while(b, run_end, |c| c.is_ascii_alphanumeric());
                 continue;
             }
             Stop::Colon => {
@@ -126,14 +127,16 @@ fn stop_of(c: u8) -> Stop {
 /// (words, spaces, most punctuation) is most of the bytes of prose.
 fn next_stop(b: &[u8], from: usize) -> Option<usize> {
     const NEAR: usize = 3;
-    let near = b.get(from..)?.iter().take(NEAR);
-    if let Some(k) = near.clone().position(|c| stop_of(*c) != Stop::Pass) {
-        return Some(from + k);
+    let mut at = from;
+    while at < from + NEAR {
+        if stop_of(*b.get(at)?) != Stop::Pass {
+            return Some(at);
+        }
+        at += 1;
     }
-    let from = from + near.len();
-    let rest = b.get(from..)?;
+    let rest = b.get(at..)?;
     let mut chunks = rest.chunks_exact(8);
-    let mut base = from;
+    let mut base = at;
     for chunk in chunks.by_ref() {
         if chunk.iter().fold(0, |any, c| any | stop_of(*c) as u8) != 0 {
             return chunk
@@ -855,9 +858,11 @@ fn grouped_digits(b: &[u8], i: usize, sep: Option<u8>, max_digits: usize) -> Gro
     g
 }
 
+/// The numeric finding starting at `i`, whose first run of digits is `run` long.
 fn numeric_at(
     b: &[u8],
     i: usize,
+    run: usize,
     private_v4: &[(u32, u32)],
     enabled: &impl Fn(Builtin) -> bool,
 ) -> Option<Raw> {
@@ -871,7 +876,6 @@ fn numeric_at(
     }
     // The first digit run and what follows it already rule out most detectors; only the ones
     // whose shape can start this way run (this is the hot path on digit-heavy text).
-    let run = span_while(b, i, |c| c.is_ascii_digit()) - i;
     let next = at(b, i + run);
     let may = |builtin: Builtin, shape: bool| shape && enabled(builtin);
     if may(Builtin::IpAddress, run <= 3 && next == b'.')
