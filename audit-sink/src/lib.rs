@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod checkpoint;
 pub mod ingest;
 pub mod server;
 pub mod store;
