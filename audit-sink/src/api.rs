@@ -6,11 +6,13 @@
 //! | `POST /v1/events` (NDJSON) | 200 [`IngestAck`] after commit; 400 bad line; 413 too large; 503 storage |
 //! | `GET /v1/traces/{traceId}` | 200 [`TraceResponse`]; 400 bad trace id; 404 unknown trace |
 //! | `GET /v1/log/head` | 200 [`LogHead`] |
+//! | `GET /v1/log/proof/inclusion?seq=&size=` | 200 [`InclusionProof`] (RFC 9162 §2.1.3); 400 bad query; 404 beyond the log |
+//! | `GET /v1/log/proof/consistency?from=&to=` | 200 [`ConsistencyProof`] (RFC 9162 §2.1.4); 400; 404 |
 //! | `GET /healthz` | 200 `ok` |
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +28,12 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Path of the log head endpoint.
 pub const LOG_HEAD_PATH: &str = "/v1/log/head";
+
+/// Path of the inclusion proofs (RFC 9162 §2.1.3).
+pub const INCLUSION_PROOF_PATH: &str = "/v1/log/proof/inclusion";
+
+/// Path of the consistency proofs (RFC 9162 §2.1.4).
+pub const CONSISTENCY_PROOF_PATH: &str = "/v1/log/proof/consistency";
 
 /// Path of the liveness endpoint.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -43,6 +51,8 @@ pub fn app(state: AppState) -> Router {
         .route(EVENTS_PATH, post(ingest_events))
         .route(&format!("{TRACES_PATH}/{{trace_id}}"), get(trace))
         .route(LOG_HEAD_PATH, get(log_head))
+        .route(INCLUSION_PROOF_PATH, get(inclusion_proof))
+        .route(CONSISTENCY_PROOF_PATH, get(consistency_proof))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(state)
@@ -80,6 +90,58 @@ pub struct LogHead {
     pub size: u64,
     /// Hex of the last record's hash (64 zeros for an empty log).
     pub head_hash: String,
+    /// Hex of the Merkle tree head of the `size` records (RFC 9162 §2.1.1; SHA-256 of nothing
+    /// for an empty log).
+    pub root_hash: String,
+}
+
+/// Query of `GET /v1/log/proof/inclusion`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// The record (1-based).
+    seq: u64,
+    /// The tree size the proof is for; the log's size when absent.
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+/// Answer of `GET /v1/log/proof/inclusion`: record `seq` is leaf `seq - 1` of the tree of `size`
+/// records, whose head is `rootHash`. Hashes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub size: u64,
+    /// `seq - 1`, the leaf index RFC 9162 verifiers take.
+    pub leaf_index: u64,
+    /// SHA-256(0x00 || the record's stored body).
+    pub leaf_hash: String,
+    pub root_hash: String,
+    /// The audit path, from the leaf up.
+    pub proof: Vec<String>,
+}
+
+/// Query of `GET /v1/log/proof/consistency`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    from: u64,
+    /// The log's size when absent.
+    #[serde(default)]
+    to: Option<u64>,
+}
+
+/// Answer of `GET /v1/log/proof/consistency`: the tree of `to` records extends the tree of
+/// `from`. Hashes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub from_root: String,
+    pub to_root: String,
+    pub proof: Vec<String>,
 }
 
 /// JSON body of every error answer.
@@ -113,6 +175,12 @@ pub enum ApiError {
     /// No event has this trace id.
     #[error("no events for trace {0}")]
     TraceNotFound(String),
+    /// A proof's query is malformed.
+    #[error("{0}")]
+    BadQuery(String),
+    /// A proof asked for records or sizes the log does not have.
+    #[error("{0}")]
+    BeyondLog(String),
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -129,6 +197,8 @@ impl IntoResponse for ApiError {
             ApiError::UnreadableBody(_) => (StatusCode::BAD_REQUEST, "unreadableBody", None),
             ApiError::InvalidTraceId => (StatusCode::BAD_REQUEST, "invalidTraceId", None),
             ApiError::TraceNotFound(_) => (StatusCode::NOT_FOUND, "traceNotFound", None),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "badQuery", None),
+            ApiError::BeyondLog(_) => (StatusCode::NOT_FOUND, "beyondLog", None),
             // The sender keeps the batch and retries: the database may be locked or the disk full.
             ApiError::Store(
                 StoreError::Database(_)
@@ -201,9 +271,93 @@ async fn trace(
 
 async fn log_head(State(state): State<AppState>) -> Result<Json<LogHead>, ApiError> {
     let head = state.store.head().await?;
+    let root = tree_head(&state, head.size).await?;
     Ok(Json(LogHead {
         size: head.size,
         head_hash: head.head_hash_hex(),
+        root_hash: hex::encode(root),
+    }))
+}
+
+/// The tree head of `size` records, or 404.
+async fn tree_head(state: &AppState, size: u64) -> Result<behavry_core::merkle::Hash, ApiError> {
+    state
+        .store
+        .tree_head(size)
+        .await?
+        .ok_or_else(|| ApiError::BeyondLog(format!("the log has fewer than {size} records")))
+}
+
+/// A query string the proof routes take, or `badQuery` naming the problem.
+fn proof_query<T: serde::de::DeserializeOwned>(
+    query: Result<Query<T>, QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::BadQuery(rejection.body_text()))
+}
+
+async fn inclusion_proof(
+    State(state): State<AppState>,
+    query: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let query = proof_query(query)?;
+    let size = match query.size {
+        Some(size) => size,
+        None => state.store.head().await?.size,
+    };
+    if query.seq == 0 || query.seq > size {
+        return Err(ApiError::BadQuery(format!(
+            "seq must be from 1 to the size ({size}), not {}",
+            query.seq
+        )));
+    }
+    let root = tree_head(&state, size).await?;
+    let proof = state
+        .store
+        .inclusion_proof(query.seq, size)
+        .await?
+        .ok_or_else(|| ApiError::BeyondLog(format!("the log has fewer than {size} records")))?;
+    let leaf =
+        state.store.leaf_hash(query.seq).await?.ok_or_else(|| {
+            ApiError::BeyondLog(format!("record {} is not in the log", query.seq))
+        })?;
+    Ok(Json(InclusionProof {
+        seq: query.seq,
+        size,
+        leaf_index: query.seq - 1,
+        leaf_hash: hex::encode(leaf),
+        root_hash: hex::encode(root),
+        proof: proof.iter().map(hex::encode).collect(),
+    }))
+}
+
+async fn consistency_proof(
+    State(state): State<AppState>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let query = proof_query(query)?;
+    let to = match query.to {
+        Some(to) => to,
+        None => state.store.head().await?.size,
+    };
+    if query.from == 0 || query.from > to {
+        return Err(ApiError::BadQuery(format!(
+            "from must be from 1 to `to` ({to}), not {}",
+            query.from
+        )));
+    }
+    let proof = state
+        .store
+        .consistency_proof(query.from, to)
+        .await?
+        .ok_or_else(|| ApiError::BeyondLog(format!("the log has fewer than {to} records")))?;
+    Ok(Json(ConsistencyProof {
+        from: query.from,
+        to,
+        from_root: hex::encode(tree_head(&state, query.from).await?),
+        to_root: hex::encode(tree_head(&state, to).await?),
+        proof: proof.iter().map(hex::encode).collect(),
     }))
 }
 
@@ -371,13 +525,110 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn proofs_over_http_verify_as_rfc_9162_says() {
+        use behavry_core::merkle::{verify_consistency, verify_inclusion};
+        let (_dir, app) = test_app().await;
+        let events: Vec<AuditEvent> = (1..=7)
+            .map(|t| sample_event(t, AuditKind::Intent))
+            .collect();
+        send(&app, Method::POST, EVENTS_PATH, ndjson(&events[..3])).await;
+        let old = head(&app).await;
+        send(&app, Method::POST, EVENTS_PATH, ndjson(&events[3..])).await;
+        let new = head(&app).await;
+        assert_eq!((old.size, new.size), (3, 7));
+        let hash =
+            |hex_text: &str| -> [u8; 32] { hex::decode(hex_text).unwrap().try_into().unwrap() };
+        let hashes = |list: &[String]| list.iter().map(|h| hash(h)).collect::<Vec<_>>();
+
+        let get = |uri: String| {
+            let app = app.clone();
+            async move { send(&app, Method::GET, &uri, Vec::new()).await }
+        };
+        for seq in 1..=7u64 {
+            let (status, body) = get(format!("{INCLUSION_PROOF_PATH}?seq={seq}")).await;
+            assert_eq!(status, StatusCode::OK);
+            let proof: InclusionProof = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                (proof.size, proof.leaf_index, &proof.root_hash),
+                (7, seq - 1, &new.root_hash)
+            );
+            assert!(verify_inclusion(
+                &hash(&proof.leaf_hash),
+                proof.leaf_index,
+                proof.size,
+                &hashes(&proof.proof),
+                &hash(&new.root_hash)
+            ));
+        }
+        let (status, body) = get(format!("{CONSISTENCY_PROOF_PATH}?from=3")).await;
+        assert_eq!(status, StatusCode::OK);
+        let proof: ConsistencyProof = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (&proof.from_root, &proof.to_root),
+            (&old.root_hash, &new.root_hash)
+        );
+        assert!(verify_consistency(
+            3,
+            7,
+            &hash(&old.root_hash),
+            &hash(&new.root_hash),
+            &hashes(&proof.proof)
+        ));
+        // Bad and out-of-range queries get their errors.
+        for (uri, status, code) in [
+            (
+                format!("{INCLUSION_PROOF_PATH}?seq=0"),
+                StatusCode::BAD_REQUEST,
+                "badQuery",
+            ),
+            (
+                format!("{INCLUSION_PROOF_PATH}?seq=x"),
+                StatusCode::BAD_REQUEST,
+                "badQuery",
+            ),
+            (
+                INCLUSION_PROOF_PATH.to_string(),
+                StatusCode::BAD_REQUEST,
+                "badQuery",
+            ),
+            (
+                format!("{INCLUSION_PROOF_PATH}?seq=8"),
+                StatusCode::BAD_REQUEST,
+                "badQuery",
+            ),
+            (
+                format!("{INCLUSION_PROOF_PATH}?seq=2&size=9"),
+                StatusCode::NOT_FOUND,
+                "beyondLog",
+            ),
+            (
+                format!("{CONSISTENCY_PROOF_PATH}?from=4&to=3"),
+                StatusCode::BAD_REQUEST,
+                "badQuery",
+            ),
+            (
+                format!("{CONSISTENCY_PROOF_PATH}?from=3&to=8"),
+                StatusCode::NOT_FOUND,
+                "beyondLog",
+            ),
+        ] {
+            let (got, body) = get(uri.clone()).await;
+            assert_eq!(got, status, "{uri}");
+            let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(error.error, code, "{uri}");
+        }
+    }
+
+    #[tokio::test]
     async fn empty_log_head_and_health() {
         let (_dir, app) = test_app().await;
         assert_eq!(
             head(&app).await,
             LogHead {
                 size: 0,
-                head_hash: "0".repeat(64)
+                head_hash: "0".repeat(64),
+                root_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                    .into(),
             }
         );
         let (status, body) = send(&app, Method::GET, HEALTH_PATH, Vec::new()).await;

@@ -6,11 +6,12 @@
 //! acknowledged only after `COMMIT` returns, and with `synchronous=FULL` in WAL mode a committed
 //! transaction survives a power loss (SQLite `pragma.html#pragma_synchronous`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use behavry_core::merkle::{self, NodeId};
 use behavry_core::wire::{AuditEvent, IngestAck};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -32,6 +33,9 @@ pub const POOL_CONNECTIONS: u32 = 4;
 /// Events per multi-row statement of an append (9 bound values each: far below SQLite's limit of
 /// 32 766 variables per statement).
 const INSERT_CHUNK_ROWS: usize = 500;
+
+/// Tree nodes per multi-row statement (3 bound values each).
+const NODE_CHUNK_ROWS: usize = 2000;
 
 /// Rows read per query during verification.
 const VERIFY_PAGE_ROWS: i64 = 4096;
@@ -116,10 +120,20 @@ impl AuditStore {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self {
+        let store = Self {
             pool,
             write_lock: Arc::new(Mutex::new(())),
-        })
+        };
+        // A log written before the tree existed gets its nodes now.
+        let _writer = store.write_lock.lock().await;
+        let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let size: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_records")
+            .fetch_one(&mut *tx)
+            .await?;
+        fill_tree(&mut tx, size.unwrap_or(0)).await?;
+        tx.commit().await?;
+        drop(_writer);
+        Ok(store)
     }
 
     /// Open an existing database read-only, for offline verification. Never creates a file.
@@ -204,8 +218,96 @@ impl AuditStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        // The records' leaves and the subtrees they complete, in the same transaction.
+        let before = last_seq - i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        fill_tree(&mut tx, before).await?;
+        let leaves: Vec<merkle::Hash> = rows
+            .iter()
+            .map(|(_, item, _, _)| merkle::leaf_hash(&item.canonical))
+            .collect();
+        append_leaves(&mut tx, u64::try_from(before).unwrap_or(0), &leaves).await?;
         tx.commit().await?;
         Ok(ack)
+    }
+
+    /// The Merkle tree head of the first `size` records (RFC 9162 §2.1.1); `None` when the log
+    /// is shorter.
+    pub async fn tree_head(&self, size: u64) -> Result<Option<merkle::Hash>, StoreError> {
+        if size == 0 {
+            return Ok(Some(merkle::empty_root()));
+        }
+        self.with_nodes(size, |root| root(0, size)).await
+    }
+
+    /// The leaf hash of record `seq` as the tree holds it.
+    pub async fn leaf_hash(&self, seq: u64) -> Result<Option<merkle::Hash>, StoreError> {
+        let Some(index) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin().await?;
+        let nodes = load_nodes(&mut tx, &[(0, index)]).await?;
+        tx.rollback().await?;
+        Ok(nodes.get(&(0, index)).copied())
+    }
+
+    /// The inclusion proof of record `seq` in the tree of the first `size` records.
+    pub async fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: u64,
+    ) -> Result<Option<Vec<merkle::Hash>>, StoreError> {
+        let Some(index) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        self.with_nodes(size, |root| merkle::inclusion_proof(index, size, root))
+            .await
+    }
+
+    /// The consistency proof of the tree of the first `from` records with that of the first
+    /// `to`.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<merkle::Hash>>, StoreError> {
+        self.with_nodes(to, |root| merkle::consistency_proof(from, to, root))
+            .await
+    }
+
+    /// Runs `build` (a tree head or proof over subtree hashes) twice in one read snapshot: once
+    /// to learn the stored nodes it needs, then on them. `None` when the tree has fewer than
+    /// `size` leaves (a proof can be made of siblings alone: the leaf itself must exist) or a
+    /// node is not stored.
+    async fn with_nodes<T>(
+        &self,
+        size: u64,
+        build: impl Fn(&dyn Fn(u64, u64) -> Option<merkle::Hash>) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let wanted = std::cell::RefCell::new(Vec::new());
+        // A placeholder hash for every range: only the ranges asked for matter here.
+        let _ = build(&|start, end| {
+            merkle::range_nodes(start, end, &mut wanted.borrow_mut());
+            Some([0; 32])
+        });
+        let mut wanted = wanted.into_inner();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree_nodes WHERE level = 0")
+                .fetch_one(&mut *tx)
+                .await?;
+        let leaves = last.map_or(0, |last| u64::try_from(last).unwrap_or(0) + 1);
+        if size > leaves {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let nodes = load_nodes(&mut tx, &wanted).await?;
+        tx.rollback().await?;
+        let node = |level: u32, index: u64| nodes.get(&(level, index)).copied();
+        Ok(build(&|start, end| {
+            merkle::range_root_with(start, end, &node)
+        }))
     }
 
     /// The events of one trace, in seq order (empty when the trace is unknown).
@@ -288,6 +390,132 @@ impl AuditStore {
         tx.rollback().await?;
         Ok(VerifyOutcome::Intact(verifier.head()))
     }
+}
+
+/// The stored nodes among `ids`.
+async fn load_nodes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, merkle::Hash>, StoreError> {
+    let mut nodes = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(NODE_CHUNK_ROWS) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT level, idx, hash FROM audit_tree_nodes WHERE (level, idx) IN (VALUES ",
+        );
+        let mut values = query.separated(", ");
+        for (level, index) in chunk {
+            values
+                .push("(")
+                .push_bind_unseparated(i64::from(*level))
+                .push_unseparated(", ")
+                .push_bind_unseparated(i64::try_from(*index).unwrap_or(i64::MAX))
+                .push_unseparated(")");
+        }
+        query.push(")");
+        let rows: Vec<(i64, i64, Vec<u8>)> = query.build_query_as().fetch_all(&mut **tx).await?;
+        for (level, index, hash) in rows {
+            let hash: merkle::Hash = hash.try_into().map_err(|_| StoreError::Corrupt {
+                seq: index.saturating_add(1),
+                what: format!("tree node ({level}, {index}) is not 32 bytes"),
+            })?;
+            nodes.insert(
+                (
+                    u32::try_from(level).unwrap_or(u32::MAX),
+                    u64::try_from(index).unwrap_or(u64::MAX),
+                ),
+                hash,
+            );
+        }
+    }
+    Ok(nodes)
+}
+
+/// Adds the leaves of the records after the tree's last leaf up to `size` (a log written before
+/// the tree, or by an older sink), so that the tree covers the first `size` records.
+async fn fill_tree(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    size: i64,
+) -> Result<(), StoreError> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree_nodes WHERE level = 0")
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut covered = last.map_or(0, |last| last + 1);
+    while covered < size {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, body FROM audit_records WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(covered)
+        .bind(size)
+        .bind(VERIFY_PAGE_ROWS)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some((last_seq, _)) = rows.last() else {
+            break;
+        };
+        let last_seq = *last_seq;
+        if let Some((seq, _)) = rows
+            .iter()
+            .enumerate()
+            .find(|(i, (seq, _))| *seq != covered + 1 + i64::try_from(*i).unwrap_or(i64::MAX))
+            .map(|(_, row)| row)
+        {
+            return Err(StoreError::Corrupt {
+                seq: *seq,
+                what: "a record is missing before it: the tree cannot cover the log".into(),
+            });
+        }
+        let leaves: Vec<merkle::Hash> = rows
+            .iter()
+            .map(|(_, body)| merkle::leaf_hash(body))
+            .collect();
+        append_leaves(tx, u64::try_from(covered).unwrap_or(0), &leaves).await?;
+        covered = last_seq;
+    }
+    Ok(())
+}
+
+/// Stores `leaves` as the leaves from index `first` and every subtree they complete.
+async fn append_leaves(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    first: u64,
+    leaves: &[merkle::Hash],
+) -> Result<(), StoreError> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    // The left siblings the new leaves' subtrees join: one per level where `first` has a 1 bit.
+    let frontier: Vec<NodeId> = (0..64u32)
+        .filter(|level| (first >> level) & 1 == 1)
+        .map(|level| (level, (first >> level) - 1))
+        .collect();
+    let mut known = load_nodes(tx, &frontier).await?;
+    let mut made = Vec::with_capacity(leaves.len() * 2);
+    for (offset, leaf) in leaves.iter().enumerate() {
+        let index = first + offset as u64;
+        let nodes =
+            merkle::completed_nodes(index, *leaf, |level, i| known.get(&(level, i)).copied())
+                .ok_or_else(|| StoreError::Corrupt {
+                    seq: i64::try_from(index + 1).unwrap_or(i64::MAX),
+                    what: "a tree node it completes is missing".into(),
+                })?;
+        for (id, hash) in nodes {
+            known.insert(id, hash);
+            made.push((id, hash));
+        }
+    }
+    for chunk in made.chunks(NODE_CHUNK_ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_tree_nodes (level, idx, hash) ",
+        );
+        insert.push_values(chunk, |mut row, ((level, index), hash)| {
+            row.push_bind(i64::from(*level))
+                .push_bind(i64::try_from(*index).unwrap_or(i64::MAX))
+                .push_bind(hash.to_vec());
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The ids among `events` that are already stored.
@@ -446,6 +674,95 @@ mod tests {
 
     fn event_id(trace: u8) -> String {
         sample_event(trace, AuditKind::Intent).event_id
+    }
+
+    /// Every stored body's leaf hash, in seq order.
+    async fn stored_leaves(store: &AuditStore) -> Vec<merkle::Hash> {
+        let bodies: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT body FROM audit_records ORDER BY seq")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        bodies.iter().map(|b| merkle::leaf_hash(b)).collect()
+    }
+
+    /// The store's heads and proofs agree with the tree built in memory from its bodies, for
+    /// every size and record.
+    async fn assert_tree_matches(store: &AuditStore) {
+        let leaves = stored_leaves(store).await;
+        let tree = merkle::Leaves(&leaves);
+        let n = tree.size();
+        assert_eq!(store.tree_head(n + 1).await.unwrap(), None);
+        for size in 0..=n {
+            let head = store.tree_head(size).await.unwrap().unwrap();
+            assert_eq!(
+                head,
+                merkle::Leaves(&leaves[..size as usize]).root(),
+                "size {size}"
+            );
+            for seq in 1..=size {
+                let proof = store.inclusion_proof(seq, size).await.unwrap().unwrap();
+                let leaf = &leaves[(seq - 1) as usize];
+                assert!(merkle::verify_inclusion(leaf, seq - 1, size, &proof, &head));
+            }
+            if size > 0 {
+                let old = size.div_ceil(2);
+                let old_head = store.tree_head(old).await.unwrap().unwrap();
+                let proof = store.consistency_proof(old, size).await.unwrap().unwrap();
+                assert!(merkle::verify_consistency(
+                    old, size, &old_head, &head, &proof
+                ));
+            }
+        }
+        assert_eq!(store.inclusion_proof(0, n).await.unwrap(), None);
+        assert_eq!(store.inclusion_proof(n + 1, n + 1).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_merkle_tree_grows_with_every_batch_and_proves_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.tree_head(0).await.unwrap(),
+            Some(merkle::empty_root())
+        );
+        // Batches of odd sizes, with duplicates, so subtrees complete across batch boundaries.
+        let numbered = |n: usize| {
+            let mut event = sample_event(1, AuditKind::Intent);
+            event.event_id = format!("event-{n}");
+            event
+        };
+        for (from, to) in [(0, 3), (2, 7), (7, 8), (8, 21)] {
+            let events: Vec<AuditEvent> = (from..to).map(numbered).collect();
+            store.append_batch(&batch(&events)).await.unwrap();
+        }
+        assert_eq!(stored_leaves(&store).await.len(), 21);
+        assert_tree_matches(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_log_written_before_the_tree_gets_its_nodes_when_opened() {
+        let (_dir, path) = closed_log().await;
+        // As an older sink left it: records without tree nodes.
+        let options = SqliteConnectOptions::new().filename(&path);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        for statement in [
+            "DROP TRIGGER audit_tree_nodes_no_delete",
+            "DELETE FROM audit_tree_nodes",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        let store = AuditStore::open(&path).await.unwrap();
+        assert_tree_matches(&store).await;
+        // And it keeps growing from there.
+        store
+            .append_batch(&batch(&[sample_event(9, AuditKind::Outcome)]))
+            .await
+            .unwrap();
+        assert_tree_matches(&store).await;
     }
 
     #[tokio::test]

@@ -87,6 +87,64 @@ impl Leaves<'_> {
     }
 }
 
+/// The node at `level` and `index` of a tree: the MTH of the `2^level` leaves from
+/// `index * 2^level`, a complete subtree a store keeps.
+pub type NodeId = (u32, u64);
+
+/// MTH of the leaves `start..end` from the complete subtrees `node(level, index)` gives: a
+/// range that is one such subtree is looked up, any other is split as RFC 9162 §2.1.1 splits a
+/// tree. `None` when a node is unknown or the range is empty.
+pub fn range_root_with(
+    start: u64,
+    end: u64,
+    node: &impl Fn(u32, u64) -> Option<Hash>,
+) -> Option<Hash> {
+    let n = end.checked_sub(start).filter(|n| *n > 0)?;
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        return node(n.trailing_zeros(), start >> n.trailing_zeros());
+    }
+    let k = split(n);
+    Some(node_hash(
+        &range_root_with(start, start + k, node)?,
+        &range_root_with(start + k, end, node)?,
+    ))
+}
+
+/// The nodes [`range_root_with`] asks for to hash the leaves `start..end`.
+pub fn range_nodes(start: u64, end: u64, out: &mut Vec<NodeId>) {
+    let n = end.saturating_sub(start);
+    if n == 0 {
+        return;
+    }
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        out.push((n.trailing_zeros(), start >> n.trailing_zeros()));
+        return;
+    }
+    let k = split(n);
+    range_nodes(start, start + k, out);
+    range_nodes(start + k, end, out);
+}
+
+/// The complete subtrees that appending leaf `index` (its hash `leaf`) completes, bottom up,
+/// with `left(level, index)` giving the left siblings already stored: `(0, index)` itself, then
+/// each parent whose right child it completes.
+pub fn completed_nodes(
+    index: u64,
+    leaf: Hash,
+    left: impl Fn(u32, u64) -> Option<Hash>,
+) -> Option<Vec<(NodeId, Hash)>> {
+    let mut out = vec![((0, index), leaf)];
+    let (mut level, mut i, mut hash) = (0u32, index, leaf);
+    while i & 1 == 1 {
+        let sibling = left(level, i - 1)?;
+        hash = node_hash(&sibling, &hash);
+        level += 1;
+        i >>= 1;
+        out.push(((level, i), hash));
+    }
+    Some(out)
+}
+
 /// MTH over leaf hashes.
 fn mth(leaves: &[Hash]) -> Hash {
     match leaves {
@@ -428,6 +486,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn stored_subtrees_give_every_range_and_proof() {
+        // Nodes as a store keeps them, built leaf by leaf with completed_nodes.
+        let leaves = numbered(37);
+        let mut nodes = std::collections::BTreeMap::new();
+        for (i, leaf) in leaves.iter().enumerate() {
+            let made =
+                completed_nodes(i as u64, *leaf, |l, x| nodes.get(&(l, x)).copied()).unwrap();
+            nodes.extend(made);
+        }
+        let node = |l: u32, x: u64| nodes.get(&(l, x)).copied();
+        let tree = Leaves(&leaves);
+        for start in 0..37u64 {
+            for end in start + 1..=37 {
+                let mut wanted = Vec::new();
+                range_nodes(start, end, &mut wanted);
+                assert!(wanted.iter().all(|id| nodes.contains_key(id)));
+                assert_eq!(
+                    range_root_with(start, end, &node),
+                    tree.range_root(start, end)
+                );
+            }
+        }
+        // Proofs from the stored nodes are the in-memory ones.
+        for size in 1..=37u64 {
+            for index in 0..size {
+                assert_eq!(
+                    inclusion_proof(index, size, |a, b| range_root_with(a, b, &node)),
+                    tree.inclusion_proof(index, size)
+                );
+            }
+            assert_eq!(
+                consistency_proof(size / 2 + 1, size, |a, b| range_root_with(a, b, &node)),
+                tree.consistency_proof(size / 2 + 1, size)
+            );
+        }
+        assert!(range_root_with(3, 3, &node).is_none());
+        assert!(
+            range_root_with(0, 64, &node).is_none(),
+            "no such subtree yet"
+        );
     }
 
     #[test]
