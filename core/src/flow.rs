@@ -8,6 +8,8 @@
 //! agent (one MCP host talks to several servers with one identity), bounded, and forgets after
 //! [`FLOW_TTL_MS`].
 
+use std::collections::{BTreeMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::wire::ContentFinding;
@@ -19,40 +21,65 @@ pub const MAX_RETURNED: usize = 256;
 /// Most flagged answers remembered per agent.
 pub const MAX_INJECTION: usize = 16;
 
-/// Drops entries of `items` (oldest first) until at most `max` are left, each time the oldest of
-/// the server that has the most: a server that returns a flood of values (or of flagged answers)
-/// pushes out its own, not what the other servers returned.
+/// Keeps at most `max` of `items` (sorted oldest first), shared fairly between servers: each
+/// server keeps its newest entries up to a quota, the quotas as even as the servers' counts
+/// allow (a server with fewer entries than its share keeps them all and the rest is split
+/// among the others; an odd leftover goes to servers in name order). So a server that returns a
+/// flood of values (or of flagged answers) pushes out its own, not what the other servers
+/// returned. Linear in the entries (and the servers' count, log of it).
 fn evict_fairly<T>(items: &mut Vec<T>, max: usize, server_of: impl Fn(&T) -> &String) {
-    let mut extra = items.len().saturating_sub(max);
-    if extra == 0 {
+    if items.len() <= max {
         return;
     }
-    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for item in items.iter() {
-        *counts.entry(server_of(item).clone()).or_default() += 1;
+        *counts.entry(server_of(item).as_str()).or_default() += 1;
     }
-    while extra > 0 {
-        // The server with the most entries (the first by name on a tie).
-        let Some(largest) = counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(server, _)| server.clone())
-        else {
-            return;
-        };
-        let Some(oldest) = items.iter().position(|item| *server_of(item) == largest) else {
-            return;
-        };
-        items.remove(oldest);
-        if let Some(count) = counts.get_mut(&largest) {
-            *count -= 1;
+    // The largest cap that fits: the sum of min(count, cap) over the servers is at most `max`.
+    let fits = |cap: usize| counts.values().map(|c| (*c).min(cap)).sum::<usize>() <= max;
+    let (mut low, mut high) = (0, counts.values().copied().max().unwrap_or(0));
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if fits(mid) {
+            low = mid;
+        } else {
+            high = mid - 1;
         }
-        extra -= 1;
     }
+    let mut quota: BTreeMap<String, usize> = counts
+        .iter()
+        .map(|(server, count)| ((*server).to_owned(), (*count).min(low)))
+        .collect();
+    let mut leftover = max.saturating_sub(quota.values().sum());
+    for (server, count) in &counts {
+        if leftover == 0 {
+            break;
+        }
+        if let Some(q) = quota.get_mut(*server)
+            && *count > *q
+        {
+            *q += 1;
+            leftover -= 1;
+        }
+    }
+    // The newest entries of each server within its quota, in their order.
+    let mut keep = vec![false; items.len()];
+    for (index, item) in items.iter().enumerate().rev() {
+        if let Some(q) = quota.get_mut(server_of(item).as_str())
+            && *q > 0
+        {
+            *q -= 1;
+            if let Some(slot) = keep.get_mut(index) {
+                *slot = true;
+            }
+        }
+    }
+    let mut flags = keep.into_iter();
+    items.retain(|_| flags.next().unwrap_or(false));
 }
 
 /// Where an answer came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowSource {
     /// The logical server.
@@ -112,11 +139,17 @@ impl FlowMemory {
     /// servers.
     pub fn merge(&mut self, newer: FlowMemory, now_ms: u64) {
         let fresh = |at_ms: u64| at_ms.saturating_add(FLOW_TTL_MS) > now_ms;
-        for value in newer.returned {
-            self.returned
-                .retain(|old| !(old.hash == value.hash && old.from == value.from));
-            self.returned.push(value);
+        // A value returned again is kept once, at its latest: the newer copy wins.
+        let mut newest: Vec<ReturnedValue> = Vec::with_capacity(newer.returned.len());
+        let mut seen: HashSet<(String, FlowSource)> = HashSet::new();
+        for value in newer.returned.into_iter().rev() {
+            if seen.insert((value.hash.clone(), value.from.clone())) {
+                newest.push(value);
+            }
         }
+        self.returned
+            .retain(|old| !seen.contains(&(old.hash.clone(), old.from.clone())));
+        self.returned.extend(newest.into_iter().rev());
         self.returned.retain(|v| fresh(v.at_ms));
         self.returned.sort_by_key(|v| v.at_ms);
         evict_fairly(&mut self.returned, MAX_RETURNED, |v| &v.from.server);

@@ -257,6 +257,12 @@ pub fn is_tenant_name(name: &str) -> bool {
 fn default_tenant() -> String {
     DEFAULT_TENANT.to_owned()
 }
+
+/// The default tenant is left out on the wire, so proxies and sidecars from before tenants read
+/// a default-tenant set and observation as before (both refuse unknown members).
+fn is_default_tenant(tenant: &str) -> bool {
+    tenant == DEFAULT_TENANT
+}
 /// Path the proxy reports what it saw to (`POST`, NDJSON of [`PinObservation`]).
 pub const PIN_OBSERVATIONS_PATH: &str = "/v1/pins/observations";
 
@@ -267,7 +273,7 @@ pub struct PinSet {
     /// Raised on every change (of any tenant); a worker keeps the newest it got.
     pub version: u64,
     /// Whose pins these are (a proxy takes only its own tenant's set).
-    #[serde(default = "default_tenant")]
+    #[serde(default = "default_tenant", skip_serializing_if = "is_default_tenant")]
     pub tenant: String,
     /// The mode of a server not listed in `servers`.
     #[serde(default)]
@@ -328,7 +334,7 @@ impl PinSet {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PinObservation {
     /// The tenant of the proxy that saw it ([`DEFAULT_TENANT`] when absent).
-    #[serde(default = "default_tenant")]
+    #[serde(default = "default_tenant", skip_serializing_if = "is_default_tenant")]
     pub tenant: String,
     pub server: String,
     pub tool: String,
@@ -666,6 +672,9 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(seen.tenant, DEFAULT_TENANT);
+        // ... and the default tenant is not written, so peers from before tenants read them.
+        assert!(serde_json::to_value(&seen).unwrap().get("tenant").is_none());
+        assert!(serde_json::to_value(set()).unwrap().get("tenant").is_none());
     }
 
     #[test]

@@ -398,6 +398,8 @@ pub struct Exchange {
     scan_injection: bool,
     /// The request is a client's answer to a server→client request (no decision covers it).
     client_answer: bool,
+    /// A tools/list refused for want of a pin set (audited with the outcome).
+    pins_not_loaded: bool,
     /// The request body as it goes upstream when DLP redacted it (taken by the shim).
     request_rewrite: Option<Vec<u8>>,
     /// What the scanners found in the request's arguments: sent to policy, audited.
@@ -617,6 +619,7 @@ impl Exchange {
             dlp: config.dlp.clone(),
             scan_injection: config.scan_injection,
             client_answer: false,
+            pins_not_loaded: false,
             request_rewrite: None,
             argument_findings: Vec::new(),
             audited_arguments: None,
@@ -842,8 +845,11 @@ impl Exchange {
         // server) and forwarded, with severe findings redacted.
         let Some(call) = call else {
             self.client_answer = true;
-            if let Scanned::Rewrite(bytes) = self.scan_dlp(&message, body, false) {
-                self.request_rewrite = Some(bytes);
+            match self.scan_dlp(&message, body, false) {
+                Scanned::Pass => {}
+                Scanned::Rewrite(bytes) => self.request_rewrite = Some(bytes),
+                // Never forward what could not be redacted.
+                Scanned::Withhold(_) => return BodyAction::Reply(self.unredactable_request()),
             }
             if !self.content_findings.is_empty() {
                 let answer_to = message.id().map(RequestId::to_value);
@@ -893,11 +899,19 @@ impl Exchange {
         }
         self.server_poisoning = known.server_poisoning();
         let mut tool = self.facts.tool.as_deref().and_then(|tool| known.tool(tool));
-        // Whether the agent acts on a definition it was shown before the server changed it.
+        // The pin's status as this listener's tenant's set says now: what a listing stored is the
+        // status of whichever listener (tenant) listed last, and stale after a decision. Then
+        // whether the agent acts on a definition it was shown before the server changed it.
         if let (Some(name), Some(pin)) = (
             self.facts.tool.as_deref(),
             tool.as_mut().and_then(|t| t.pin.as_mut()),
         ) {
+            if let Some(context) = known.pins() {
+                let provisional = context.provisional.get(name).map(String::as_str);
+                pin.status = context
+                    .set
+                    .status(&self.server, name, &pin.hash, provisional);
+            }
             pin.changed_since_listing = known
                 .listed_pins(&self.pin_scope())
                 .get(name)
@@ -1319,6 +1333,7 @@ impl Exchange {
                         && config.failure_mode == FailureMode::Closed
                     {
                         let data = json!({"traceId": self.ids.trace_id, "reason": PINS_NOT_LOADED});
+                        self.pins_not_loaded = true;
                         return DecisionAction::Reply(self.rpc_error_reply(
                             jsonrpc::AUTHZ_UNAVAILABLE,
                             PINS_NOT_LOADED,
@@ -1964,9 +1979,17 @@ impl Exchange {
                 method,
                 params: Some(params),
                 ..
-            } if method == SAMPLING || method == ELICITATION => {
-                ("/params", params, Some(method.as_str()))
-            }
+            } if method == SAMPLING => ("/params", params, Some(method.as_str())),
+            // Only the elicitation's message: the requested schema's values (enums, defaults)
+            // are what the client answers with, and rewriting them would change the answer.
+            Message::Request {
+                method,
+                params: Some(params),
+                ..
+            } if method == ELICITATION => match params.get("message") {
+                Some(message) => ("/params/message", message, Some(method.as_str())),
+                None => return dlp,
+            },
             _ => return dlp,
         };
         if self.listing.is_some() {
@@ -2524,11 +2547,16 @@ impl Exchange {
 
     /// The stream ended (or was torn down) before an answer was seen.
     pub fn on_done(&mut self, now_ms: u64) {
+        let note = if self.is_get_stream() {
+            "the server-to-client stream ended"
+        } else {
+            "stream ended before the answer to the call was seen"
+        };
         let detail = json!({
             "status": self.response_status,
             "complete": false,
             "responseBytes": self.response_bytes,
-            "note": "stream ended before the answer to the call was seen",
+            "note": note,
         });
         self.record_outcome(now_ms, detail);
     }
@@ -2568,6 +2596,9 @@ impl Exchange {
             }
             if !self.poisoned_tools.is_empty() {
                 map.insert("poisoning".to_string(), json!(self.poisoned_tools));
+            }
+            if self.pins_not_loaded {
+                map.insert("pinsNotLoaded".to_string(), json!(true));
             }
             if !self.pin_outcome.is_empty() {
                 map.insert("pins".to_string(), json!(self.pin_outcome));
@@ -3129,6 +3160,8 @@ mod tests {
         };
         let answer: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(answer["error"]["code"], jsonrpc::AUTHZ_UNAVAILABLE);
+        let events = ex.take_audit_events();
+        assert_eq!(events.last().unwrap().detail["pinsNotLoaded"], true);
         assert_eq!(answer["id"], 2);
         assert!(
             answer["error"]["message"]
@@ -3546,6 +3579,58 @@ mod tests {
             // The intent names the definition the call is decided against.
             let intent = &ex.take_audit_events()[0];
             assert_eq!(intent.detail["toolPin"]["hash"], "sha256:new");
+        }
+    }
+
+    #[test]
+    fn a_calls_pin_status_is_this_tenants_set_not_the_last_listing() {
+        // The stored facts say `pinned` (another listener of the Envoy, another tenant, listed
+        // last); this listener's set decides: pinned to another hash here is a change.
+        let config = config();
+        let stored = ToolFacts {
+            pin: Some(PinFacts {
+                hash: "sha256:theirs".to_owned(),
+                status: PinStatus::Pinned,
+                changed_since_listing: false,
+            }),
+            ..ToolFacts::default()
+        };
+        let set = |pinned: &str, rejected: Vec<String>| PinSet {
+            version: 2,
+            tenant: "default".to_owned(),
+            default_mode: behavry_core::pins::PinMode::Tofu,
+            servers: BTreeMap::from([(
+                "everything".to_owned(),
+                behavry_core::pins::ServerPins {
+                    mode: behavry_core::pins::PinMode::Tofu,
+                    pinned: BTreeMap::from([("echo".to_owned(), pinned.to_owned())]),
+                    rejected: BTreeMap::from([("echo".to_owned(), rejected)]),
+                },
+            )]),
+        };
+        for (set, expected) in [
+            (set("sha256:ours", Vec::new()), PinStatus::Changed),
+            (
+                set("sha256:ours", vec!["sha256:theirs".to_owned()]),
+                PinStatus::Rejected,
+            ),
+            (set("sha256:theirs", Vec::new()), PinStatus::Pinned),
+        ] {
+            let memory = PinMemory {
+                set,
+                provisional: BTreeMap::new(),
+                shown: BTreeMap::new(),
+                tools: BTreeMap::from([("echo".to_owned(), stored.clone())]),
+            };
+            let mut ex = Exchange::start(&config, head(Some("a")), [7; 24]).unwrap();
+            ex.on_request_head(false);
+            let BodyAction::AskAuthz(request) =
+                ex.on_request_body(&config, CALL.len(), Some(CALL), 1, &memory)
+            else {
+                panic!("a call is decided");
+            };
+            let request: DecisionRequest = serde_json::from_slice(&request).unwrap();
+            assert_eq!(request.tool.unwrap().pin.unwrap().status, expected);
         }
     }
 
@@ -4224,6 +4309,19 @@ mod tests {
             !serde_json::to_string(&events)
                 .unwrap()
                 .contains(GITHUB_TOKEN)
+        );
+        // An error answer (the client's model refusing, quoting the token) is read the same way.
+        let mut ex = Exchange::start(&config, head(Some("dev")), [7; 24]).unwrap();
+        ex.on_request_head(false);
+        let error = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"error":{{"code":-1,"message":"will not repeat {GITHUB_TOKEN}"}}}}"#
+        );
+        let action = ex.on_request_body(&config, error.len(), Some(error.as_bytes()), 1, &no_tool);
+        assert_eq!(action, BodyAction::Forward);
+        let sent: Value = serde_json::from_slice(&ex.take_request_rewrite().unwrap()).unwrap();
+        assert_eq!(
+            sent["error"]["message"],
+            "will not repeat [REDACTED:github_token]"
         );
         // An answer with nothing in it goes as it is, unrecorded.
         let mut ex = Exchange::start(&config, head(Some("dev")), [7; 24]).unwrap();

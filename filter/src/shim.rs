@@ -87,6 +87,8 @@ struct BehavryRoot {
     /// Listed definitions not pinned, queued by HTTP contexts for the sidecar.
     pins_queue_id: Option<u32>,
     pins_report_call: Option<u32>,
+    /// A set of another tenant was logged once (every poll would say the same).
+    foreign_pins_logged: bool,
 }
 
 impl Context for BehavryRoot {
@@ -323,13 +325,17 @@ impl BehavryRoot {
             return;
         }
         match serde_json::from_slice::<PinSet>(&call_body(body_size)) {
-            Ok(set) if self.config.as_ref().is_some_and(|c| c.tenant != set.tenant) => log(
-                LogLevel::Warn,
-                &format!(
-                    "pin set of tenant `{}` ignored: not this proxy's",
-                    set.tenant
-                ),
-            ),
+            Ok(set) if self.config.as_ref().is_some_and(|c| c.tenant != set.tenant) => {
+                if !std::mem::replace(&mut self.foreign_pins_logged, true) {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "pin set of tenant `{}` ignored: not this proxy's (an authz-sidecar without tenants?); tool listings stay refused",
+                            set.tenant
+                        ),
+                    );
+                }
+            }
             Ok(set) => {
                 if let Ok(mut held) = self.pins.try_borrow_mut()
                     && held.as_ref().is_none_or(|old| set.version > old.version)
@@ -838,8 +844,13 @@ const MAX_NAMED_SERVERS: usize = 256;
 /// pin set may not hold yet: `behavry.pins-first-use/[tenant, server]` → `{tool: hash}`.
 const FIRST_USE_KEY_PREFIX: &str = "behavry.pins-first-use/";
 /// Shared-data key prefix of the definitions last shown to a session (or an agent without
-/// sessions): `[server, scope]` → `{tool: hash}`.
+/// sessions): `<tenant>/[server, scope]` → `{tool: hash}`.
 const SHOWN_PINS_KEY_PREFIX: &str = "behavry.pins-shown/";
+
+/// Per tenant: a listing through another tenant's listener says nothing of what this one showed.
+fn shown_pins_key(tenant: &str, server: &str, scope: &str) -> String {
+    pair_key(&format!("{SHOWN_PINS_KEY_PREFIX}{tenant}/"), server, scope)
+}
 
 /// Per tenant: two listeners of one Envoy may serve two tenants with the same server names.
 fn first_use_key(tenant: &str, server: &str) -> String {
@@ -916,7 +927,9 @@ fn remember_flow(agent: &str, record: FlowMemory) {
 
 /// Send `body` upstream instead of the `size` bytes received; its length is no longer the one the
 /// client declared (the headers are still held: the filter paused them for the body).
-/// `false` when the host refused: the caller must not let the request go.
+/// `false` when the host refused: the caller must not let the request go. (proxy-wasm 0.2's
+/// host calls stop the VM on a status they do not expect, which keeps the request from going
+/// too.)
 fn replace_request_body(size: usize, body: &[u8]) -> bool {
     let replaced = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body)
         .and_then(|()| hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length"));
@@ -970,6 +983,8 @@ const MAX_LISTED_TASKS: usize = 256;
 /// What this Envoy remembers of a server (shared by its workers).
 struct SharedMemory<'a> {
     server: &'a str,
+    /// The tenant of this listener's pins: listeners of one Envoy share the data (one `vm_id`).
+    tenant: &'a str,
     /// The worker's pin set.
     pins: Option<Arc<PinSet>>,
 }
@@ -986,15 +1001,14 @@ impl Known for SharedMemory<'_> {
     }
 
     fn pins(&self) -> Option<PinContext> {
-        let set = self.pins.clone()?;
         Some(PinContext {
-            set: set.clone(),
-            provisional: shared_map(&first_use_key(&set.tenant, self.server)),
+            set: self.pins.clone()?,
+            provisional: shared_map(&first_use_key(self.tenant, self.server)),
         })
     }
 
     fn listed_pins(&self, scope: &str) -> BTreeMap<String, String> {
-        shared_map(&pair_key(SHOWN_PINS_KEY_PREFIX, self.server, scope))
+        shared_map(&shown_pins_key(self.tenant, self.server, scope))
     }
 
     fn server_poisoning(&self) -> Option<ServerPoisoning> {
@@ -1037,7 +1051,11 @@ fn agent_tasks(server: &str, agent: &str) -> (Vec<String>, Option<u32>) {
 /// again for another agent, chain or tool is bound to no one from then on (every request about
 /// it is answered "not found"): neither creator may reach the other's task.
 fn remember_task(server: &str, task_id: &str, facts: &TaskFacts) {
-    let memory = SharedMemory { server, pins: None };
+    let memory = SharedMemory {
+        server,
+        tenant: "",
+        pins: None,
+    };
     let record = match memory.task(task_id) {
         None => facts.clone(),
         Some(known) if known == *facts => return,
@@ -1374,17 +1392,20 @@ impl BehavryHttp {
             now_ms(),
             &SharedMemory {
                 server: &server,
+                tenant: &config.tenant,
                 pins: self.pins.borrow().clone(),
             },
         );
-        self.flush_audit();
+        // The body is replaced before the outcome that says it was redacted is queued.
         if let Some(exchange) = self.exchange.as_mut()
             && let Some(rewritten) = exchange.take_request_rewrite()
             && !replace_request_body(body_size, &rewritten)
         {
             send_reply(&exchange.unredactable_request());
+            self.flush_audit();
             return Action::Pause;
         }
+        self.flush_audit();
         match action {
             BodyAction::Buffer => Action::Pause,
             BodyAction::Forward => Action::Continue,
@@ -1669,11 +1690,7 @@ impl HttpContext for BehavryHttp {
             merge_shared_map(&key, &first_use);
         }
         if !shown.is_empty() {
-            let key = pair_key(
-                SHOWN_PINS_KEY_PREFIX,
-                exchange.server(),
-                &exchange.pin_scope(),
-            );
+            let key = shown_pins_key(&config.tenant, exchange.server(), &exchange.pin_scope());
             merge_shared_map(&key, &shown);
         }
         if let Some((task_id, facts)) = exchange.take_created_task() {
