@@ -138,6 +138,7 @@ async fn echo_returns_the_message() {
         [
             "add_numbers",
             "ask_client",
+            "ask_later",
             "big",
             "echo",
             "fail",
