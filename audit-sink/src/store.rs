@@ -97,8 +97,26 @@ pub enum VerifyOutcome {
 pub struct AuditStore {
     pool: SqlitePool,
     /// Serializes this process's writers so they queue here instead of spinning in SQLite's busy
-    /// handler; `BEGIN IMMEDIATE` still guards against other processes.
-    write_lock: Arc<Mutex<()>>,
+    /// handler; `BEGIN IMMEDIATE` still guards against other processes. It holds the tree's
+    /// frontier as this process last committed it.
+    write_lock: Arc<Mutex<Frontier>>,
+}
+
+/// The left siblings a tree of `size` leaves joins its next leaves to (one per 1 bit of `size`),
+/// as committed by this process: valid while the log still has `size` records (nobody else
+/// appended), so a batch need not read them again.
+#[derive(Debug, Default)]
+struct Frontier {
+    size: Option<u64>,
+    nodes: HashMap<NodeId, merkle::Hash>,
+}
+
+/// The frontier's node ids for a tree of `size` leaves.
+fn frontier_ids(size: u64) -> Vec<NodeId> {
+    (0..64u32)
+        .filter(|level| (size >> level) & 1 == 1)
+        .map(|level| (level, (size >> level) - 1))
+        .collect()
 }
 
 impl AuditStore {
@@ -122,7 +140,7 @@ impl AuditStore {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let store = Self {
             pool,
-            write_lock: Arc::new(Mutex::new(())),
+            write_lock: Arc::new(Mutex::new(Frontier::default())),
         };
         // A log written before the tree existed gets its nodes now.
         let _writer = store.write_lock.lock().await;
@@ -156,7 +174,7 @@ impl AuditStore {
             })?;
         Ok(Self {
             pool,
-            write_lock: Arc::new(Mutex::new(())),
+            write_lock: Arc::new(Mutex::new(Frontier::default())),
         })
     }
 
@@ -168,7 +186,7 @@ impl AuditStore {
     /// Append a parsed batch: events whose `eventId` is already stored (or earlier in the batch)
     /// are counted as duplicates, the others get the next seqs. Returns after `COMMIT`.
     pub async fn append_batch(&self, events: &[IngestEvent]) -> Result<IngestAck, StoreError> {
-        let _writer = self.write_lock.lock().await;
+        let mut frontier = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head: Option<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
@@ -218,15 +236,30 @@ impl AuditStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        // The records' leaves and the subtrees they complete, in the same transaction.
+        // The records' leaves and the subtrees they complete, in the same transaction, from the
+        // frontier this process holds when nobody else appended since (else read again).
         let before = last_seq - i64::try_from(rows.len()).unwrap_or(i64::MAX);
-        fill_tree(&mut tx, before).await?;
+        let first = u64::try_from(before).unwrap_or(0);
+        let known = if frontier.size == Some(first) {
+            std::mem::take(&mut frontier.nodes)
+        } else {
+            frontier.size = None;
+            fill_tree(&mut tx, before).await?;
+            load_nodes(&mut tx, &frontier_ids(first)).await?
+        };
         let leaves: Vec<merkle::Hash> = rows
             .iter()
             .map(|(_, item, _, _)| merkle::leaf_hash(&item.canonical))
             .collect();
-        append_leaves(&mut tx, u64::try_from(before).unwrap_or(0), &leaves).await?;
+        let (made, next) = grow_tree(first, &leaves, known)?;
+        insert_nodes(&mut tx, &made).await?;
+        // Nothing is kept of a batch that did not commit.
+        frontier.size = None;
         tx.commit().await?;
+        *frontier = Frontier {
+            size: Some(first + leaves.len() as u64),
+            nodes: next,
+        };
         Ok(ack)
     }
 
@@ -475,7 +508,8 @@ async fn fill_tree(
     Ok(())
 }
 
-/// Stores `leaves` as the leaves from index `first` and every subtree they complete.
+/// Stores `leaves` as the leaves from index `first` and every subtree they complete, reading
+/// the frontier they join from the database.
 async fn append_leaves(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     first: u64,
@@ -484,12 +518,21 @@ async fn append_leaves(
     if leaves.is_empty() {
         return Ok(());
     }
-    // The left siblings the new leaves' subtrees join: one per level where `first` has a 1 bit.
-    let frontier: Vec<NodeId> = (0..64u32)
-        .filter(|level| (first >> level) & 1 == 1)
-        .map(|level| (level, (first >> level) - 1))
-        .collect();
-    let mut known = load_nodes(tx, &frontier).await?;
+    let known = load_nodes(tx, &frontier_ids(first)).await?;
+    let (made, _) = grow_tree(first, leaves, known)?;
+    insert_nodes(tx, &made).await
+}
+
+/// New tree nodes, and the grown tree's frontier.
+type Grown = (Vec<(NodeId, merkle::Hash)>, HashMap<NodeId, merkle::Hash>);
+
+/// The nodes that `leaves`, from index `first`, add to a tree whose frontier is in `known`, and
+/// the frontier of the grown tree.
+fn grow_tree(
+    first: u64,
+    leaves: &[merkle::Hash],
+    mut known: HashMap<NodeId, merkle::Hash>,
+) -> Result<Grown, StoreError> {
     let mut made = Vec::with_capacity(leaves.len() * 2);
     for (offset, leaf) in leaves.iter().enumerate() {
         let index = first + offset as u64;
@@ -504,6 +547,18 @@ async fn append_leaves(
             made.push((id, hash));
         }
     }
+    let next = frontier_ids(first + leaves.len() as u64)
+        .into_iter()
+        .filter_map(|id| known.get(&id).map(|hash| (id, *hash)))
+        .collect();
+    Ok((made, next))
+}
+
+/// Inserts tree nodes, a multi-row statement per [`NODE_CHUNK_ROWS`].
+async fn insert_nodes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    made: &[(NodeId, merkle::Hash)],
+) -> Result<(), StoreError> {
     for chunk in made.chunks(NODE_CHUNK_ROWS) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO audit_tree_nodes (level, idx, hash) ",
@@ -913,6 +968,17 @@ mod tests {
             VerifyOutcome::Intact(head) => assert_eq!(head.size, 80),
             VerifyOutcome::Broken(broken) => panic!("{broken}"),
         }
+        // Each store's frontier went stale whenever the other appended: the tree is still right,
+        // and so is the next batch of each.
+        assert_tree_matches(&left).await;
+        left.append_batch(&batch(&[sample_event(81, AuditKind::Intent)]))
+            .await
+            .unwrap();
+        right
+            .append_batch(&batch(&[sample_event(82, AuditKind::Intent)]))
+            .await
+            .unwrap();
+        assert_tree_matches(&right).await;
     }
 
     #[tokio::test]
