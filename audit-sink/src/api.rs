@@ -8,6 +8,7 @@
 //! | `GET /v1/log/head` | 200 [`LogHead`] |
 //! | `GET /v1/log/proof/inclusion?seq=&size=` | 200 [`InclusionProof`] (RFC 9162 §2.1.3); 400 bad query; 404 beyond the log |
 //! | `GET /v1/log/proof/consistency?from=&to=` | 200 [`ConsistencyProof`] (RFC 9162 §2.1.4); 400; 404 |
+//! | `GET /v1/log/checkpoint` | 200 the newest signed checkpoint (C2SP signed note); 404 none yet |
 //! | `GET /healthz` | 200 `ok` |
 
 use axum::body::Bytes;
@@ -35,6 +36,9 @@ pub const INCLUSION_PROOF_PATH: &str = "/v1/log/proof/inclusion";
 /// Path of the consistency proofs (RFC 9162 §2.1.4).
 pub const CONSISTENCY_PROOF_PATH: &str = "/v1/log/proof/consistency";
 
+/// Path of the newest signed checkpoint (a C2SP signed note, `text/plain`).
+pub const CHECKPOINT_PATH: &str = "/v1/log/checkpoint";
+
 /// Path of the liveness endpoint.
 pub const HEALTH_PATH: &str = "/healthz";
 
@@ -53,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route(LOG_HEAD_PATH, get(log_head))
         .route(INCLUSION_PROOF_PATH, get(inclusion_proof))
         .route(CONSISTENCY_PROOF_PATH, get(consistency_proof))
+        .route(CHECKPOINT_PATH, get(checkpoint))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(state)
@@ -181,6 +186,9 @@ pub enum ApiError {
     /// A proof asked for records or sizes the log does not have.
     #[error("{0}")]
     BeyondLog(String),
+    /// No checkpoint was signed yet (or the sink has no signing key).
+    #[error("no signed checkpoint yet")]
+    NoCheckpoint,
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -209,6 +217,10 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::Corrupt { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corruptRecord", None)
             }
+            ApiError::Store(StoreError::Forked { .. } | StoreError::Signing(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "checkpointRefused", None)
+            }
+            ApiError::NoCheckpoint => (StatusCode::NOT_FOUND, "noCheckpoint", None),
         };
         let message = self.to_string();
         if status.is_server_error() {
@@ -295,6 +307,22 @@ fn proof_query<T: serde::de::DeserializeOwned>(
     query
         .map(|Query(query)| query)
         .map_err(|rejection| ApiError::BadQuery(rejection.body_text()))
+}
+
+async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let note = state
+        .store
+        .latest_checkpoint()
+        .await?
+        .ok_or(ApiError::NoCheckpoint)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note,
+    )
+        .into_response())
 }
 
 async fn inclusion_proof(
@@ -574,6 +602,11 @@ mod tests {
             &hash(&new.root_hash),
             &hashes(&proof.proof)
         ));
+        // No checkpoint is signed without a key.
+        let (status, body) = get(CHECKPOINT_PATH.to_string()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error.error, "noCheckpoint");
         // Bad and out-of-range queries get their errors.
         for (uri, status, code) in [
             (

@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use crate::chain::{
     ChainBreak, ChainHash, ChainHead, ChainVerifier, GENESIS_PREV_HASH, StoredRecord, chain_hash,
 };
+use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::ingest::IngestEvent;
 
 /// How long a writer waits for another connection's write lock before giving up (then the batch
@@ -60,6 +61,17 @@ pub enum StoreError {
     /// A query failed (locked too long, disk full, I/O error, not an audit database...).
     #[error("audit database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The log's tree no longer extends the checkpoint of this size: nothing more is signed.
+    #[error(
+        "the log no longer extends the checkpoint of size {size} it signed: not signing another (run `behavry audit verify`)"
+    )]
+    Forked {
+        /// The checkpoint's size.
+        size: u64,
+    },
+    /// A checkpoint could not be signed.
+    #[error("cannot sign a checkpoint: {0}")]
+    Signing(String),
     /// A stored row cannot be read back as written; run `behavry audit verify`.
     #[error("stored record seq={seq} is corrupt: {what}")]
     Corrupt {
@@ -270,6 +282,69 @@ impl AuditStore {
             return Ok(Some(merkle::empty_root()));
         }
         self.with_nodes(size, |root| root(0, size)).await
+    }
+
+    /// Signs a checkpoint of the whole log as it is now, unless the last one already covers it
+    /// (`None` then). The tree of the last checkpoint must still be the first part of the log's
+    /// tree: a log that no longer extends it is not signed again (RFC 9162 §2.1.4: a consistent
+    /// history), and the error names the checkpoint.
+    pub async fn sign_checkpoint(
+        &self,
+        signer: &NoteSigner,
+        origin: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT size, root FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(idx) + 1 FROM audit_tree_nodes WHERE level = 0")
+                .fetch_one(&self.pool)
+                .await?;
+        let size = u64::try_from(size.unwrap_or(0)).unwrap_or(0);
+        if let Some((last_size, last_root)) = &last {
+            let last_size = u64::try_from(*last_size).unwrap_or(u64::MAX);
+            if last_size >= size {
+                return Ok(None);
+            }
+            if self.tree_head(last_size).await?.as_ref().map(|h| &h[..]) != Some(&last_root[..]) {
+                return Err(StoreError::Forked { size: last_size });
+            }
+        }
+        if size == 0 {
+            return Ok(None);
+        }
+        let Some(root) = self.tree_head(size).await? else {
+            return Ok(None);
+        };
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+        };
+        let note = signer
+            .sign(&checkpoint.body())
+            .map_err(|err| StoreError::Signing(err.to_string()))?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, root, note, signed_at_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(root.to_vec())
+        .bind(&note)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(Some(checkpoint))
+    }
+
+    /// The newest signed checkpoint note, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The leaf hash of record `seq` as the tree holds it.
@@ -795,6 +870,86 @@ mod tests {
         }
         assert_eq!(stored_leaves(&store).await.len(), 21);
         assert_tree_matches(&store).await;
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_signed_only_over_a_history_that_extends_the_last() {
+        use crate::checkpoint::{NoteSigner, NoteVerifier};
+        let (_dir, path) = closed_log().await;
+        let store = AuditStore::open(&path).await.unwrap();
+        let signer = NoteSigner::new(
+            "behavry.test/audit",
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        )
+        .unwrap();
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        let first = store
+            .sign_checkpoint(&signer, "behavry.test/audit")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.size, 5);
+        assert_eq!(Some(first.root), store.tree_head(5).await.unwrap());
+        let note = store.latest_checkpoint().await.unwrap().unwrap();
+        assert_eq!(verifier.open_checkpoint(&note).unwrap(), first);
+        // Nothing new: nothing signed.
+        assert!(
+            store
+                .sign_checkpoint(&signer, "behavry.test/audit")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // More records: a newer checkpoint that a consistency proof ties to the first.
+        store
+            .append_batch(&batch(&[
+                sample_event(9, AuditKind::Outcome),
+                sample_event(10, AuditKind::Intent),
+            ]))
+            .await
+            .unwrap();
+        let second = store
+            .sign_checkpoint(&signer, "behavry.test/audit")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.size, 7);
+        let proof = store.consistency_proof(5, 7).await.unwrap().unwrap();
+        assert!(merkle::verify_consistency(
+            5,
+            7,
+            &first.root,
+            &second.root,
+            &proof
+        ));
+        // A tree rewritten under the first checkpoint is not signed again.
+        store.close().await;
+        let options = SqliteConnectOptions::new().filename(&path);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        for statement in [
+            "DROP TRIGGER audit_tree_nodes_no_update",
+            "UPDATE audit_tree_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 0",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        let store = AuditStore::open(&path).await.unwrap();
+        store
+            .append_batch(&batch(&[sample_event(11, AuditKind::Intent)]))
+            .await
+            .unwrap();
+        let refused = store
+            .sign_checkpoint(&signer, "behavry.test/audit")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::Forked { size: 7 }),
+            "{refused}"
+        );
+        assert_eq!(
+            store.latest_checkpoint().await.unwrap().unwrap(),
+            signer.sign(&second.body()).unwrap()
+        );
     }
 
     #[tokio::test]
