@@ -140,16 +140,23 @@ impl FlowMemory {
     pub fn merge(&mut self, newer: FlowMemory, now_ms: u64) {
         let fresh = |at_ms: u64| at_ms.saturating_add(FLOW_TTL_MS) > now_ms;
         // A value returned again is kept once, at its latest: the newer copy wins.
-        let mut newest: Vec<ReturnedValue> = Vec::with_capacity(newer.returned.len());
-        let mut seen: HashSet<(String, FlowSource)> = HashSet::new();
-        for value in newer.returned.into_iter().rev() {
-            if seen.insert((value.hash.clone(), value.from.clone())) {
-                newest.push(value);
-            }
+        // Keyed by reference: nothing is copied to compare.
+        fn key(v: &ReturnedValue) -> (&str, &FlowSource) {
+            (v.hash.as_str(), &v.from)
         }
-        self.returned
-            .retain(|old| !seen.contains(&(old.hash.clone(), old.from.clone())));
-        self.returned.extend(newest.into_iter().rev());
+        let mut keep = vec![false; newer.returned.len()];
+        let mut seen = HashSet::new();
+        for (flag, value) in keep.iter_mut().zip(&newer.returned).rev() {
+            *flag = seen.insert(key(value));
+        }
+        drop(seen);
+        let mut flags = keep.into_iter();
+        let mut newest = newer.returned;
+        newest.retain(|_| flags.next().unwrap_or(false));
+        let replaced: HashSet<_> = newest.iter().map(key).collect();
+        self.returned.retain(|old| !replaced.contains(&key(old)));
+        drop(replaced);
+        self.returned.extend(newest);
         self.returned.retain(|v| fresh(v.at_ms));
         self.returned.sort_by_key(|v| v.at_ms);
         evict_fairly(&mut self.returned, MAX_RETURNED, |v| &v.from.server);
@@ -321,6 +328,21 @@ mod tests {
             1
         );
         assert_eq!(memory.returned.last().unwrap().at_ms, 5_000);
+        // Twice in one answer: kept once, the later.
+        memory.merge(
+            FlowMemory {
+                returned: vec![returned("h11", "crm", 4_998), returned("h11", "crm", 4_999)],
+                injection: Vec::new(),
+            },
+            5_000,
+        );
+        let h11: Vec<u64> = memory
+            .returned
+            .iter()
+            .filter(|v| v.hash == "h11")
+            .map(|v| v.at_ms)
+            .collect();
+        assert_eq!(h11, [4_999]);
         // Everything old is dropped at the next merge.
         memory.merge(FlowMemory::default(), 5_000 + FLOW_TTL_MS);
         assert!(memory.is_empty());
