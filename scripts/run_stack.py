@@ -51,7 +51,8 @@ Behavry is running.
   try it:         .tools/venv/bin/python scripts/demo_client.py {url} "$(target/debug/behavry token mint --agent {AGENT} --config {stack.authz_config})"
   inspector:      (cd .tools/node/node_modules/@modelcontextprotocol/inspector-cli/build && node index.js {url} --transport http --method tools/list --header "Authorization: Bearer $TOKEN")
   audit trace:    curl http://127.0.0.1:{stack.ports['audit']}/v1/traces/<trace-id>
-  verify the log: target/debug/behavry audit verify --db {stack.audit_db}
+  verify the log: target/debug/behavry audit verify --url http://127.0.0.1:{stack.ports['audit']} --key "$(target/debug/behavry audit verifier-key --checkpoint-key {stack.checkpoint_key} --origin {stack.audit_origin})"
+  keep its head:  curl http://127.0.0.1:{stack.ports['audit']}/v1/log/checkpoint > kept.note   (then verify ... --checkpoint kept.note)
   held calls:     BEHAVRY_AUTHZ_ADMIN_TOKEN=$(cat {workdir / 'admin-token'}) target/debug/behavry approvals list
   policy tests:   target/debug/behavry policy test policies   (the bundle served: {stack.policy_dir})
 

@@ -39,6 +39,9 @@ pub const CONSISTENCY_PROOF_PATH: &str = "/v1/log/proof/consistency";
 /// Path of the newest signed checkpoint (a C2SP signed note, `text/plain`).
 pub const CHECKPOINT_PATH: &str = "/v1/log/checkpoint";
 
+/// Path of the log's export (NDJSON, docs/audit.md "Export").
+pub const EXPORT_PATH: &str = "/v1/log/export";
+
 /// Path of the liveness endpoint.
 pub const HEALTH_PATH: &str = "/healthz";
 
@@ -58,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .route(INCLUSION_PROOF_PATH, get(inclusion_proof))
         .route(CONSISTENCY_PROOF_PATH, get(consistency_proof))
         .route(CHECKPOINT_PATH, get(checkpoint))
+        .route(EXPORT_PATH, get(export))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(state)
@@ -137,6 +141,21 @@ pub struct ConsistencyQuery {
     to: Option<u64>,
 }
 
+/// Query of `GET /v1/log/export`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// The first record; 1 when absent.
+    #[serde(default)]
+    from: Option<u64>,
+    /// The last record; the log's last when absent.
+    #[serde(default)]
+    to: Option<u64>,
+    /// Whether each record carries its inclusion proof.
+    #[serde(default)]
+    proofs: bool,
+}
+
 /// Answer of `GET /v1/log/proof/consistency`: the tree of `to` records extends the tree of
 /// `from`. Hashes in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +233,7 @@ impl IntoResponse for ApiError {
                 | StoreError::Migrate(_)
                 | StoreError::Missing(_),
             ) => (StatusCode::SERVICE_UNAVAILABLE, "storeUnavailable", None),
+            ApiError::Store(StoreError::BadRange(_)) => (StatusCode::BAD_REQUEST, "badQuery", None),
             ApiError::Store(StoreError::Corrupt { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corruptRecord", None)
             }
@@ -321,6 +341,54 @@ async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError>
             "text/plain; charset=utf-8",
         )],
         note,
+    )
+        .into_response())
+}
+
+/// Export lines on their way to the client.
+struct ExportStream(tokio::sync::mpsc::Receiver<String>);
+
+impl futures_core::Stream for ExportStream {
+    type Item = Result<String, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|line| line.map(Ok))
+    }
+}
+
+/// `GET /v1/log/export`: streamed from one read snapshot; a range outside the log is refused
+/// before the first byte. A failure after that ends the stream early, which the verifier
+/// reports as a range cut short.
+async fn export(
+    State(state): State<AppState>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let ExportQuery { from, to, proofs } = proof_query(query)?;
+    let from = from.unwrap_or(1);
+    let size = state.store.head().await?.size;
+    if from == 0 || to.unwrap_or(size).saturating_add(1) < from {
+        return Err(ApiError::BadQuery(
+            "from must be at least 1 and at most to + 1".into(),
+        ));
+    }
+    if let Some(to) = to.filter(|to| *to > size) {
+        return Err(ApiError::BeyondLog(format!(
+            "the log has {size} records, not {to}"
+        )));
+    }
+    let to = to.unwrap_or(size);
+    let (lines, receiver) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        if let Err(err) = state.store.export(from, Some(to), proofs, &lines).await {
+            tracing::error!(error = %err, "export ended early");
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(ExportStream(receiver)),
     )
         .into_response())
 }

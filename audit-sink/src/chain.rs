@@ -6,7 +6,7 @@
 //! Definition (see `docs/audit.md`):
 //!
 //! ```text
-//! canonical(e) = JSON of e, object keys sorted, no insignificant whitespace
+//! canonical(e) = RFC 8785 (JCS) bytes of e's JSON
 //! hash(1)      = SHA-256(0x00 * 32     || canonical(e1))
 //! hash(n)      = SHA-256(hash(n - 1)   || canonical(en))
 //! ```
@@ -38,56 +38,19 @@ pub enum CanonicalError {
     Serialize(#[from] serde_json::Error),
 }
 
-/// The canonical bytes of an event: its JSON with every object's keys sorted and no whitespace.
-///
-/// Keys are sorted by their UTF-8 bytes here, whatever map type `serde_json` was built with (another
-/// crate in the build may turn on `preserve_order`). This is a subset of RFC 8785 (JSON
-/// Canonicalization Scheme): RFC 8785 §3.2.3 sorts by UTF-16 code units and §3.2.2.3 fixes number
-/// formatting; the full scheme comes with the audit log issue. Until then the bytes are stable
-/// because every body is produced and re-checked by this function.
+/// The canonical bytes of an event: the JSON Canonicalization Scheme (RFC 8785) form of its JSON
+/// ([`behavry_core::jcs`]): members sorted by UTF-16 code units, no whitespace, strings and
+/// numbers written as ECMAScript writes them. An integer beyond 2^53 in the arguments becomes the
+/// nearest double, as RFC 8785 §3.2.2.3 reads every number; `timeMs` is refused above 2^53 at
+/// ingestion so that it survives exactly.
 pub fn canonical_bytes(event: &AuditEvent) -> Result<Vec<u8>, CanonicalError> {
     let value = serde_json::to_value(event)?;
-    canonical_value_bytes(&value)
+    Ok(canonical_value_bytes(&value))
 }
 
 /// The canonical bytes of any JSON value (see [`canonical_bytes`]).
-pub fn canonical_value_bytes(value: &Value) -> Result<Vec<u8>, CanonicalError> {
-    let mut out = Vec::with_capacity(512);
-    write_canonical(value, &mut out)?;
-    Ok(out)
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (index, (key, item)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.push(b':');
-                write_canonical(item, out)?;
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out)?;
-            }
-            out.push(b']');
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {
-            serde_json::to_writer(&mut *out, value)?;
-        }
-    }
-    Ok(())
+pub fn canonical_value_bytes(value: &Value) -> Vec<u8> {
+    behavry_core::jcs::canonical_json(value).into_bytes()
 }
 
 /// `SHA-256(prev_hash || canonical)`: the hash of one record given the previous record's hash.
@@ -223,6 +186,14 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier expecting the record after `head` (whose records were checked elsewhere).
+    pub fn resume(head: ChainHead) -> Self {
+        Self {
+            size: head.size,
+            head_hash: head.head_hash,
+        }
+    }
+
     /// Check the next record; on success it becomes the head.
     pub fn check(&mut self, record: &StoredRecord) -> Result<(), ChainBreak> {
         self.check_reason(record).map_err(|reason| ChainBreak {
@@ -257,8 +228,7 @@ impl ChainVerifier {
         // edit; still report it, since the sink promises canonical bodies and true columns.
         let value: Value = serde_json::from_slice(&record.body)
             .map_err(|err| BreakReason::BodyNotJson(err.to_string()))?;
-        let recanonical = canonical_value_bytes(&value)
-            .map_err(|err| BreakReason::BodyNotJson(err.to_string()))?;
+        let recanonical = canonical_value_bytes(&value);
         if recanonical != record.body {
             return Err(BreakReason::BodyNotCanonical);
         }
@@ -366,7 +336,7 @@ pub(crate) mod tests {
     #[test]
     fn canonical_bytes_sort_keys_at_every_depth_without_whitespace() {
         let value = json!({"b": 1, "a": {"d": [ {"z": 0, "y": 1} ], "c": "x"}});
-        let bytes = canonical_value_bytes(&value).unwrap();
+        let bytes = canonical_value_bytes(&value);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"a":{"c":"x","d":[{"y":1,"z":0}]},"b":1}"#
@@ -374,11 +344,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn canonical_bytes_are_rfc_8785() {
+        // Members by UTF-16 code units (U+1F600 before U+FB33), numbers as ECMAScript writes
+        // doubles, an integer beyond 2^53 as the nearest double.
+        let value: Value = serde_json::from_str(
+            r#"{"\ufb33":1.0,"\ud83d\ude00":1e21,"n":[9007199254740993,0.000001,-0.0]}"#,
+        )
+        .unwrap();
+        let bytes = canonical_value_bytes(&value);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            "{\"n\":[9007199254740992,0.000001,0],\"\u{1f600}\":1e+21,\"\u{fb33}\":1}"
+        );
+        let reparsed: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(canonical_value_bytes(&reparsed), bytes);
+    }
+
+    #[test]
     fn canonical_bytes_are_a_fixed_point() {
         let event = sample_event(7, AuditKind::Decision);
         let bytes = canonical_bytes(&event).unwrap();
         let reparsed: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(canonical_value_bytes(&reparsed).unwrap(), bytes);
+        assert_eq!(canonical_value_bytes(&reparsed), bytes);
         let back: AuditEvent = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, event);
     }

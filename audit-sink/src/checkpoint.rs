@@ -165,6 +165,17 @@ impl NoteSigner {
         ))
     }
 
+    /// The signer named `name` with the Ed25519 private key in the PKCS#8 PEM file `path`
+    /// (`openssl genpkey -algorithm ed25519`); the error says which of the two is wrong.
+    pub fn from_pem_file(name: &str, path: &std::path::Path) -> Result<NoteSigner, String> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let pem = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|err| format!("{} is not an Ed25519 PKCS#8 key: {err}", path.display()))?;
+        NoteSigner::new(name, key).map_err(|err| format!("--origin: {err}"))
+    }
+
     /// The verifier key of this signer, for whoever checks its notes.
     pub fn verifier_key(&self) -> String {
         let mut key = vec![ED25519];
@@ -222,16 +233,7 @@ impl NoteVerifier {
 
     /// The signed text of `note` once its signature by this key verifies.
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
-        let split = note
-            .rfind("\n\n")
-            .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
-        let (text, signatures) = (
-            note.get(..=split).unwrap_or_default(),
-            note.get(split + 2..).unwrap_or_default(),
-        );
-        let signatures = signatures
-            .strip_suffix('\n')
-            .ok_or(NoteError::Malformed("the note must end with a newline"))?;
+        let (text, signatures) = split_note(note)?;
         let mut mine = None;
         for (count, line) in signatures.split('\n').enumerate() {
             if count >= MAX_SIGNATURES {
@@ -271,6 +273,28 @@ impl NoteVerifier {
     pub fn open_checkpoint(&self, note: &str) -> Result<Checkpoint, NoteError> {
         Checkpoint::parse(self.open(note)?)
     }
+}
+
+/// A note's signed text (ending in a newline) and its signature lines (without the last
+/// newline).
+fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
+    let split = note
+        .rfind("\n\n")
+        .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
+    let (text, signatures) = (
+        note.get(..=split).unwrap_or_default(),
+        note.get(split + 2..).unwrap_or_default(),
+    );
+    let signatures = signatures
+        .strip_suffix('\n')
+        .ok_or(NoteError::Malformed("the note must end with a newline"))?;
+    Ok((text, signatures))
+}
+
+/// The checkpoint a note says, **without checking any signature**: for a verifier that was
+/// given no key, which can still hold the log to what its checkpoints claim.
+pub fn unverified_checkpoint(note: &str) -> Result<Checkpoint, NoteError> {
+    Checkpoint::parse(split_note(note)?.0)
 }
 
 #[cfg(test)]

@@ -87,8 +87,16 @@ fn check_event(event: &AuditEvent) -> Result<i64, &'static str> {
     if !is_trace_id(&event.trace_id) {
         return Err("traceId must be 32 lowercase hex digits, not all zero");
     }
+    // RFC 8785 §3.2.2.3 writes every number as a double: above 2^53 the stored body would no
+    // longer hold this exact time.
+    if event.time_ms > MAX_EXACT_INTEGER {
+        return Err("timeMs must be at most 2^53 (RFC 8785 numbers are doubles)");
+    }
     i64::try_from(event.time_ms).map_err(|_| "timeMs is out of range")
 }
+
+/// The largest integer every RFC 8785 number (an IEEE 754 double) holds exactly: 2^53.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +139,20 @@ mod tests {
         event.trace_id = "ABC".to_owned();
         let err = parse_batch(serde_json::to_string(&event).unwrap().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("traceId"), "{err}");
+    }
+
+    #[test]
+    fn time_beyond_two_to_the_53_is_refused() {
+        let mut event = sample_event(1, AuditKind::Intent);
+        event.time_ms = MAX_EXACT_INTEGER;
+        let stored = parse_batch(serde_json::to_string(&event).unwrap().as_bytes()).unwrap();
+        assert_eq!(stored[0].time_ms, 9_007_199_254_740_992);
+        event.time_ms = MAX_EXACT_INTEGER + 1;
+        let err = parse_batch(serde_json::to_string(&event).unwrap().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("timeMs must be at most 2^53"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!
 //! - [`chain`]: pure hash-chain logic: canonical bytes, chain hash, verification.
 //! - [`ingest`]: pure NDJSON batch parsing (all or nothing).
-//! - [`store`]: the SQLite log (sqlx), including offline verification of a database file.
+//! - [`store`]: the SQLite log (sqlx): appends, the Merkle tree's nodes, checkpoints, proofs,
+//!   and the rows verification reads.
+//! - [`verify`]: verification of a whole log (chain, tree, checkpoints) naming the first bad
+//!   record.
+//! - [`export`]: the log as NDJSON with its checkpoints and proofs, written and verified.
 //! - [`api`]: the axum router ([`api::app`]) and the one place errors become HTTP answers.
 //! - [`server`]: settings and the serving loop used by the `behavry-audit-sink` binary.
 //!
@@ -17,10 +21,13 @@
 pub mod api;
 pub mod chain;
 pub mod checkpoint;
+pub mod export;
 pub mod ingest;
 pub mod server;
 pub mod store;
+pub mod verify;
 
 pub use api::{AppState, app};
 pub use chain::{BreakReason, ChainBreak, ChainHead};
 pub use store::{AuditStore, StoreError, VerifyOutcome, verify_database};
+pub use verify::{Failure, LogVerifier, Summary};

@@ -82,19 +82,9 @@ fn checkpoint_signer(args: &SinkArgs) -> Result<Option<NoteSigner>, SinkError> {
     let Some(path) = &args.checkpoint_key else {
         return Ok(None);
     };
-    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
-    let pem = std::fs::read_to_string(path).map_err(|err| {
-        SinkError::CheckpointKey(format!("cannot read {}: {err}", path.display()))
-    })?;
-    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|err| {
-        SinkError::CheckpointKey(format!(
-            "{} is not an Ed25519 PKCS#8 key: {err}",
-            path.display()
-        ))
-    })?;
-    NoteSigner::new(&args.origin, key)
+    NoteSigner::from_pem_file(&args.origin, path)
         .map(Some)
-        .map_err(|err| SinkError::CheckpointKey(format!("--origin: {err}")))
+        .map_err(SinkError::CheckpointKey)
 }
 
 /// Signs checkpoints for as long as the sink runs: after `every` records or `interval` with

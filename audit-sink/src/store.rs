@@ -11,18 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use behavry_core::merkle::{self, NodeId};
+use behavry_core::merkle::{self, Frontier, NodeId};
 use behavry_core::wire::{AuditEvent, IngestAck};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::Mutex;
 
-use crate::chain::{
-    ChainBreak, ChainHash, ChainHead, ChainVerifier, GENESIS_PREV_HASH, StoredRecord, chain_hash,
-};
+use crate::chain::{ChainHash, ChainHead, GENESIS_PREV_HASH, StoredRecord, chain_hash};
 use crate::checkpoint::{Checkpoint, NoteSigner};
+use crate::export::{ExportLine, Inclusion, hex_hashes};
 use crate::ingest::IngestEvent;
+use crate::verify::{Failure, LogVerifier, Summary, node_records};
 
 /// How long a writer waits for another connection's write lock before giving up (then the batch
 /// is answered 503 and the sender retries).
@@ -72,6 +72,9 @@ pub enum StoreError {
     /// A checkpoint could not be signed.
     #[error("cannot sign a checkpoint: {0}")]
     Signing(String),
+    /// An export's range is not in the log.
+    #[error("{0}")]
+    BadRange(String),
     /// A stored row cannot be read back as written; run `behavry audit verify`.
     #[error("stored record seq={seq} is corrupt: {what}")]
     Corrupt {
@@ -98,10 +101,10 @@ pub struct TraceRecord {
 /// Result of verifying a whole database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    /// Every record checks out.
-    Intact(ChainHead),
-    /// The first bad record.
-    Broken(ChainBreak),
+    /// Every record, tree node and checkpoint checks out.
+    Intact(Summary),
+    /// The first thing wrong.
+    Broken(Failure),
 }
 
 /// The audit log in one SQLite file.
@@ -110,25 +113,9 @@ pub struct AuditStore {
     pool: SqlitePool,
     /// Serializes this process's writers so they queue here instead of spinning in SQLite's busy
     /// handler; `BEGIN IMMEDIATE` still guards against other processes. It holds the tree's
-    /// frontier as this process last committed it.
-    write_lock: Arc<Mutex<Frontier>>,
-}
-
-/// The left siblings a tree of `size` leaves joins its next leaves to (one per 1 bit of `size`),
-/// as committed by this process: valid while the log still has `size` records (nobody else
-/// appended), so a batch need not read them again.
-#[derive(Debug, Default)]
-struct Frontier {
-    size: Option<u64>,
-    nodes: HashMap<NodeId, merkle::Hash>,
-}
-
-/// The frontier's node ids for a tree of `size` leaves.
-fn frontier_ids(size: u64) -> Vec<NodeId> {
-    (0..64u32)
-        .filter(|level| (size >> level) & 1 == 1)
-        .map(|level| (level, (size >> level) - 1))
-        .collect()
+    /// frontier as this process last committed it: valid while the log still has that many
+    /// records (nobody else appended), so a batch need not read it again.
+    write_lock: Arc<Mutex<Option<Frontier>>>,
 }
 
 impl AuditStore {
@@ -152,7 +139,7 @@ impl AuditStore {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let store = Self {
             pool,
-            write_lock: Arc::new(Mutex::new(Frontier::default())),
+            write_lock: Arc::new(Mutex::new(None)),
         };
         // A log written before the tree existed gets its nodes now.
         let _writer = store.write_lock.lock().await;
@@ -186,7 +173,7 @@ impl AuditStore {
             })?;
         Ok(Self {
             pool,
-            write_lock: Arc::new(Mutex::new(Frontier::default())),
+            write_lock: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -252,26 +239,22 @@ impl AuditStore {
         // frontier this process holds when nobody else appended since (else read again).
         let before = last_seq - i64::try_from(rows.len()).unwrap_or(i64::MAX);
         let first = u64::try_from(before).unwrap_or(0);
-        let known = if frontier.size == Some(first) {
-            std::mem::take(&mut frontier.nodes)
-        } else {
-            frontier.size = None;
-            fill_tree(&mut tx, before).await?;
-            load_nodes(&mut tx, &frontier_ids(first)).await?
+        let known = match frontier.take() {
+            Some(known) if known.size() == first => known,
+            _ => {
+                fill_tree(&mut tx, before).await?;
+                load_frontier(&mut tx, first).await?
+            }
         };
         let leaves: Vec<merkle::Hash> = rows
             .iter()
             .map(|(_, item, _, _)| merkle::leaf_hash(&item.canonical))
             .collect();
-        let (made, next) = grow_tree(first, &leaves, known)?;
+        let (made, next) = grow_tree(known, &leaves);
         insert_nodes(&mut tx, &made).await?;
-        // Nothing is kept of a batch that did not commit.
-        frontier.size = None;
+        // Nothing is kept of a batch that did not commit (`frontier` is empty until here).
         tx.commit().await?;
-        *frontier = Frontier {
-            size: Some(first + leaves.len() as u64),
-            nodes: next,
-        };
+        *frontier = Some(next);
         Ok(ack)
     }
 
@@ -391,31 +374,10 @@ impl AuditStore {
         size: u64,
         build: impl Fn(&dyn Fn(u64, u64) -> Option<merkle::Hash>) -> Option<T>,
     ) -> Result<Option<T>, StoreError> {
-        let wanted = std::cell::RefCell::new(Vec::new());
-        // A placeholder hash for every range: only the ranges asked for matter here.
-        let _ = build(&|start, end| {
-            merkle::range_nodes(start, end, &mut wanted.borrow_mut());
-            Some([0; 32])
-        });
-        let mut wanted = wanted.into_inner();
-        wanted.sort_unstable();
-        wanted.dedup();
         let mut tx = self.pool.begin().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree_nodes WHERE level = 0")
-                .fetch_one(&mut *tx)
-                .await?;
-        let leaves = last.map_or(0, |last| u64::try_from(last).unwrap_or(0) + 1);
-        if size > leaves {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let nodes = load_nodes(&mut tx, &wanted).await?;
+        let built = with_nodes_in(&mut tx, size, build).await;
         tx.rollback().await?;
-        let node = |level: u32, index: u64| nodes.get(&(level, index)).copied();
-        Ok(build(&|start, end| {
-            merkle::range_root_with(start, end, &node)
-        }))
+        built
     }
 
     /// The events of one trace, in seq order (empty when the trace is unknown).
@@ -468,11 +430,171 @@ impl AuditStore {
         }
     }
 
-    /// Verify every record in seq order, page by page inside one read transaction (a consistent
-    /// snapshot even while the sink appends).
-    pub async fn verify(&self) -> Result<VerifyOutcome, StoreError> {
+    /// Writes the records `from..=to` (to the end of the log when `to` is `None`) as export
+    /// lines to `out`, from one read snapshot: the header, the prefix when `from > 1`, each
+    /// record followed by the checkpoints of its size, then the first checkpoint past the range
+    /// with its consistency proof. With `proofs`, each record carries its inclusion proof in the
+    /// first checkpoint that covers it. Stops quietly when `out` is closed.
+    pub async fn export(
+        &self,
+        from: u64,
+        to: Option<u64>,
+        proofs: bool,
+        out: &tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut verifier = ChainVerifier::new();
+        let log_size: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_records")
+            .fetch_one(&mut *tx)
+            .await?;
+        let log_size = u64::try_from(log_size.unwrap_or(0)).unwrap_or(0);
+        let to = to.unwrap_or(log_size);
+        if from == 0 || to > log_size || to + 1 < from {
+            return Err(StoreError::BadRange(format!(
+                "records {from}..={to} are not in a log of {log_size} (seqs start at 1)"
+            )));
+        }
+        let checkpoints: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT size, note FROM audit_checkpoints WHERE size >= ? ORDER BY size",
+        )
+        .bind(i64::try_from(from - 1).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let checkpoints: Vec<(u64, String)> = checkpoints
+            .into_iter()
+            .map(|(size, note)| (u64::try_from(size).unwrap_or(0), note))
+            .collect();
+        let send = |line: ExportLine| async move { out.send(line.to_ndjson()).await.is_ok() };
+        let header = ExportLine::Header {
+            format: crate::export::FORMAT.to_owned(),
+            from,
+            to,
+            log_size,
+        };
+        if !send(header).await {
+            return Ok(());
+        }
+        let mut pending = checkpoints.iter().peekable();
+        if from > 1 {
+            let before = from - 1;
+            let head: Vec<u8> = sqlx::query_scalar("SELECT hash FROM audit_records WHERE seq = ?")
+                .bind(i64::try_from(before).unwrap_or(i64::MAX))
+                .fetch_one(&mut *tx)
+                .await?;
+            let frontier = load_frontier(&mut tx, before).await?;
+            let prefix = ExportLine::Prefix {
+                size: before,
+                head_hash: hex::encode(head),
+                frontier: hex_hashes(frontier.nodes()),
+            };
+            if !send(prefix).await {
+                return Ok(());
+            }
+            while let Some((_, note)) = pending.next_if(|(size, _)| *size == before) {
+                if !send(ExportLine::Checkpoint { note: note.clone() }).await {
+                    return Ok(());
+                }
+            }
+        }
+        let mut after_seq = i64::try_from(from - 1).unwrap_or(i64::MAX);
+        let last = i64::try_from(to).unwrap_or(i64::MAX);
+        while after_seq < last {
+            let rows: Vec<TraceRow> = sqlx::query_as(
+                "SELECT seq, body, prev_hash, hash FROM audit_records \
+                 WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            )
+            .bind(after_seq)
+            .bind(last)
+            .bind(VERIFY_PAGE_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(page_last) = rows.last() else {
+                break;
+            };
+            after_seq = page_last.seq;
+            for TraceRow {
+                seq,
+                body,
+                prev_hash,
+                hash,
+            } in rows
+            {
+                let seq = stored_seq(seq)?;
+                let covering = checkpoints
+                    .iter()
+                    .map(|(size, _)| *size)
+                    .find(|size| *size >= seq);
+                let inclusion = match covering.filter(|_| proofs) {
+                    Some(size) => with_nodes_in(&mut tx, size, |root| {
+                        merkle::inclusion_proof(seq - 1, size, root)
+                    })
+                    .await?
+                    .map(|proof| Inclusion {
+                        size,
+                        proof: hex_hashes(&proof),
+                    }),
+                    None => None,
+                };
+                let record = ExportLine::Record {
+                    seq,
+                    prev_hash: hex::encode(prev_hash),
+                    hash: hex::encode(hash),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    inclusion,
+                };
+                if !send(record).await {
+                    return Ok(());
+                }
+                while let Some((_, note)) = pending.next_if(|(size, _)| *size == seq) {
+                    if !send(ExportLine::Checkpoint { note: note.clone() }).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // Checkpoints the range skipped over (sizes without their record: never written by the
+        // sink) stay out; the first past the range is joined to it by a consistency proof.
+        if let Some((size, note)) = pending.find(|(size, _)| *size > to)
+            && to > 0
+        {
+            tx.rollback().await?;
+            let proof =
+                self.consistency_proof(to, *size)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        seq: i64::try_from(to).unwrap_or(i64::MAX),
+                        what: format!("no consistency proof from {to} to {size}"),
+                    })?;
+            let consistency = ExportLine::Consistency {
+                from: to,
+                to: *size,
+                proof: hex_hashes(&proof),
+            };
+            if send(consistency).await {
+                send(ExportLine::Checkpoint { note: note.clone() }).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verify the whole log with `verifier` (which holds the keys and any kept checkpoints):
+    /// every record in seq order, page by page inside one read transaction (a consistent
+    /// snapshot even while the sink appends); the tree nodes stored for them; the stored
+    /// checkpoints, oldest first; and no tree leaf beyond the last record.
+    pub async fn verify(&self, mut verifier: LogVerifier) -> Result<VerifyOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let notes: Vec<String> =
+            sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size")
+                .fetch_all(&mut *tx)
+                .await?;
+        for note in &notes {
+            if let Err(failure) = verifier.log_checkpoint(note) {
+                return Ok(VerifyOutcome::Broken(failure));
+            }
+        }
+        // A log whose sink never built the tree (opened read-only here) is checked without it.
+        let has_tree: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_tree_nodes)")
+            .fetch_one(&mut *tx)
+            .await?;
         // Keyset pagination on the stored seq (not the expected one), so gaps are seen, not skipped.
         let mut after_seq = i64::MIN;
         loop {
@@ -488,16 +610,126 @@ impl AuditStore {
                 break;
             };
             after_seq = last.seq;
+            let start = verifier.size();
+            let stored = if has_tree {
+                completed_nodes(&mut tx, start, start + rows.len() as u64).await?
+            } else {
+                HashMap::new()
+            };
             for row in rows {
-                let record = StoredRecord::from(row);
-                if let Err(broken) = verifier.check(&record) {
-                    return Ok(VerifyOutcome::Broken(broken));
+                let completed = match verifier.record(&StoredRecord::from(row)) {
+                    Ok(completed) => completed,
+                    Err(failure) => return Ok(VerifyOutcome::Broken(failure)),
+                };
+                for (id, computed) in completed.into_iter().filter(|_| has_tree) {
+                    let found = stored.get(&id);
+                    if found != Some(&computed) {
+                        let (first, last) = node_records(id);
+                        return Ok(VerifyOutcome::Broken(Failure::TreeNode {
+                            level: id.0,
+                            index: id.1,
+                            first,
+                            last,
+                            stored: found.map_or_else(|| "missing".to_owned(), hex::encode),
+                            computed: hex::encode(computed),
+                        }));
+                    }
                 }
             }
         }
+        let size = verifier.size();
+        let beyond: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(idx) FROM audit_tree_nodes WHERE level = 0 AND idx >= ?",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .fetch_one(&mut *tx)
+        .await?;
         tx.rollback().await?;
-        Ok(VerifyOutcome::Intact(verifier.head()))
+        if let Some(index) = beyond {
+            return Ok(VerifyOutcome::Broken(Failure::TreeBeyondLog {
+                seq: u64::try_from(index).unwrap_or(0) + 1,
+                size,
+            }));
+        }
+        Ok(match verifier.finish() {
+            Ok(summary) => VerifyOutcome::Intact(summary),
+            Err(failure) => VerifyOutcome::Broken(failure),
+        })
     }
+}
+
+/// [`AuditStore::with_nodes`] inside a transaction already open.
+async fn with_nodes_in<T>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    size: u64,
+    build: impl Fn(&dyn Fn(u64, u64) -> Option<merkle::Hash>) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
+    let wanted = std::cell::RefCell::new(Vec::new());
+    // A placeholder hash for every range: only the ranges asked for matter here.
+    let _ = build(&|start, end| {
+        merkle::range_nodes(start, end, &mut wanted.borrow_mut());
+        Some([0; 32])
+    });
+    let mut wanted = wanted.into_inner();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree_nodes WHERE level = 0")
+            .fetch_one(&mut **tx)
+            .await?;
+    let leaves = last.map_or(0, |last| u64::try_from(last).unwrap_or(0) + 1);
+    if size > leaves {
+        return Ok(None);
+    }
+    let nodes = load_nodes(tx, &wanted).await?;
+    let node = |level: u32, index: u64| nodes.get(&(level, index)).copied();
+    Ok(build(&|start, end| {
+        merkle::range_root_with(start, end, &node)
+    }))
+}
+
+/// The stored nodes that the leaves `start..end` complete: at each level, those whose last leaf
+/// is among them.
+async fn completed_nodes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    start: u64,
+    end: u64,
+) -> Result<HashMap<NodeId, merkle::Hash>, StoreError> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT level, idx, hash FROM audit_tree_nodes WHERE ",
+    );
+    let mut any = false;
+    for level in 0..u64::BITS {
+        let (low, high) = (start >> level, end >> level);
+        if high <= low {
+            continue;
+        }
+        if any {
+            query.push(" OR ");
+        }
+        any = true;
+        query
+            .push("(level = ")
+            .push_bind(i64::from(level))
+            .push(" AND idx >= ")
+            .push_bind(i64::try_from(low).unwrap_or(i64::MAX))
+            .push(" AND idx < ")
+            .push_bind(i64::try_from(high).unwrap_or(i64::MAX))
+            .push(")");
+    }
+    if !any {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i64, i64, Vec<u8>)> = query.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(level, index, hash)| {
+            Some((
+                (u32::try_from(level).ok()?, u64::try_from(index).ok()?),
+                merkle::Hash::try_from(hash).ok()?,
+            ))
+        })
+        .collect())
 }
 
 /// The stored nodes among `ids`.
@@ -593,40 +825,43 @@ async fn append_leaves(
     if leaves.is_empty() {
         return Ok(());
     }
-    let known = load_nodes(tx, &frontier_ids(first)).await?;
-    let (made, _) = grow_tree(first, leaves, known)?;
+    let known = load_frontier(tx, first).await?;
+    let (made, _) = grow_tree(known, leaves);
     insert_nodes(tx, &made).await
 }
 
-/// New tree nodes, and the grown tree's frontier.
-type Grown = (Vec<(NodeId, merkle::Hash)>, HashMap<NodeId, merkle::Hash>);
+/// The frontier of the tree of the first `size` records, read from the stored nodes.
+async fn load_frontier(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    size: u64,
+) -> Result<Frontier, StoreError> {
+    let ids = Frontier::ids(size);
+    let nodes = load_nodes(tx, &ids).await?;
+    let hashes = ids
+        .iter()
+        .map(|id| {
+            nodes.get(id).copied().ok_or_else(|| StoreError::Corrupt {
+                seq: i64::try_from(size).unwrap_or(i64::MAX),
+                what: format!("tree node {id:?} the next record joins is missing"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Frontier::from_nodes(size, hashes).ok_or_else(|| StoreError::Corrupt {
+        seq: i64::try_from(size).unwrap_or(i64::MAX),
+        what: "the tree's frontier does not fit its size".into(),
+    })
+}
 
-/// The nodes that `leaves`, from index `first`, add to a tree whose frontier is in `known`, and
-/// the frontier of the grown tree.
+/// The nodes that `leaves` add to the tree of `frontier`, and the grown tree's frontier.
 fn grow_tree(
-    first: u64,
+    mut frontier: Frontier,
     leaves: &[merkle::Hash],
-    mut known: HashMap<NodeId, merkle::Hash>,
-) -> Result<Grown, StoreError> {
+) -> (Vec<(NodeId, merkle::Hash)>, Frontier) {
     let mut made = Vec::with_capacity(leaves.len() * 2);
-    for (offset, leaf) in leaves.iter().enumerate() {
-        let index = first + offset as u64;
-        let nodes =
-            merkle::completed_nodes(index, *leaf, |level, i| known.get(&(level, i)).copied())
-                .ok_or_else(|| StoreError::Corrupt {
-                    seq: i64::try_from(index + 1).unwrap_or(i64::MAX),
-                    what: "a tree node it completes is missing".into(),
-                })?;
-        for (id, hash) in nodes {
-            known.insert(id, hash);
-            made.push((id, hash));
-        }
+    for leaf in leaves {
+        frontier.push(*leaf, |id, hash| made.push((id, *hash)));
     }
-    let next = frontier_ids(first + leaves.len() as u64)
-        .into_iter()
-        .filter_map(|id| known.get(&id).map(|hash| (id, *hash)))
-        .collect();
-    Ok((made, next))
+    (made, frontier)
 }
 
 /// Inserts tree nodes, a multi-row statement per [`NODE_CHUNK_ROWS`].
@@ -674,7 +909,7 @@ async fn stored_event_ids<'a>(
     Ok(stored)
 }
 
-/// A row as read for trace lookup.
+/// A row as read for trace lookup and export.
 #[derive(sqlx::FromRow)]
 struct TraceRow {
     seq: i64,
@@ -711,10 +946,13 @@ impl From<RecordRow> for StoredRecord {
     }
 }
 
-/// Open `path` read-only and verify its chain.
-pub async fn verify_database(path: &Path) -> Result<VerifyOutcome, StoreError> {
+/// Open `path` read-only and verify it with `verifier`.
+pub async fn verify_database(
+    path: &Path,
+    verifier: LogVerifier,
+) -> Result<VerifyOutcome, StoreError> {
     let store = AuditStore::open_read_only(path).await?;
-    let outcome = store.verify().await;
+    let outcome = store.verify(verifier).await;
     store.close().await;
     outcome
 }
@@ -744,7 +982,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::BreakReason;
     use crate::chain::tests::sample_event;
     use crate::ingest::parse_batch;
     use behavry_core::wire::AuditKind;
@@ -776,34 +1013,11 @@ mod tests {
         (dir, path)
     }
 
-    /// Tamper with the file the way an attacker with write access would: guard triggers dropped,
-    /// raw SQL.
-    async fn tamper(path: &Path, statements: &[&str]) {
-        let options = SqliteConnectOptions::new().filename(path);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("DROP TRIGGER audit_records_no_update")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("DROP TRIGGER audit_records_no_delete")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        for statement in statements {
-            sqlx::query(statement).execute(&mut conn).await.unwrap();
+    fn intact_size(outcome: VerifyOutcome) -> u64 {
+        match outcome {
+            VerifyOutcome::Intact(summary) => summary.head.size,
+            VerifyOutcome::Broken(broken) => panic!("{broken}"),
         }
-        conn.close().await.unwrap();
-    }
-
-    async fn broken(path: &Path) -> ChainBreak {
-        match verify_database(path).await.unwrap() {
-            VerifyOutcome::Broken(broken) => broken,
-            VerifyOutcome::Intact(head) => panic!("tampering not detected: {head:?}"),
-        }
-    }
-
-    fn event_id(trace: u8) -> String {
-        sample_event(trace, AuditKind::Intent).event_id
     }
 
     /// Every stored body's leaf hash, in seq order.
@@ -1015,10 +1229,10 @@ mod tests {
                 duplicates: 2
             }
         );
-        match store.verify().await.unwrap() {
-            VerifyOutcome::Intact(head) => assert_eq!(head.size, 6),
-            VerifyOutcome::Broken(broken) => panic!("{broken}"),
-        }
+        assert_eq!(
+            intact_size(store.verify(LogVerifier::new(Vec::new())).await.unwrap()),
+            6
+        );
     }
 
     #[tokio::test]
@@ -1048,12 +1262,10 @@ mod tests {
                 duplicates: (second.len() - new) as u64
             }
         );
-        match store.verify().await.unwrap() {
-            VerifyOutcome::Intact(head) => {
-                assert_eq!(head.size, (first.len() + new) as u64);
-            }
-            VerifyOutcome::Broken(broken) => panic!("{broken}"),
-        }
+        assert_eq!(
+            intact_size(store.verify(LogVerifier::new(Vec::new())).await.unwrap()),
+            (first.len() + new) as u64
+        );
         let last = store.trace(&first[0].trace_id).await.unwrap();
         let seqs: Vec<u64> = last.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=(first.len() + new) as u64).collect::<Vec<_>>());
@@ -1119,10 +1331,10 @@ mod tests {
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap().appended, 10);
         }
-        match left.verify().await.unwrap() {
-            VerifyOutcome::Intact(head) => assert_eq!(head.size, 80),
-            VerifyOutcome::Broken(broken) => panic!("{broken}"),
-        }
+        assert_eq!(
+            intact_size(left.verify(LogVerifier::new(Vec::new())).await.unwrap()),
+            80
+        );
         // Each store's frontier went stale whenever the other appended: the tree is still right,
         // and so is the next batch of each.
         assert_tree_matches(&left).await;
@@ -1158,157 +1370,21 @@ mod tests {
     #[tokio::test]
     async fn intact_file_verifies_read_only() {
         let (_dir, path) = closed_log().await;
-        match verify_database(&path).await.unwrap() {
-            VerifyOutcome::Intact(head) => assert_eq!(head.size, 5),
-            VerifyOutcome::Broken(broken) => panic!("{broken}"),
-        }
+        let outcome = verify_database(&path, LogVerifier::new(Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(intact_size(outcome), 5);
     }
 
     #[tokio::test]
     async fn missing_file_is_an_error_and_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.db");
-        let err = verify_database(&path).await.unwrap_err();
+        let err = verify_database(&path, LogVerifier::new(Vec::new()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Missing(_)), "{err}");
         assert!(!path.exists());
-    }
-
-    #[tokio::test]
-    async fn flipped_body_byte_is_named() {
-        let (_dir, path) = closed_log().await;
-        // One bit flipped in the body of seq 3: "read_file" becomes "read_fild" ('e' 0x65 -> 'd' 0x64).
-        tamper(
-            &path,
-            &["UPDATE audit_records \
-               SET body = CAST(replace(CAST(body AS TEXT), 'read_file', 'read_fild') AS BLOB) \
-               WHERE seq = 3"],
-        )
-        .await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 3);
-        assert_eq!(broken.event_id, event_id(3));
-        assert!(
-            matches!(broken.reason, BreakReason::HashMismatch { .. }),
-            "{broken}"
-        );
-    }
-
-    #[tokio::test]
-    async fn deleted_record_is_named_by_the_gap() {
-        let (_dir, path) = closed_log().await;
-        tamper(&path, &["DELETE FROM audit_records WHERE seq = 2"]).await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 3);
-        assert_eq!(
-            broken.reason,
-            BreakReason::SeqGap {
-                expected: 2,
-                found: 3
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn deleted_record_with_renumbered_seqs_is_named() {
-        let (_dir, path) = closed_log().await;
-        tamper(
-            &path,
-            &[
-                "DELETE FROM audit_records WHERE seq = 2",
-                "UPDATE audit_records SET seq = seq - 1 WHERE seq > 2",
-            ],
-        )
-        .await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 2);
-        assert_eq!(broken.event_id, event_id(3));
-        assert!(
-            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
-            "{broken}"
-        );
-    }
-
-    #[tokio::test]
-    async fn modified_hash_is_named() {
-        let (_dir, path) = closed_log().await;
-        tamper(
-            &path,
-            &["UPDATE audit_records SET hash = zeroblob(32) WHERE seq = 4"],
-        )
-        .await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 4);
-        assert_eq!(broken.event_id, event_id(4));
-        assert!(
-            matches!(broken.reason, BreakReason::HashMismatch { .. }),
-            "{broken}"
-        );
-    }
-
-    #[tokio::test]
-    async fn swapped_records_are_named() {
-        let (_dir, path) = closed_log().await;
-        tamper(
-            &path,
-            &[
-                "UPDATE audit_records SET seq = 100 WHERE seq = 2",
-                "UPDATE audit_records SET seq = 2 WHERE seq = 3",
-                "UPDATE audit_records SET seq = 3 WHERE seq = 100",
-            ],
-        )
-        .await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 2);
-        assert_eq!(broken.event_id, event_id(3));
-        assert!(
-            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
-            "{broken}"
-        );
-    }
-
-    #[tokio::test]
-    async fn inserted_record_is_named() {
-        let (_dir, path) = closed_log().await;
-        // A forged record at seq 3 whose own hash is correct (the forger can compute SHA-256):
-        // the break shows at the original record that now follows it.
-        let forged = sample_event(42, AuditKind::Decision);
-        let body = crate::chain::canonical_bytes(&forged).unwrap();
-        let store = AuditStore::open_read_only(&path).await.unwrap();
-        let prev = store
-            .trace(&sample_event(2, AuditKind::Intent).trace_id)
-            .await
-            .unwrap()[0]
-            .hash;
-        store.close().await;
-        let hash = chain_hash(&prev, &body);
-        let insert = format!(
-            "INSERT INTO audit_records \
-             (seq, event_id, trace_id, kind, time_ms, body, prev_hash, hash, received_at_ms) \
-             VALUES (3, '{}', '{}', 'decision', {}, x'{}', x'{}', x'{}', 0)",
-            forged.event_id,
-            forged.trace_id,
-            forged.time_ms,
-            hex::encode(&body),
-            hex::encode(prev),
-            hex::encode(hash)
-        );
-        tamper(
-            &path,
-            &[
-                // Shift in two steps so the primary key never collides mid-update.
-                "UPDATE audit_records SET seq = seq + 1000 WHERE seq >= 3",
-                "UPDATE audit_records SET seq = seq - 999 WHERE seq >= 1000",
-                &insert,
-            ],
-        )
-        .await;
-        let broken = broken(&path).await;
-        assert_eq!(broken.seq, 4);
-        assert_eq!(broken.event_id, event_id(3));
-        assert!(
-            matches!(broken.reason, BreakReason::PrevHashMismatch { .. }),
-            "{broken}"
-        );
     }
 
     /// Durable appends per second, in batches of the sizes the filter ships, for
@@ -1389,6 +1465,85 @@ mod tests {
 
     /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`, counted in
     /// ticks of 10 ms; 0 elsewhere).
+    /// Verification and proof speed at a million records (`BEHAVRY_BENCH_RECORDS` to change),
+    /// for docs/performance.md: `cargo test -p behavry-audit --release
+    /// store::tests::verify_and_proofs_at_scale -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, prints numbers"]
+    async fn verify_and_proofs_at_scale() {
+        const BATCH: usize = 1000;
+        let records: u64 = std::env::var("BEHAVRY_BENCH_RECORDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = AuditStore::open(&path).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut next = 0u64;
+        while next < records {
+            let events: Vec<AuditEvent> = (next..(next + BATCH as u64).min(records))
+                .map(|n| {
+                    let mut event = sample_event(1, AuditKind::Decision);
+                    event.event_id = format!("event-{n}");
+                    event
+                })
+                .collect();
+            next += events.len() as u64;
+            store.append_batch(&batch(&events)).await.unwrap();
+        }
+        println!(
+            "built {records} records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let signer = crate::checkpoint::NoteSigner::new(
+            "behavry.bench/audit",
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+        )
+        .unwrap();
+        store
+            .sign_checkpoint(&signer, "behavry.bench/audit")
+            .await
+            .unwrap();
+        let rounds = 200u64;
+        let started = std::time::Instant::now();
+        for i in 0..rounds {
+            let seq = 1 + (i * 7919 * 1013) % records;
+            store.inclusion_proof(seq, records).await.unwrap().unwrap();
+        }
+        println!(
+            "inclusion proof at {records}: {:.0} µs each",
+            started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+        );
+        let started = std::time::Instant::now();
+        for i in 0..rounds {
+            let from = 1 + (i * 104_729) % (records - 1);
+            store
+                .consistency_proof(from, records)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        println!(
+            "consistency proof at {records}: {:.0} µs each",
+            started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+        );
+        store.close().await;
+        let keys = vec![crate::checkpoint::NoteVerifier::parse(&signer.verifier_key()).unwrap()];
+        let cpu = process_cpu_seconds();
+        let started = std::time::Instant::now();
+        let outcome = verify_database(&path, LogVerifier::new(keys))
+            .await
+            .unwrap();
+        let elapsed = started.elapsed().as_secs_f64();
+        assert_eq!(intact_size(outcome), records);
+        println!(
+            "verify (chain, tree, stored nodes, checkpoint): {:.0} records/s, {:.1} µs of CPU per record",
+            records as f64 / elapsed,
+            (process_cpu_seconds() - cpu) * 1e6 / records as f64
+        );
+    }
+
     fn process_cpu_seconds() -> f64 {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         let fields: Vec<&str> = stat

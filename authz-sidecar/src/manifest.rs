@@ -10,7 +10,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use behavry_core::pins::{canonical_json, definition_hash};
+use behavry_core::jcs::canonical_json;
+use behavry_core::pins::definition_hash;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};

@@ -33,9 +33,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use behavry_core::jcs::canonical_json;
 use behavry_core::pins::{
-    DEFAULT_TENANT, PinMode, PinObservation, PinSet, PinStatus, ServerPins, canonical_json,
-    definition_changes, definition_hash, is_definition_hash, is_tenant_name,
+    DEFAULT_TENANT, PinMode, PinObservation, PinSet, PinStatus, ServerPins, definition_changes,
+    definition_hash, is_definition_hash, is_tenant_name,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

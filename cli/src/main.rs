@@ -151,12 +151,99 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain and name the first bad record.
+    /// Check a log (a database, an export or a running sink): its hash chain, its Merkle tree
+    /// recomputed from the records, its signed checkpoints and any checkpoints you kept. Names
+    /// the first bad record; exit 1 when the log fails, 2 when it cannot be checked.
     Verify {
-        /// The audit-sink's SQLite database file.
+        /// The audit-sink's SQLite database file, opened read-only.
+        #[arg(long, env = "BEHAVRY_AUDIT_DB", group = "source")]
+        db: Option<PathBuf>,
+        /// An export (`behavry audit export`, `GET /v1/log/export`); `-` reads standard input.
+        #[arg(long, group = "source")]
+        export: Option<PathBuf>,
+        /// A running audit-sink (`http://127.0.0.1:9912`): its whole export is fetched.
+        #[arg(long, group = "source")]
+        url: Option<String>,
+        /// The log's verifier key, `<origin>+<key id>+<key>` (`behavry audit verifier-key`);
+        /// checkpoints must be signed by one. Repeat for several.
+        #[arg(long = "key", value_name = "VKEY")]
+        keys: Vec<String>,
+        /// A file of verifier keys, one a line.
+        #[arg(long = "key-file", value_name = "PATH")]
+        key_files: Vec<PathBuf>,
+        /// A checkpoint note kept from an earlier look at the log (`GET /v1/log/checkpoint`):
+        /// the log must still hold it. Repeat for several.
+        #[arg(long = "checkpoint", value_name = "PATH")]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Write the log (or the records FROM..=TO) as NDJSON with its checkpoints and proofs.
+    Export {
+        /// The audit-sink's SQLite database file, opened read-only.
         #[arg(long, env = "BEHAVRY_AUDIT_DB")]
         db: PathBuf,
+        /// The first record.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// The last record (default: the log's last).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Give each record its inclusion proof in the first checkpoint that covers it.
+        #[arg(long)]
+        proofs: bool,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
+    /// Print the verifier key of the sink's checkpoint key (what `verify --key` takes).
+    VerifierKey {
+        /// The Ed25519 PKCS#8 PEM key the sink signs with (`--checkpoint-key`).
+        #[arg(long, env = "BEHAVRY_AUDIT_CHECKPOINT_KEY")]
+        checkpoint_key: PathBuf,
+        /// The log's origin (`--origin` of the sink).
+        #[arg(
+            long,
+            env = "BEHAVRY_AUDIT_ORIGIN",
+            default_value = "behavry.local/audit"
+        )]
+        origin: String,
+    },
+}
+
+fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify {
+            db,
+            export,
+            url,
+            keys,
+            key_files,
+            checkpoints,
+        } => {
+            let source = match (db, export, url) {
+                (Some(db), _, _) => audit::Source::Db(db),
+                (_, Some(export), _) => audit::Source::Export(export),
+                (_, _, Some(url)) => audit::Source::Url(url),
+                _ => anyhow::bail!("say what to verify: --db, --export or --url"),
+            };
+            let trust = audit::Trust {
+                keys,
+                key_files,
+                checkpoints,
+            };
+            audit::verify(&source, &trust)
+        }
+        AuditCommand::Export {
+            db,
+            from,
+            to,
+            proofs,
+            output,
+        } => audit::export(&db, from, to, proofs, output.as_deref()),
+        AuditCommand::VerifierKey {
+            checkpoint_key,
+            origin,
+        } => audit::verifier_key(&checkpoint_key, &origin),
+    }
 }
 
 fn main() -> ExitCode {
@@ -197,9 +284,7 @@ fn main() -> ExitCode {
             min,
             verbose,
         } => scan::run(&file, config.as_deref(), min, verbose),
-        Command::Audit {
-            command: AuditCommand::Verify { db },
-        } => audit::verify(&db),
+        Command::Audit { command } => run_audit(command),
     };
     match result {
         Ok(code) => code,

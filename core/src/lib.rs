@@ -8,7 +8,9 @@
 //!   hashes of findings;
 //! - [`injection`]: prompt injection in what servers return, with scores, reasons and spans;
 //! - [`flow`]: what servers returned to an agent (keyed hashes), to see it flow to another server;
-//! - [`pins`]: RFC 8785 canonical tool definitions, their hashes, and pin statuses;
+//! - [`jcs`]: the JSON Canonicalization Scheme (RFC 8785), the bytes that pin hashes and audit
+//!   records are computed over;
+//! - [`pins`]: tool definitions' hashes and pin statuses;
 //! - [`limits`]: body-size and JSON-depth limits checked on raw bytes before any parsing;
 //! - [`mcp`]: [`mcp::parse_message`] (bytes to validated message, one error enum mapped to HTTP
 //!   status and JSON-RPC code in one place) and [`mcp::classify`] (what a call asks for: tool,
@@ -33,6 +35,7 @@ pub mod fingerprint;
 pub mod flow;
 pub mod headers;
 pub mod injection;
+pub mod jcs;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;

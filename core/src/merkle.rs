@@ -125,24 +125,73 @@ pub fn range_nodes(start: u64, end: u64, out: &mut Vec<NodeId>) {
     range_nodes(start + k, end, out);
 }
 
-/// The complete subtrees that appending leaf `index` (its hash `leaf`) completes, bottom up,
-/// with `left(level, index)` giving the left siblings already stored: `(0, index)` itself, then
-/// each parent whose right child it completes.
-pub fn completed_nodes(
-    index: u64,
-    leaf: Hash,
-    left: impl Fn(u32, u64) -> Option<Hash>,
-) -> Option<Vec<(NodeId, Hash)>> {
-    let mut out = vec![((0, index), leaf)];
-    let (mut level, mut i, mut hash) = (0u32, index, leaf);
-    while i & 1 == 1 {
-        let sibling = left(level, i - 1)?;
-        hash = node_hash(&sibling, &hash);
-        level += 1;
-        i >>= 1;
-        out.push(((level, i), hash));
+/// The roots of the complete subtrees a tree of `size` leaves is made of, largest first (one for
+/// each 1 bit of `size`): all a log needs to append leaves and to give its tree head, in
+/// O(log n) memory. Appending reports every complete subtree a leaf finishes, for a store that
+/// keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the empty tree.
+    pub fn new() -> Frontier {
+        Frontier::default()
     }
-    Some(out)
+
+    /// The node ids of the frontier of a tree of `size` leaves, largest subtree first.
+    pub fn ids(size: u64) -> Vec<NodeId> {
+        (0..u64::BITS)
+            .rev()
+            .filter(|level| (size >> level) & 1 == 1)
+            .map(|level| (level, (size >> level) - 1))
+            .collect()
+    }
+
+    /// The frontier of a tree of `size` leaves from the hashes of [`Frontier::ids`]`(size)`, in
+    /// that order; `None` when their number is not the number of 1 bits of `size`.
+    pub fn from_nodes(size: u64, nodes: Vec<Hash>) -> Option<Frontier> {
+        (nodes.len() == size.count_ones() as usize).then_some(Frontier { size, nodes })
+    }
+
+    /// The number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The subtree hashes, in the order of [`Frontier::ids`].
+    pub fn nodes(&self) -> &[Hash] {
+        &self.nodes
+    }
+
+    /// Appends a leaf hash; `completed` sees each complete subtree it finishes, bottom up: the
+    /// leaf itself `(0, index)`, then each parent whose right child it completes.
+    pub fn push(&mut self, leaf: Hash, mut completed: impl FnMut(NodeId, &Hash)) {
+        let (mut level, mut index, mut hash) = (0u32, self.size, leaf);
+        completed((level, index), &hash);
+        while index & 1 == 1 {
+            // One 1 bit of `size` per node: the left sibling is there.
+            let Some(left) = self.nodes.pop() else { break };
+            hash = node_hash(&left, &hash);
+            level += 1;
+            index >>= 1;
+            completed((level, index), &hash);
+        }
+        self.nodes.push(hash);
+        self.size += 1;
+    }
+
+    /// The tree head (RFC 9162 §2.1.1): the subtrees joined from the smallest up, as the tree
+    /// splits at the largest power of two.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(last) = nodes.next() else {
+            return empty_root();
+        };
+        nodes.fold(*last, |right, left| node_hash(left, &right))
+    }
 }
 
 /// MTH over leaf hashes.
@@ -490,14 +539,22 @@ mod tests {
 
     #[test]
     fn stored_subtrees_give_every_range_and_proof() {
-        // Nodes as a store keeps them, built leaf by leaf with completed_nodes.
+        // Nodes as a store keeps them, reported leaf by leaf by a frontier.
         let leaves = numbered(37);
         let mut nodes = std::collections::BTreeMap::new();
+        let mut frontier = Frontier::new();
         for (i, leaf) in leaves.iter().enumerate() {
-            let made =
-                completed_nodes(i as u64, *leaf, |l, x| nodes.get(&(l, x)).copied()).unwrap();
-            nodes.extend(made);
+            frontier.push(*leaf, |id, hash| {
+                nodes.insert(id, *hash);
+            });
+            let size = i as u64 + 1;
+            assert_eq!(frontier.root(), Leaves(&leaves[..=i]).root(), "size {size}");
+            let ids = Frontier::ids(size);
+            let again: Vec<Hash> = ids.iter().map(|id| nodes[id]).collect();
+            assert_eq!(Frontier::from_nodes(size, again), Some(frontier.clone()));
         }
+        assert_eq!(Frontier::new().root(), empty_root());
+        assert_eq!(Frontier::from_nodes(5, vec![[0; 32]]), None);
         let node = |l: u32, x: u64| nodes.get(&(l, x)).copied();
         let tree = Leaves(&leaves);
         for start in 0..37u64 {

@@ -24,7 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 ROOT = Path(__file__).resolve().parents[2]
 # Worker threads of the Envoy the end-to-end tests start (`--concurrency`).
@@ -344,6 +345,13 @@ class Stack:
         self.ports.update(ports or {})
         self.authz_config = self.dir / "authz.toml"
         self.audit_db = self.dir / "audit.db"
+        # The sink signs checkpoints of its log with this key (docs/audit.md), often so that
+        # tests see them soon.
+        self.checkpoint_key = self.dir / "checkpoint-key.pem"
+        self.checkpoint_key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        self.audit_origin = f"behavry.test/{name}"
         # The admin API's credential (docs/identity.md); tests pass it to `behavry agent ...`.
         self.admin_token = secrets.token_urlsafe(32)
         (self.dir / "admin-token").write_text(self.admin_token + "\n")
@@ -382,7 +390,11 @@ class Stack:
 
     def audit(self) -> Service:
         return Service("audit-sink", [BIN / "behavry-audit-sink", "--listen",
-                                      f"127.0.0.1:{self.ports['audit']}", "--db", self.audit_db],
+                                      f"127.0.0.1:{self.ports['audit']}", "--db", self.audit_db,
+                                      "--checkpoint-key", self.checkpoint_key,
+                                      "--origin", self.audit_origin,
+                                      "--checkpoint-every", "5",
+                                      "--checkpoint-interval-ms", "500"],
                        self.logs / "audit-sink.log", env={"RUST_LOG": "info"},
                        ready_url=f"http://127.0.0.1:{self.ports['audit']}/healthz")
 
