@@ -21,8 +21,10 @@ use axum::{Json, Router};
 use behavry_core::wire::{AuditEvent, EVENTS_PATH, IngestAck, TRACES_PATH};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::unverified_checkpoint;
+use crate::export::{Inclusion, hex_hashes};
 use crate::ingest::{self, IngestError};
-use crate::store::{AuditStore, StoreError};
+use crate::store::{AuditStore, StoreError, TraceQuery};
 
 /// Largest accepted batch body: 16 MiB. Larger bodies get 413 and are not read.
 pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -56,6 +58,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(EVENTS_PATH, post(ingest_events))
+        .route(TRACES_PATH, get(search_traces))
         .route(&format!("{TRACES_PATH}/{{trace_id}}"), get(trace))
         .route(LOG_HEAD_PATH, get(log_head))
         .route(INCLUSION_PROOF_PATH, get(inclusion_proof))
@@ -75,6 +78,83 @@ pub struct TraceResponse {
     pub trace_id: String,
     /// Its events in log order.
     pub events: Vec<TraceEntry>,
+    /// With `?proofs=true`: the newest signed checkpoint, which each event's `inclusion` leads
+    /// to (events after it have none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+/// Query of `GET /v1/traces/{traceId}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceParams {
+    /// Give each event its inclusion proof in the newest checkpoint.
+    #[serde(default)]
+    proofs: bool,
+}
+
+/// Query of `GET /v1/traces`: every filter given must hold for one record of a trace.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    agent: Option<String>,
+    server: Option<String>,
+    /// The tool, prompt name or resource URI.
+    tool: Option<String>,
+    session: Option<String>,
+    /// `allow` or `deny`.
+    decision: Option<String>,
+    /// Milliseconds since the epoch, inclusive.
+    since: Option<i64>,
+    /// Milliseconds since the epoch, exclusive.
+    until: Option<i64>,
+    /// The `next` of the previous page.
+    before: Option<i64>,
+    /// 1 to [`MAX_SEARCH_LIMIT`]; [`DEFAULT_SEARCH_LIMIT`] when absent.
+    limit: Option<u32>,
+}
+
+/// Traces a search answers when no `limit` is given.
+pub const DEFAULT_SEARCH_LIMIT: u32 = 50;
+
+/// The largest `limit` of a search.
+pub const MAX_SEARCH_LIMIT: u32 = 500;
+
+/// Answer of `GET /v1/traces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SearchResponse {
+    /// Newest first.
+    pub traces: Vec<TraceSummary>,
+    /// `before` for the next page, when this one is full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+/// One trace a search found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// Its first record matching the search.
+    pub first_seq: u64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Records in the trace.
+    pub events: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// `deny` when a call of it was denied, `allow` when allowed, absent without a decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
 }
 
 /// One event of a trace with its place in the chain.
@@ -89,6 +169,9 @@ pub struct TraceEntry {
     pub prev_hash: String,
     /// The event as stored.
     pub event: AuditEvent,
+    /// With `?proofs=true`: its inclusion proof in the response's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<Inclusion>,
 }
 
 /// Answer of `GET /v1/log/head`.
@@ -281,7 +364,9 @@ async fn ingest_events(
 async fn trace(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
+    params: Result<Query<TraceParams>, QueryRejection>,
 ) -> Result<Json<TraceResponse>, ApiError> {
+    let TraceParams { proofs } = proof_query(params)?;
     if !ingest::is_trace_id(&trace_id) {
         return Err(ApiError::InvalidTraceId);
     }
@@ -289,16 +374,94 @@ async fn trace(
     if records.is_empty() {
         return Err(ApiError::TraceNotFound(trace_id));
     }
-    let events = records
-        .into_iter()
-        .map(|record| TraceEntry {
+    let checkpoint = match proofs {
+        true => state.store.latest_checkpoint().await?,
+        false => None,
+    };
+    // The sink reads its own note: the client checks the signature.
+    let covered = checkpoint
+        .as_deref()
+        .and_then(|note| unverified_checkpoint(note).ok())
+        .map_or(0, |c| c.size);
+    let mut events = Vec::with_capacity(records.len());
+    for record in records {
+        let inclusion = match record.seq <= covered {
+            true => state
+                .store
+                .inclusion_proof(record.seq, covered)
+                .await?
+                .map(|proof| Inclusion {
+                    size: covered,
+                    proof: hex_hashes(&proof),
+                }),
+            false => None,
+        };
+        events.push(TraceEntry {
             seq: record.seq,
             hash: hex::encode(record.hash),
             prev_hash: hex::encode(record.prev_hash),
             event: record.event,
+            inclusion,
+        });
+    }
+    Ok(Json(TraceResponse {
+        trace_id,
+        events,
+        checkpoint,
+    }))
+}
+
+async fn search_traces(
+    State(state): State<AppState>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let params = proof_query(params)?;
+    if let Some(decision) = params.decision.as_deref()
+        && decision != "allow"
+        && decision != "deny"
+    {
+        return Err(ApiError::BadQuery(format!(
+            "decision must be allow or deny, not {decision:?}"
+        )));
+    }
+    let limit = params.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
+    if limit == 0 || limit > MAX_SEARCH_LIMIT {
+        return Err(ApiError::BadQuery(format!(
+            "limit must be 1 to {MAX_SEARCH_LIMIT}"
+        )));
+    }
+    let query = TraceQuery {
+        agent: params.agent,
+        server: params.server,
+        tool: params.tool,
+        session: params.session,
+        decision: params.decision,
+        since_ms: params.since,
+        until_ms: params.until,
+        before_seq: params.before,
+        limit,
+    };
+    let found = state.store.search_traces(&query).await?;
+    let next = (found.len() == limit as usize)
+        .then(|| found.last().map(|m| m.first_seq))
+        .flatten();
+    let traces = found
+        .into_iter()
+        .map(|m| TraceSummary {
+            trace_id: m.trace_id,
+            first_seq: m.first_seq,
+            start_ms: m.start_ms,
+            end_ms: m.end_ms,
+            events: m.events,
+            agent: m.agent,
+            server: m.server,
+            method: m.method,
+            tool: m.tool,
+            session_id: m.session_id,
+            decision: m.decision,
         })
         .collect();
-    Ok(Json(TraceResponse { trace_id, events }))
+    Ok(Json(SearchResponse { traces, next }))
 }
 
 async fn log_head(State(state): State<AppState>) -> Result<Json<LogHead>, ApiError> {
@@ -463,6 +626,7 @@ mod tests {
     use crate::chain::tests::sample_event;
     use axum::body::Body;
     use axum::http::{Method, Request};
+    use behavry_core::merkle;
     use behavry_core::wire::AuditKind;
     use sqlx::Connection;
     use tower::ServiceExt;
@@ -718,6 +882,216 @@ mod tests {
             let error: ErrorBody = serde_json::from_slice(&body).unwrap();
             assert_eq!(error.error, code, "{uri}");
         }
+    }
+
+    /// A call's three events: agent, server, tool, session and decision as given.
+    fn call(n: u8, agent: &str, tool: &str, session: &str, allow: bool) -> Vec<AuditEvent> {
+        [AuditKind::Intent, AuditKind::Decision, AuditKind::Outcome]
+            .into_iter()
+            .map(|kind| {
+                let mut event = sample_event(n, kind);
+                event.agent = Some(agent.to_owned());
+                event.request.tool = Some(tool.to_owned());
+                event.request.session_id = Some(session.to_owned());
+                event.detail = match kind {
+                    AuditKind::Decision => serde_json::json!({"allow": allow}),
+                    _ => serde_json::Value::Null,
+                };
+                event
+            })
+            .collect()
+    }
+
+    async fn search(app: &Router, query: &str) -> SearchResponse {
+        let (status, body) = send(
+            app,
+            Method::GET,
+            &format!("{TRACES_PATH}?{query}"),
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn ids(found: &SearchResponse) -> Vec<String> {
+        found
+            .traces
+            .iter()
+            .map(|t| t.trace_id[30..].to_owned())
+            .collect()
+    }
+
+    /// Every search row as (seq, kind, agent, target, session, decision) as text, then `then`.
+    async fn search_rows(path: &std::path::Path, then: Option<&str>) -> Vec<String> {
+        let mut conn =
+            sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT json_array(seq, kind, agent, target, session_id, decision) \
+             FROM audit_search ORDER BY seq",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        if let Some(statement) = then {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        rows
+    }
+
+    #[tokio::test]
+    async fn traces_are_found_by_agent_tool_session_decision_and_time() {
+        let (dir, app) = test_app().await;
+        let mut events = Vec::new();
+        events.extend(call(1, "agent-a", "read_file", "s1", true));
+        events.extend(call(2, "agent-b", "delete_file", "s2", false));
+        events.extend(call(3, "agent-a", "delete_file", "s1", false));
+        events.extend(call(4, "agent-a", "read_file", "s3", true));
+        let (status, _) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events)).await;
+        assert_eq!(status, StatusCode::OK);
+
+        assert_eq!(ids(&search(&app, "").await), ["04", "03", "02", "01"]);
+        assert_eq!(
+            ids(&search(&app, "agent=agent-a").await),
+            ["04", "03", "01"]
+        );
+        assert_eq!(ids(&search(&app, "decision=deny").await), ["03", "02"]);
+        assert_eq!(
+            ids(&search(&app, "agent=agent-a&decision=deny").await),
+            ["03"]
+        );
+        assert_eq!(
+            ids(&search(&app, "tool=read_file&session=s1").await),
+            ["01"]
+        );
+        assert_eq!(
+            ids(&search(&app, "server=files&tool=delete_file").await),
+            ["03", "02"]
+        );
+        assert!(search(&app, "agent=nobody").await.traces.is_empty());
+        // sample_event(n) is at 1_760_000_000_000 + n ms.
+        assert_eq!(
+            ids(&search(&app, "since=1760000000002&until=1760000000004").await),
+            ["03", "02"]
+        );
+        // What a found trace says of itself.
+        let found = search(&app, "decision=deny&agent=agent-b").await;
+        let trace = &found.traces[0];
+        assert_eq!(trace.events, 3);
+        assert_eq!(trace.decision.as_deref(), Some("deny"));
+        assert_eq!(trace.tool.as_deref(), Some("delete_file"));
+        assert_eq!(trace.session_id.as_deref(), Some("s2"));
+        // Its first matching record is its decision; its first record, its intent.
+        assert_eq!((trace.first_seq, trace.start_ms), (5, 1_760_000_000_002));
+
+        // Pages.
+        let first = search(&app, "limit=3").await;
+        assert_eq!(ids(&first), ["04", "03", "02"]);
+        let next = first.next.unwrap();
+        let second = search(&app, &format!("limit=3&before={next}")).await;
+        assert_eq!(ids(&second), ["01"]);
+        assert_eq!(second.next, None);
+
+        for bad in [
+            "decision=maybe",
+            "limit=0",
+            "limit=501",
+            "since=soon",
+            "color=red",
+        ] {
+            let (status, body) = send(
+                &app,
+                Method::GET,
+                &format!("{TRACES_PATH}?{bad}"),
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(error.error, "badQuery");
+        }
+
+        // A log from before search gets its rows from the bodies when the sink opens it, the
+        // same rows the append path wrote.
+        let path = dir.path().join("audit.db");
+        let written = search_rows(&path, Some("DELETE FROM audit_search WHERE seq > 4")).await;
+        let store = AuditStore::open(&path).await.unwrap();
+        let filled = search_rows(&path, None).await;
+        assert_eq!(filled, written);
+        assert_eq!(filled.len(), 12);
+        let app = super::app(AppState { store });
+        assert_eq!(ids(&search(&app, "decision=deny").await), ["03", "02"]);
+    }
+
+    #[tokio::test]
+    async fn a_trace_with_proofs_leads_each_event_to_the_newest_checkpoint() {
+        use crate::checkpoint::{NoteSigner, NoteVerifier};
+        let (dir, app) = test_app().await;
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let events = call(7, "agent-a", "read_file", "s1", true);
+        let (status, _) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events[..2])).await;
+        assert_eq!(status, StatusCode::OK);
+        let signer = NoteSigner::new(
+            "behavry.test/audit",
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        )
+        .unwrap();
+        store
+            .sign_checkpoint(&signer, "behavry.test/audit")
+            .await
+            .unwrap()
+            .unwrap();
+        // The outcome comes after the checkpoint: no proof for it yet.
+        let (status, _) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events[2..])).await;
+        assert_eq!(status, StatusCode::OK);
+        let trace_id = &events[0].trace_id;
+        let (status, body) = send(
+            &app,
+            Method::GET,
+            &format!("{TRACES_PATH}/{trace_id}?proofs=true"),
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let trace: TraceResponse = serde_json::from_slice(&body).unwrap();
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        let checkpoint = verifier
+            .open_checkpoint(trace.checkpoint.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(checkpoint.size, 2);
+        for entry in &trace.events[..2] {
+            let inclusion = entry.inclusion.as_ref().unwrap();
+            let proof: Vec<merkle::Hash> = inclusion
+                .proof
+                .iter()
+                .map(|h| hex::decode(h).unwrap().try_into().unwrap())
+                .collect();
+            // The leaf is recomputed from the event as served: its canonical bytes.
+            let leaf = merkle::leaf_hash(&crate::chain::canonical_bytes(&entry.event).unwrap());
+            assert!(merkle::verify_inclusion(
+                &leaf,
+                entry.seq - 1,
+                inclusion.size,
+                &proof,
+                &checkpoint.root
+            ));
+        }
+        assert_eq!(trace.events[2].inclusion, None);
+        // Without proofs: nothing of them.
+        let (_, body) = send(
+            &app,
+            Method::GET,
+            &format!("{TRACES_PATH}/{trace_id}"),
+            Vec::new(),
+        )
+        .await;
+        let plain: TraceResponse = serde_json::from_slice(&body).unwrap();
+        assert!(plain.checkpoint.is_none() && plain.events.iter().all(|e| e.inclusion.is_none()));
     }
 
     #[tokio::test]

@@ -297,6 +297,7 @@ pub(crate) mod tests {
             event_id: format!("{trace_id}-00f067aa0ba902b7-{}", kind.as_str()),
             trace_id,
             span_id: "00f067aa0ba902b7".to_owned(),
+            parent_span_id: None,
             kind,
             time_ms: 1_760_000_000_000 + u64::from(trace),
             agent: Some("agent-a".to_owned()),

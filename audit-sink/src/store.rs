@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use behavry_core::merkle::{self, Frontier, NodeId};
-use behavry_core::wire::{AuditEvent, IngestAck};
+use behavry_core::wire::{AuditEvent, AuditKind, IngestAck, RequestFacts};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -98,6 +98,69 @@ pub struct TraceRecord {
     pub event: AuditEvent,
 }
 
+/// Filters of a trace search; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceQuery {
+    /// The agent (token `sub`).
+    pub agent: Option<String>,
+    /// The upstream server's name.
+    pub server: Option<String>,
+    /// The tool called, or the prompt or resource asked for.
+    pub tool: Option<String>,
+    /// The MCP session id.
+    pub session: Option<String>,
+    /// `allow` or `deny`: a decision record of the trace says so.
+    pub decision: Option<String>,
+    /// Records at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Records before this time.
+    pub until_ms: Option<i64>,
+    /// Only traces whose first matching record is before this seq (the next page).
+    pub before_seq: Option<i64>,
+    /// At most this many traces.
+    pub limit: u32,
+}
+
+/// One trace a search found: what its first record names, its span in time, its decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceMatch {
+    /// The trace.
+    pub trace_id: String,
+    /// Its first record matching the search (the page cursor).
+    pub first_seq: u64,
+    /// Its first and last record's time.
+    pub start_ms: i64,
+    /// Its last record's time.
+    pub end_ms: i64,
+    /// How many records it has.
+    pub events: u64,
+    /// What its first record names.
+    pub agent: Option<String>,
+    /// The server.
+    pub server: Option<String>,
+    /// The method.
+    pub method: Option<String>,
+    /// The tool, prompt or resource.
+    pub tool: Option<String>,
+    /// The session.
+    pub session_id: Option<String>,
+    /// `deny` when a decision of it denied, else `allow` when one allowed.
+    pub decision: Option<String>,
+}
+
+/// A search row as read.
+#[derive(sqlx::FromRow)]
+struct SearchRow {
+    trace_id: String,
+    time_ms: i64,
+    agent: Option<String>,
+    server: Option<String>,
+    method: Option<String>,
+    target: Option<String>,
+    session_id: Option<String>,
+    decision: Option<String>,
+}
+
 /// Result of verifying a whole database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
@@ -148,6 +211,8 @@ impl AuditStore {
             .fetch_one(&mut *tx)
             .await?;
         fill_tree(&mut tx, size.unwrap_or(0)).await?;
+        // Records from before trace search get their search rows (derived from the bodies).
+        sqlx::query(FILL_SEARCH).execute(&mut *tx).await?;
         tx.commit().await?;
         drop(_writer);
         Ok(store)
@@ -232,6 +297,27 @@ impl AuditStore {
                     .push_bind(prev_hash.as_slice())
                     .push_bind(hash.as_slice())
                     .push_bind(received_at_ms);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_search \
+                 (seq, trace_id, time_ms, kind, agent, server, method, target, session_id, decision) ",
+            );
+            insert.push_values(chunk, |mut row, (seq, item, _, _)| {
+                let event = &item.event;
+                let request = &event.request;
+                row.push_bind(*seq)
+                    .push_bind(event.trace_id.as_str())
+                    .push_bind(item.time_ms)
+                    .push_bind(event.kind.as_str())
+                    .push_bind(event.agent.as_deref())
+                    .push_bind(request.server.as_str())
+                    .push_bind(request.method.as_str())
+                    .push_bind(search_target(request))
+                    .push_bind(request.session_id.as_deref())
+                    .push_bind(search_decision(event));
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -410,6 +496,85 @@ impl AuditStore {
                 },
             )
             .collect()
+    }
+
+    /// The traces with an event matching every filter of `query`, newest first (by their
+    /// first matching record), at most `query.limit`.
+    pub async fn search_traces(&self, query: &TraceQuery) -> Result<Vec<TraceMatch>, StoreError> {
+        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT trace_id, MIN(seq) AS first FROM audit_search WHERE 1 = 1",
+        );
+        for (column, value) in [
+            ("agent", &query.agent),
+            ("server", &query.server),
+            ("target", &query.tool),
+            ("session_id", &query.session),
+            ("decision", &query.decision),
+        ] {
+            if let Some(value) = value {
+                select
+                    .push(format!(" AND {column} = "))
+                    .push_bind(value.as_str());
+            }
+        }
+        if let Some(since) = query.since_ms {
+            select.push(" AND time_ms >= ").push_bind(since);
+        }
+        if let Some(until) = query.until_ms {
+            select.push(" AND time_ms < ").push_bind(until);
+        }
+        select.push(" GROUP BY trace_id");
+        if let Some(before) = query.before_seq {
+            select.push(" HAVING MIN(seq) < ").push_bind(before);
+        }
+        select
+            .push(" ORDER BY first DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let mut tx = self.pool.begin().await?;
+        let found: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *tx).await?;
+        if found.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut rows = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT trace_id, time_ms, agent, server, method, target, session_id, decision \
+             FROM audit_search WHERE trace_id IN (",
+        );
+        let mut ids = rows.separated(", ");
+        for (trace_id, _) in &found {
+            ids.push_bind(trace_id.as_str());
+        }
+        rows.push(") ORDER BY seq");
+        let rows: Vec<SearchRow> = rows.build_query_as().fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        let mut matches: Vec<TraceMatch> = found
+            .iter()
+            .map(|(trace_id, first)| TraceMatch {
+                trace_id: trace_id.clone(),
+                first_seq: u64::try_from(*first).unwrap_or(0),
+                ..TraceMatch::default()
+            })
+            .collect();
+        for row in rows {
+            let Some(found) = matches.iter_mut().find(|m| m.trace_id == row.trace_id) else {
+                continue;
+            };
+            if found.events == 0 {
+                found.start_ms = row.time_ms;
+                found.agent = row.agent;
+                found.server = row.server;
+                found.method = row.method;
+                found.tool = row.target;
+                found.session_id = row.session_id;
+            }
+            found.events += 1;
+            found.end_ms = row.time_ms;
+            // A trace with a denied call is a denied trace.
+            if row.decision.is_some() && found.decision.as_deref() != Some("deny") {
+                found.decision = row.decision;
+            }
+        }
+        Ok(matches)
     }
 
     /// Size and head hash of the log as stored (not verified).
@@ -730,6 +895,45 @@ async fn completed_nodes(
             ))
         })
         .collect())
+}
+
+/// Search rows for the records that have none, from their bodies: what [`search_target`] and
+/// [`search_decision`] take from an event, in SQL.
+const FILL_SEARCH: &str = "INSERT INTO audit_search \
+    (seq, trace_id, time_ms, kind, agent, server, method, target, session_id, decision) \
+    SELECT seq, trace_id, time_ms, kind, json_extract(b, '$.agent'), \
+        json_extract(b, '$.request.server'), json_extract(b, '$.request.method'), \
+        COALESCE(json_extract(b, '$.request.tool'), json_extract(b, '$.request.promptName'), \
+            json_extract(b, '$.request.resourceUri')), \
+        json_extract(b, '$.request.sessionId'), \
+        CASE WHEN kind = 'decision' THEN \
+            CASE json_extract(b, '$.detail.allow') WHEN 1 THEN 'allow' WHEN 0 THEN 'deny' END END \
+    FROM (SELECT seq, trace_id, time_ms, kind, CAST(body AS TEXT) AS b FROM audit_records \
+        WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_search))";
+
+/// What a call names: its tool, or the prompt or resource it asks for.
+fn search_target(request: &RequestFacts) -> Option<&str> {
+    request
+        .tool
+        .as_deref()
+        .or(request.prompt_name.as_deref())
+        .or(request.resource_uri.as_deref())
+}
+
+/// `allow` or `deny` for a decision record.
+fn search_decision(event: &AuditEvent) -> Option<&'static str> {
+    if event.kind != AuditKind::Decision {
+        return None;
+    }
+    match event
+        .detail
+        .get("allow")
+        .and_then(serde_json::Value::as_bool)
+    {
+        Some(true) => Some("allow"),
+        Some(false) => Some("deny"),
+        None => None,
+    }
 }
 
 /// The stored nodes among `ids`.

@@ -77,9 +77,14 @@ async fn checkpoint_note(path: &Path, size: u64) -> String {
 }
 
 async fn connect(path: &Path) -> SqliteConnection {
-    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
-        .await
-        .unwrap()
+    // Whoever edits the file by hand is not held to its foreign keys.
+    SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(false),
+    )
+    .await
+    .unwrap()
 }
 
 /// Raw SQL with the append-only guards dropped.
@@ -121,7 +126,11 @@ async fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<Row>)) {
     edit(&mut rows);
     tamper(
         path,
-        &["DELETE FROM audit_records", "DELETE FROM audit_tree_nodes"],
+        &[
+            "DELETE FROM audit_search",
+            "DELETE FROM audit_records",
+            "DELETE FROM audit_tree_nodes",
+        ],
     )
     .await;
     let mut conn = connect(path).await;

@@ -156,6 +156,7 @@ pub fn event_for(change: &PolicyChange, now: SystemTime) -> AuditEvent {
         event_id: format!("{trace_id}-{span_id}-{}", AuditKind::Policy.as_str()),
         trace_id,
         span_id,
+        parent_span_id: None,
         kind: AuditKind::Policy,
         time_ms: now
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -17,6 +17,7 @@ mod policy;
 mod scan;
 mod secret;
 mod token;
+mod trace;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,6 +103,42 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// A Decision Trace as a tree (client span, calls, intent → decision → outcome, the
+    /// server's requests to the client), each record's inclusion in the newest signed
+    /// checkpoint checked. Exit 1 when a proof or the checkpoint's signature fails.
+    Trace {
+        /// The trace id (32 lowercase hex digits).
+        id: String,
+        /// The audit-sink.
+        #[arg(
+            long,
+            env = "BEHAVRY_AUDIT_URL",
+            default_value = "http://127.0.0.1:9912"
+        )]
+        url: String,
+        /// The log's verifier key (`behavry audit verifier-key`); without one the checkpoint's
+        /// signature is not checked.
+        #[arg(long = "key", value_name = "VKEY")]
+        keys: Vec<String>,
+        /// Print the sink's answer as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find Decision Traces: newest first, every filter given must hold for one record.
+    Traces {
+        /// The audit-sink.
+        #[arg(
+            long,
+            env = "BEHAVRY_AUDIT_URL",
+            default_value = "http://127.0.0.1:9912"
+        )]
+        url: String,
+        #[command(flatten)]
+        filters: trace::Filters,
+        /// Print the sink's answer as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -285,6 +322,13 @@ fn main() -> ExitCode {
             verbose,
         } => scan::run(&file, config.as_deref(), min, verbose),
         Command::Audit { command } => run_audit(command),
+        Command::Trace {
+            id,
+            url,
+            keys,
+            json,
+        } => trace::show(&url, &id, &keys, json),
+        Command::Traces { url, filters, json } => trace::search(&url, &filters, json),
     };
     match result {
         Ok(code) => code,

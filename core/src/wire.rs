@@ -694,6 +694,10 @@ pub struct AuditEvent {
     pub trace_id: String,
     /// Span id (16 lowercase hex) of the call inside the trace.
     pub span_id: String,
+    /// The span the call belongs under: the client's, from its W3C `traceparent` (parent-id,
+    /// W3C Trace Context §3.2.2.4), when the call joined the client's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
     /// Stage of the call.
     pub kind: AuditKind,
     /// Milliseconds since the Unix epoch, from Envoy's clock.

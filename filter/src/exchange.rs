@@ -274,6 +274,8 @@ pub enum ChunkAction {
 pub struct TraceIds {
     pub trace_id: String,
     pub span_id: String,
+    /// The client's span (`traceparent` parent-id) when the call joined its trace.
+    pub parent_span_id: Option<String>,
 }
 
 impl TraceIds {
@@ -281,13 +283,13 @@ impl TraceIds {
     /// starts a new trace from `random`.
     pub fn new(traceparent: Option<&str>, random: [u8; 24]) -> Self {
         let (trace_bytes, span_bytes) = random.split_at(16);
-        let trace_id = traceparent
-            .and_then(|v| TraceParent::parse(v).ok())
-            .map(|tp| tp.trace_id)
-            .unwrap_or_else(|| to_hex(trace_bytes));
+        let parent = traceparent.and_then(|v| TraceParent::parse(v).ok());
         TraceIds {
-            trace_id,
+            trace_id: parent
+                .as_ref()
+                .map_or_else(|| to_hex(trace_bytes), |tp| tp.trace_id.clone()),
             span_id: to_hex(span_bytes),
+            parent_span_id: parent.map(|tp| tp.parent_id),
         }
     }
 }
@@ -421,6 +423,10 @@ pub struct Exchange {
     /// (audited with the outcome as `injectionInRequests`), or on the messages of a GET stream
     /// (`injectionInStream`).
     injection_requests: Vec<Value>,
+    /// The requests the server made of the client inside the call (sampling, elicitation,
+    /// roots, ping): method and id, audited with the outcome as `serverRequests` so the trace
+    /// shows them under the call.
+    server_requests: Vec<Value>,
     /// What reached the call from the agent's recent answers (policy input `flow`).
     flow: FlowFacts,
     /// For a `tools/list`: the tool names the other servers behind this proxy listed last.
@@ -627,6 +633,7 @@ impl Exchange {
             injection_actions: InjectionActions::default(),
             injection_outcome: None,
             injection_requests: Vec::new(),
+            server_requests: Vec::new(),
             flow: FlowFacts::default(),
             other_servers_tools: BTreeMap::new(),
             collisions: Vec::new(),
@@ -923,6 +930,15 @@ impl Exchange {
         }
         let mut intent = json!({});
         if let Some(map) = intent.as_object_mut() {
+            // The arguments as sent, keyed: equal calls are seen as equal, and nothing of a
+            // redacted value can be guessed back from the log.
+            if let (Some(dlp), Some(arguments)) = (&self.dlp, &self.facts.arguments) {
+                let canonical = behavry_core::jcs::canonical_json(arguments);
+                map.insert(
+                    "argumentsDigest".to_owned(),
+                    json!(dlp.key.digest(canonical.as_bytes())),
+                );
+            }
             if !self.argument_findings.is_empty() {
                 map.insert("findings".to_owned(), json!(self.argument_findings));
             }
@@ -2499,6 +2515,14 @@ impl Exchange {
         let Some(pending) = &self.pending else {
             return;
         };
+        if let Message::Request { id, method, .. } = message
+            && pending.governed
+            && self.server_requests.len() < MAX_AUDITED_FINDINGS
+        {
+            self.server_requests
+                .push(json!({"method": method, "id": id.to_value()}));
+            return;
+        }
         let detail = match message {
             Message::Response { id, result } if *id == pending.id => {
                 let mut detail = json!({
@@ -2594,6 +2618,9 @@ impl Exchange {
                 };
                 map.insert(key.to_string(), json!(self.injection_requests));
             }
+            if !self.server_requests.is_empty() {
+                map.insert("serverRequests".to_string(), json!(self.server_requests));
+            }
             if !self.poisoned_tools.is_empty() {
                 map.insert("poisoning".to_string(), json!(self.poisoned_tools));
             }
@@ -2635,6 +2662,7 @@ impl Exchange {
             ),
             trace_id: self.ids.trace_id.clone(),
             span_id: self.ids.span_id.clone(),
+            parent_span_id: self.ids.parent_span_id.clone(),
             kind,
             time_ms: now_ms,
             agent: self.head.agent.clone(),
@@ -2978,9 +3006,11 @@ mod tests {
         assert!(
             events
                 .iter()
-                .all(|e| e.trace_id == "0af7651916cd43dd8448eb211c80319c")
+                .all(|e| e.trace_id == "0af7651916cd43dd8448eb211c80319c"
+                    && e.parent_span_id.as_deref() == Some("b7ad6b7169203331"))
         );
         assert_eq!(events[2].detail["isError"], false);
+        assert!(events[2].detail.get("serverRequests").is_none());
         let ids: std::collections::HashSet<_> = events.iter().map(|e| &e.event_id).collect();
         assert_eq!(ids.len(), 3, "event ids are unique");
         ex.on_done(6);
@@ -4160,6 +4190,24 @@ mod tests {
             "use [REDACTED:github_token] please"
         );
         assert_eq!(events[0].detail["findings"][0]["detector"], "github_token");
+        // The arguments as sent are kept as a keyed digest of their RFC 8785 form: the same
+        // arguments written another way give the same digest, other ones another.
+        let digest = events[0].detail["argumentsDigest"].as_str().unwrap();
+        assert!(digest.starts_with("hmac-sha256:"), "{digest}");
+        let reordered = format!(
+            r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{{"n":1.0, "message":"use {GITHUB_TOKEN} please"}}}}}}"#
+        );
+        let (mut again, _) = asked_for(&config, "dev", reordered.as_bytes());
+        assert_eq!(
+            again.take_audit_events()[0].detail["argumentsDigest"],
+            digest
+        );
+        let other = body.replace("\"n\":1", "\"n\":2");
+        let (mut other, _) = asked_for(&config, "dev", other.as_bytes());
+        assert_ne!(
+            other.take_audit_events()[0].detail["argumentsDigest"],
+            digest
+        );
         // Without a `dlp` block nothing is scanned.
         let (_, plain) = asked_for(&config_without_dlp(), "dev", body.as_bytes());
         assert!(plain.findings.is_empty());
@@ -4620,6 +4668,11 @@ mod tests {
             "elicitation/create"
         );
         assert_eq!(outcome["injectionInRequests"][0]["action"], "wrap");
+        // The request is listed under the call whatever the scanners said of it.
+        assert_eq!(
+            outcome["serverRequests"],
+            json!([{"method": "elicitation/create", "id": 1}])
+        );
     }
 
     #[test]

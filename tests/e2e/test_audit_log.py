@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import anyio
+from mcp import types
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -100,3 +101,61 @@ def test_the_log_is_signed_exported_and_verified_against_a_kept_checkpoint(stack
     # Bad ranges are refused before anything is streamed.
     assert http("GET", f"{audit_url(stack)}/v1/log/export?from=0")[0] == 400
     assert http("GET", f"{audit_url(stack)}/v1/log/export?to=999999999")[0] == 404
+
+
+def test_a_decision_trace_is_found_and_shown_as_a_tree_with_its_proofs(stack, token):
+    """A call in which the server asks the client's model: searched by agent, tool and
+    decision, then rendered with the request under the call and every record proved."""
+    async def on_sampling(context, params):
+        return types.CreateMessageResult(role="assistant", model="test",
+                                         content=types.TextContent(type="text", text="forty-two"))
+
+    async def scenario():
+        async with connect(stack.url("scripted"), token, read_timeout_seconds=20,
+                           sampling_callback=on_sampling) as client:
+            result = await client.call_tool("ask_client", {"question": "what is six times seven"})
+            return result, client.recorder.trace_of("tools/call", "ask_client")
+
+    result, trace_id = anyio.run(scenario)
+    assert result.content[0].text == "forty-two"
+    events = stack.wait_trace(trace_id)
+    outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
+    assert outcome["detail"]["serverRequests"][0]["method"] == "sampling/createMessage"
+    intent = next(e["event"] for e in events if e["event"]["kind"] == "intent")
+    assert intent["detail"]["argumentsDigest"].startswith("hmac-sha256:")
+    assert "parentSpanId" in intent
+
+    found = stack.cli("traces", "--url", audit_url(stack), "--agent", intent["agent"],
+                      "--tool", "ask_client", "--decision", "allow", "--since", "10m")
+    assert found.stdout.startswith(trace_id), found.stdout
+    denied = stack.cli("traces", "--url", audit_url(stack), "--tool", "ask_client",
+                       "--decision", "deny")
+    assert trace_id not in denied.stdout
+
+    seq = max(e["seq"] for e in events)
+    wait_until("a checkpoint covering the trace",
+               lambda: (c := newest_checkpoint(stack)) and c[0] >= seq)
+    vkey = stack.cli("audit", "verifier-key", "--checkpoint-key", str(stack.checkpoint_key),
+                     "--origin", stack.audit_origin).stdout.strip()
+    shown = stack.cli("trace", trace_id, "--url", audit_url(stack), "--key", vkey)
+    text = shown.stdout
+    assert f"trace {trace_id}  (3 records)" in text, text
+    assert "proofs: 3 of 3 records in checkpoint" in text and "signature verified" in text, text
+    assert f"client span {intent['parentSpanId']}" in text, text
+    assert "tools/call ask_client" in text, text
+    for kind in ("intent", "decision", "outcome"):
+        assert any(line.lstrip("│├└─ ").startswith(kind) and line.endswith("✓")
+                   for line in text.splitlines()), (kind, text)
+    assert "server → client sampling/createMessage" in text, text
+
+    # Another key: the checkpoint does not verify, and the command says so.
+    other_key = stack.dir / "other-checkpoint-key.pem"
+    other_key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    other = stack.cli("audit", "verifier-key", "--checkpoint-key", str(other_key),
+                      "--origin", stack.audit_origin).stdout.strip()
+    refused = stack.cli("trace", trace_id, "--url", audit_url(stack), "--key", other,
+                        check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "signature FAILED" in refused.stdout, refused.stdout

@@ -569,7 +569,6 @@ impl FindingKey {
     /// first 128 bits). The value is normalised first so that the same datum written two ways
     /// (a card with or without spaces, an address in another case) hashes the same.
     pub fn hash(&self, detector: &DetectorInfo, value: &str) -> String {
-        use hmac::Mac as _;
         let normalised: Vec<u8> = match detector.builtin {
             Some(Builtin::PaymentCard | Builtin::UsSsn | Builtin::Phone | Builtin::Iban) => value
                 .bytes()
@@ -579,11 +578,19 @@ impl FindingKey {
             Some(Builtin::Email) => value.to_ascii_lowercase().into_bytes(),
             _ => value.as_bytes().to_vec(),
         };
+        self.digest(&normalised)
+    }
+
+    /// `hmac-sha256:` and the first 128 bits of HMAC-SHA256 (RFC 2104) of `bytes` under this
+    /// key, in hex: a digest that tells equal inputs apart without being an oracle for guessing
+    /// them to whoever lacks the key.
+    pub fn digest(&self, bytes: &[u8]) -> String {
+        use hmac::Mac as _;
         // HMAC accepts keys of any length (RFC 2104 §2), so this cannot fail.
         let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
             return String::new();
         };
-        mac.update(&normalised);
+        mac.update(bytes);
         let digest = mac.finalize().into_bytes();
         let mut out = String::with_capacity(12 + 32);
         out.push_str("hmac-sha256:");
