@@ -22,6 +22,9 @@ pub const DEFAULT_AUDIT_MAX_BATCH: usize = 500;
 pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 2_000;
 /// Default upper bound of one batch to the audit-sink, in bytes (the sink takes up to 16 MiB).
 pub const DEFAULT_AUDIT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Default bound of the audit backlog: events queued in Envoy and not yet acknowledged by the
+/// sink (about 100 MB at 1 KB an event). At it, new governed calls fail closed.
+pub const DEFAULT_AUDIT_MAX_QUEUED: u64 = 100_000;
 /// Largest deadline accepted for a callout, in milliseconds: proxy-wasm passes timeouts as
 /// 32-bit milliseconds, and a longer wait is a misconfiguration, not a policy.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -176,6 +179,11 @@ pub struct AuditShipping {
     pub flush_interval_ms: u64,
     pub max_batch: usize,
     pub max_batch_bytes: usize,
+    /// The most events queued and not yet acknowledged before new governed calls are refused.
+    pub max_queued: u64,
+    /// At `max_queued`: refuse new governed calls (`Closed`, -32082) or let them run and count
+    /// them (`Open`).
+    pub when_full: FailureMode,
 }
 
 /// What happens when the authz-sidecar cannot answer in time.
@@ -317,6 +325,10 @@ struct RawAudit {
     max_batch: Option<usize>,
     #[serde(default)]
     max_batch_bytes: Option<usize>,
+    #[serde(default)]
+    max_queued: Option<u64>,
+    #[serde(default)]
+    when_full: Option<FailureMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -474,6 +486,12 @@ impl FilterConfig {
                 raw.audit.max_batch_bytes,
                 DEFAULT_AUDIT_MAX_BATCH_BYTES,
             )?,
+            max_queued: match raw.audit.max_queued {
+                Some(0) => return Err(field("audit.maxQueued", "must be greater than 0")),
+                Some(n) => n,
+                None => DEFAULT_AUDIT_MAX_QUEUED,
+            },
+            when_full: raw.audit.when_full.unwrap_or(FailureMode::Closed),
         };
         let credentials = match raw.credentials {
             None => None,
@@ -647,6 +665,8 @@ mod tests {
         assert_eq!(config.authz.timeout_ms, DEFAULT_AUTHZ_TIMEOUT_MS);
         assert_eq!(config.audit.queue_name, DEFAULT_AUDIT_QUEUE);
         assert_eq!(config.audit.max_batch, DEFAULT_AUDIT_MAX_BATCH);
+        assert_eq!(config.audit.max_queued, DEFAULT_AUDIT_MAX_QUEUED);
+        assert_eq!(config.audit.when_full, FailureMode::Closed);
         assert_eq!(config.jwt_metadata_key, DEFAULT_JWT_METADATA_KEY);
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert_eq!(config.limits, Limits::default());
@@ -797,6 +817,14 @@ mod tests {
             (
                 r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b", "maxBatch": 0}}"#,
                 "`audit.maxBatch`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b", "maxQueued": 0}}"#,
+                "`audit.maxQueued`",
+            ),
+            (
+                r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a"}, "audit": {"cluster": "b", "whenFull": "drop"}}"#,
+                "whenFull",
             ),
             (
                 r#"{"routes": [{"pathPrefix": "/m", "server": "s"}], "authz": {"cluster": "a", "timeoutMs": 4294967296}, "audit": {"cluster": "b"}}"#,

@@ -1423,6 +1423,35 @@ impl Exchange {
         }
     }
 
+    /// The audit backlog is at its bound (`audit.maxQueued`) and `audit.whenFull` is closed: a
+    /// call that might not be recorded does not run (docs/filter.md "Audit delivery"). The
+    /// refusal is recorded like any decision, so it reaches the log once the sink catches up.
+    pub fn refuse_for_audit_backlog(
+        &mut self,
+        queued: u64,
+        max: u64,
+        now_ms: u64,
+    ) -> DecisionAction {
+        self.record(
+            AuditKind::Decision,
+            now_ms,
+            json!({
+                "allow": false,
+                "auditBacklog": {"queued": queued, "max": max},
+                "failureMode": "closed",
+            }),
+        );
+        let data = json!({"traceId": self.ids.trace_id, "queued": queued, "max": max});
+        DecisionAction::Reply(self.rpc_error_reply(
+            jsonrpc::AUDIT_UNAVAILABLE,
+            &format!(
+                "audit unavailable, call refused (fail closed): {queued} events wait for the audit-sink (at most {max})"
+            ),
+            data,
+            now_ms,
+        ))
+    }
+
     /// The answer to a call the agent may not know exists: what an MCP server answers for an
     /// unknown tool or prompt (JSON-RPC -32602, MCP server/tools "Error Handling") or resource
     /// (-32002, MCP server/resources "Error Handling"). The audit trail keeps the real denial.
@@ -3063,6 +3092,25 @@ mod tests {
         );
         let events = ex.take_audit_events();
         assert_eq!(events[1].detail["failureMode"], "open");
+    }
+
+    #[test]
+    fn a_full_audit_backlog_refuses_the_call_and_records_why() {
+        let (_, mut ex) = asked();
+        let DecisionAction::Reply(reply) = ex.refuse_for_audit_backlog(7, 6, 2) else {
+            panic!("must refuse");
+        };
+        let error = error_of(&reply.body);
+        assert_eq!(error["code"], jsonrpc::AUDIT_UNAVAILABLE);
+        assert_eq!(error["data"]["queued"], 7);
+        assert_eq!(error["data"]["max"], 6);
+        let events = ex.take_audit_events();
+        assert_eq!(kinds(&events), ["intent", "decision", "outcome"]);
+        assert_eq!(events[1].detail["allow"], false);
+        assert_eq!(
+            events[1].detail["auditBacklog"],
+            json!({"queued": 7, "max": 6})
+        );
     }
 
     #[test]

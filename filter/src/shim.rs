@@ -16,11 +16,11 @@ use behavry_core::wire::{
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::FilterConfig;
+use crate::config::{FailureMode, FilterConfig};
 use crate::credentials::{CredentialCache, CredentialFailure, UpstreamCredential};
 use crate::exchange::{
     BodyAction, ChunkAction, CredentialStep, DecisionAction, Exchange, HeadAction, Known,
@@ -66,6 +66,7 @@ fn random_bytes(salt: u32) -> [u8; 24] {
 struct BehavryRoot {
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
+    audit_metrics: AuditMetrics,
     shipper: AuditShipper,
     /// Shared with this worker's HTTP contexts (one thread per VM: no locking needed).
     revocations: Rc<RefCell<RevocationSet>>,
@@ -160,6 +161,10 @@ impl Context for BehavryRoot {
         let status = call_status(headers);
         let acknowledged = status.as_deref() == Some("200");
         let stored = self.shipper.finished(acknowledged, now_ms());
+        if stored > 0 {
+            let backlog = adjust_audit_backlog(-i64::try_from(stored).unwrap_or(i64::MAX));
+            self.audit_metrics.show_backlog(backlog);
+        }
         if acknowledged {
             log(
                 LogLevel::Debug,
@@ -234,6 +239,8 @@ impl RootContext for BehavryRoot {
             ),
         );
         self.inline = Rc::new(RefCell::new(InlinePolicy::new(config.inline.cache_entries)));
+        self.audit_metrics = AuditMetrics::define();
+        self.audit_metrics.show_backlog(audit_backlog());
         match hostcalls::register_shared_queue(PINS_QUEUE) {
             Ok(id) => self.pins_queue_id = Some(id),
             // Not fatal: first uses are then not pinned by the sidecar (logged once here).
@@ -274,6 +281,7 @@ impl RootContext for BehavryRoot {
             context_id,
             config: self.config.clone(),
             queue_id: self.queue_id,
+            audit_metrics: self.audit_metrics,
             usage_queue_id: self.usage_queue_id,
             pins_queue_id: self.pins_queue_id,
             pins: Rc::clone(&self.pins),
@@ -588,6 +596,7 @@ struct BehavryHttp {
     /// `None` only if the root context was never configured (Envoy refuses the filter then).
     config: Option<Rc<FilterConfig>>,
     queue_id: Option<u32>,
+    audit_metrics: AuditMetrics,
     usage_queue_id: Option<u32>,
     pins_queue_id: Option<u32>,
     pins: Rc<RefCell<Option<Arc<PinSet>>>>,
@@ -855,6 +864,77 @@ fn shown_pins_key(tenant: &str, server: &str, scope: &str) -> String {
 /// Per tenant: two listeners of one Envoy may serve two tenants with the same server names.
 fn first_use_key(tenant: &str, server: &str) -> String {
     pair_key(FIRST_USE_KEY_PREFIX, tenant, server)
+}
+
+/// Shared data: the audit events queued by this Envoy's workers and not yet acknowledged by the
+/// sink (docs/filter.md "Audit delivery").
+const AUDIT_BACKLOG_KEY: &str = "behavry.audit-backlog";
+
+/// The audit backlog now.
+fn audit_backlog() -> u64 {
+    shared_value::<u64>(AUDIT_BACKLOG_KEY).0
+}
+
+/// Adds `delta` events to the audit backlog (compare-and-swap until it lands: a lost decrement
+/// would keep refusing calls); the new backlog.
+fn adjust_audit_backlog(delta: i64) -> u64 {
+    for _ in 0..64 {
+        let (value, cas) = shared_value::<u64>(AUDIT_BACKLOG_KEY);
+        let next = value.saturating_add_signed(delta);
+        match hostcalls::set_shared_data(AUDIT_BACKLOG_KEY, Some(next.to_string().as_bytes()), cas)
+        {
+            Ok(()) => return next,
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("audit backlog not counted ({delta:+} events): {status:?}"),
+                );
+                return value;
+            }
+        }
+    }
+    log(
+        LogLevel::Error,
+        &format!("audit backlog not counted ({delta:+} events): contended"),
+    );
+    audit_backlog()
+}
+
+/// The filter's audit delivery metrics (Envoy stats in its `wasmcustom` namespace): the backlog as a
+/// gauge, calls refused at the bound and calls let through over it as counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct AuditMetrics {
+    backlog: Option<u32>,
+    refused: Option<u32>,
+    over_limit: Option<u32>,
+}
+
+impl AuditMetrics {
+    fn define() -> AuditMetrics {
+        // proxy-wasm 0.2 panics only on a status Envoy does not give for these two valid types.
+        let define = |kind, name: &str| hostcalls::define_metric(kind, name).ok();
+        AuditMetrics {
+            backlog: define(MetricType::Gauge, "behavry_audit_backlog"),
+            refused: define(MetricType::Counter, "behavry_audit_backlog_refused_calls"),
+            over_limit: define(
+                MetricType::Counter,
+                "behavry_audit_backlog_over_limit_calls",
+            ),
+        }
+    }
+
+    fn show_backlog(&self, backlog: u64) {
+        if let Some(id) = self.backlog {
+            let _ = hostcalls::record_metric(id, backlog);
+        }
+    }
+
+    fn count(&self, counter: Option<u32>) {
+        if let Some(id) = counter {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
 }
 
 /// A JSON value in shared data (the default when absent or unreadable), with its CAS token.
@@ -1203,19 +1283,40 @@ impl BehavryHttp {
         let Some(queue_id) = self.queue_id else {
             return;
         };
+        let mut queued = 0i64;
         for event in events {
             match serde_json::to_vec(&event) {
-                Ok(line) => {
-                    if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
-                        log(
-                            LogLevel::Error,
-                            &format!("audit event {} not queued: {status:?}", event.event_id),
-                        );
-                    }
-                }
+                Ok(line) => match hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
+                    Ok(()) => queued += 1,
+                    Err(status) => log(
+                        LogLevel::Error,
+                        &format!("audit event {} not queued: {status:?}", event.event_id),
+                    ),
+                },
                 Err(err) => log(LogLevel::Error, &format!("audit event not encoded: {err}")),
             }
         }
+        if queued > 0 {
+            self.audit_metrics
+                .show_backlog(adjust_audit_backlog(queued));
+        }
+    }
+
+    /// At the audit backlog's bound, a governed call is refused when `audit.whenFull` is closed
+    /// (its refusal is recorded), else let through and counted. `None`: go on deciding.
+    fn audit_backlog_refusal(&mut self, config: &FilterConfig) -> Option<Action> {
+        let queued = audit_backlog();
+        if queued < config.audit.max_queued {
+            return None;
+        }
+        if config.audit.when_full == FailureMode::Open {
+            self.audit_metrics.count(self.audit_metrics.over_limit);
+            return None;
+        }
+        self.audit_metrics.count(self.audit_metrics.refused);
+        let exchange = self.exchange.as_mut()?;
+        let action = exchange.refuse_for_audit_backlog(queued, config.audit.max_queued, now_ms());
+        Some(self.after_decision(action))
     }
 
     fn ask_authz(config: &FilterConfig, body: &[u8]) -> Result<u32, String> {
@@ -1411,6 +1512,9 @@ impl BehavryHttp {
             BodyAction::Forward => Action::Continue,
             BodyAction::NeedCredential => self.with_credential(),
             BodyAction::AskAuthz(request) => {
+                if let Some(refused) = self.audit_backlog_refusal(&config) {
+                    return refused;
+                }
                 // The worker's table or cache may know the answer: no callout then.
                 let Some(exchange) = self.exchange.as_mut() else {
                     return Action::Pause;

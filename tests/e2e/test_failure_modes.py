@@ -5,10 +5,11 @@ import anyio
 import pytest
 from mcp import MCPError
 
-from harness import wait_until
+from harness import http, wait_until
 from mcp_client import connect
 
 AUTHZ_UNAVAILABLE = -32081
+AUDIT_UNAVAILABLE = -32082
 
 
 def test_authz_sidecar_down_fails_closed_then_recovers(stack, token):
@@ -84,5 +85,70 @@ def test_audit_sink_killed_midstream_keeps_the_chain(stack, token):
     stack.services["audit"] = stack.audit().start()
     for trace_id in first + second:
         assert len(stack.wait_trace(trace_id, timeout=30)) == 3
+    verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_full_audit_backlog_fails_new_calls_closed_and_drains(stack, token):
+    """An Envoy whose audit backlog may hold 6 events: with the sink down, calls run until the
+    backlog is full, then fail closed with -32082 and a metric; once the sink is back the backlog
+    drains, calls run again, and every call, the refused one too, is in the log."""
+    name = "envoy-small-backlog"
+    replica, port = stack.another_envoy(name, edit=lambda text: text.replace(
+        '"maxBatch": 500}', '"maxBatch": 500, "maxQueued": 6}'))
+    url = f"http://127.0.0.1:{port}/mcp/everything"
+
+    def stat(metric: str) -> int | None:
+        _, _, body = http("GET", f"http://127.0.0.1:{stack.ports[name + '_admin']}/stats"
+                                 f"?filter={metric}")
+        for line in body.decode().splitlines():
+            key, _, value = line.partition(": ")
+            if key.endswith(metric):
+                return int(value)
+        return None
+
+    async def calls(n: int):
+        done, refused = [], None
+        async with connect(url, token) as client:
+            for i in range(n):
+                try:
+                    await client.call_tool("echo", {"message": f"backlog {i}"})
+                    done.append(client.recorder.trace_of("tools/call", "echo"))
+                except MCPError as err:
+                    refused = (err, client.recorder.trace_of("tools/call", "echo"))
+                    break
+        return done, refused
+
+    replica.start()
+    try:
+        wait_until("the replica to verify tokens",
+                   lambda: stack.jwks_loaded(stack.ports[name + "_admin"]))
+        stack.services["audit"].stop()
+        try:
+            done, refused = anyio.run(calls, 10)
+        finally:
+            stack.services["audit"] = stack.audit().start()
+        assert done, "no call ran before the backlog filled"
+        assert refused is not None, "the backlog never refused a call"
+        error, refused_trace = refused
+        assert error.code == AUDIT_UNAVAILABLE
+        assert "fail closed" in error.message
+        assert error.data["max"] == 6 and error.data["queued"] >= 6
+        assert error.data["traceId"] == refused_trace
+        assert stat("behavry_audit_backlog_refused_calls") >= 1
+
+        wait_until("the backlog to drain", lambda: stat("behavry_audit_backlog") == 0)
+        after, refused_after = anyio.run(calls, 1)
+        assert refused_after is None and len(after) == 1
+
+        for trace_id in done + after:
+            stack.wait_trace(trace_id)
+        decision = wait_until("the refusal in the log", lambda: next(
+            (e["event"] for e in stack.trace(refused_trace) if e["event"]["kind"] == "decision"),
+            None))
+        assert decision["detail"]["allow"] is False
+        assert decision["detail"]["auditBacklog"]["max"] == 6
+    finally:
+        replica.stop()
     verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
