@@ -950,10 +950,15 @@ mod tests {
         events.extend(call(2, "agent-b", "delete_file", "s2", false));
         events.extend(call(3, "agent-a", "delete_file", "s1", false));
         events.extend(call(4, "agent-a", "read_file", "s3", true));
+        // An outcome with no call decided before it (a GET stream's findings): searched itself.
+        let mut stream = sample_event(5, AuditKind::Outcome);
+        stream.agent = Some("agent-c".to_owned());
+        events.push(stream);
         let (status, _) = send(&app, Method::POST, EVENTS_PATH, ndjson(&events)).await;
         assert_eq!(status, StatusCode::OK);
 
-        assert_eq!(ids(&search(&app, "").await), ["04", "03", "02", "01"]);
+        assert_eq!(ids(&search(&app, "").await), ["05", "04", "03", "02", "01"]);
+        assert_eq!(ids(&search(&app, "agent=agent-c").await), ["05"]);
         assert_eq!(
             ids(&search(&app, "agent=agent-a").await),
             ["04", "03", "01"]
@@ -989,10 +994,10 @@ mod tests {
 
         // Pages.
         let first = search(&app, "limit=3").await;
-        assert_eq!(ids(&first), ["04", "03", "02"]);
+        assert_eq!(ids(&first), ["05", "04", "03"]);
         let next = first.next.unwrap();
         let second = search(&app, &format!("limit=3&before={next}")).await;
-        assert_eq!(ids(&second), ["01"]);
+        assert_eq!(ids(&second), ["02", "01"]);
         assert_eq!(second.next, None);
 
         for bad in [
@@ -1021,7 +1026,8 @@ mod tests {
         let store = AuditStore::open(&path).await.unwrap();
         let filled = search_rows(&path, None).await;
         assert_eq!(filled, written);
-        assert_eq!(filled.len(), 12);
+        // One row per call, its decision, and the lone outcome.
+        assert_eq!(filled.len(), 5);
         let app = super::app(AppState { store });
         assert_eq!(ids(&search(&app, "decision=deny").await), ["03", "02"]);
     }

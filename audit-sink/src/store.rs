@@ -134,7 +134,7 @@ pub struct TraceMatch {
     pub end_ms: i64,
     /// How many records it has.
     pub events: u64,
-    /// What its first record names.
+    /// What its first searched record (its first call's decision) names.
     pub agent: Option<String>,
     /// The server.
     pub server: Option<String>,
@@ -152,7 +152,6 @@ pub struct TraceMatch {
 #[derive(sqlx::FromRow)]
 struct SearchRow {
     trace_id: String,
-    time_ms: i64,
     agent: Option<String>,
     server: Option<String>,
     method: Option<String>,
@@ -184,13 +183,24 @@ pub struct AuditStore {
 impl AuditStore {
     /// Open (creating if needed) the database at `path` for the sink, and migrate its schema.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+        Self::open_with(path, |options| options).await
+    }
+
+    /// [`AuditStore::open`] with the connection options changed by `tweak` (tests: a capped
+    /// database that fills up).
+    pub(crate) async fn open_with(
+        path: &Path,
+        tweak: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
+    ) -> Result<Self, StoreError> {
+        let options = tweak(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(BUSY_TIMEOUT),
+        );
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
             .connect_with(options)
@@ -300,7 +310,19 @@ impl AuditStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+        // One search row per call, its decision (which names all its intent does); an outcome
+        // only when its call has no decision (a GET stream's, a client's answer); any other
+        // kind (policy) always. A third of the rows to index of one a record.
+        let decided = decided_spans(&mut tx, &rows).await?;
+        let searched: Vec<_> = rows
+            .iter()
+            .filter(|(_, item, _, _)| match item.event.kind {
+                AuditKind::Intent => false,
+                AuditKind::Outcome => !decided.contains(&decision_id(&item.event)),
+                AuditKind::Decision | AuditKind::Policy => true,
+            })
+            .collect();
+        for chunk in searched.chunks(INSERT_CHUNK_ROWS) {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_search \
                  (seq, trace_id, time_ms, kind, agent, server, method, target, session_id, decision) ",
@@ -308,7 +330,7 @@ impl AuditStore {
             insert.push_values(chunk, |mut row, (seq, item, _, _)| {
                 let event = &item.event;
                 let request = &event.request;
-                row.push_bind(*seq)
+                row.push_bind(seq)
                     .push_bind(event.trace_id.as_str())
                     .push_bind(item.time_ms)
                     .push_bind(event.kind.as_str())
@@ -537,7 +559,7 @@ impl AuditStore {
             return Ok(Vec::new());
         }
         let mut rows = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT trace_id, time_ms, agent, server, method, target, session_id, decision \
+            "SELECT trace_id, agent, server, method, target, session_id, decision \
              FROM audit_search WHERE trace_id IN (",
         );
         let mut ids = rows.separated(", ");
@@ -546,6 +568,18 @@ impl AuditStore {
         }
         rows.push(") ORDER BY seq");
         let rows: Vec<SearchRow> = rows.build_query_as().fetch_all(&mut *tx).await?;
+        // Every record of the traces, not only the searched ones: their number and time span.
+        let mut spans = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT trace_id, COUNT(*), MIN(time_ms), MAX(time_ms) FROM audit_records \
+             WHERE trace_id IN (",
+        );
+        let mut ids = spans.separated(", ");
+        for (trace_id, _) in &found {
+            ids.push_bind(trace_id.as_str());
+        }
+        spans.push(") GROUP BY trace_id");
+        let spans: Vec<(String, i64, i64, i64)> =
+            spans.build_query_as().fetch_all(&mut *tx).await?;
         tx.rollback().await?;
         let mut matches: Vec<TraceMatch> = found
             .iter()
@@ -555,20 +589,24 @@ impl AuditStore {
                 ..TraceMatch::default()
             })
             .collect();
+        for (trace_id, events, start, end) in spans {
+            if let Some(found) = matches.iter_mut().find(|m| m.trace_id == trace_id) {
+                found.events = u64::try_from(events).unwrap_or(0);
+                found.start_ms = start;
+                found.end_ms = end;
+            }
+        }
         for row in rows {
             let Some(found) = matches.iter_mut().find(|m| m.trace_id == row.trace_id) else {
                 continue;
             };
-            if found.events == 0 {
-                found.start_ms = row.time_ms;
+            if found.server.is_none() {
                 found.agent = row.agent;
                 found.server = row.server;
                 found.method = row.method;
                 found.tool = row.target;
                 found.session_id = row.session_id;
             }
-            found.events += 1;
-            found.end_ms = row.time_ms;
             // A trace with a denied call is a denied trace.
             if row.decision.is_some() && found.decision.as_deref() != Some("deny") {
                 found.decision = row.decision;
@@ -897,8 +935,9 @@ async fn completed_nodes(
         .collect())
 }
 
-/// Search rows for the records that have none, from their bodies: what [`search_target`] and
-/// [`search_decision`] take from an event, in SQL.
+/// Search rows for the records after the last one searched, from their bodies: the rows the
+/// append path writes (see `append_batch`), with what [`search_target`] and [`search_decision`]
+/// take from an event, in SQL.
 const FILL_SEARCH: &str = "INSERT INTO audit_search \
     (seq, trace_id, time_ms, kind, agent, server, method, target, session_id, decision) \
     SELECT seq, trace_id, time_ms, kind, json_extract(b, '$.agent'), \
@@ -908,8 +947,42 @@ const FILL_SEARCH: &str = "INSERT INTO audit_search \
         json_extract(b, '$.request.sessionId'), \
         CASE WHEN kind = 'decision' THEN \
             CASE json_extract(b, '$.detail.allow') WHEN 1 THEN 'allow' WHEN 0 THEN 'deny' END END \
-    FROM (SELECT seq, trace_id, time_ms, kind, CAST(body AS TEXT) AS b FROM audit_records \
-        WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_search))";
+    FROM (SELECT seq, trace_id, time_ms, kind, CAST(body AS TEXT) AS b FROM audit_records r \
+        WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_search) AND kind <> 'intent' \
+        AND NOT (kind = 'outcome' AND EXISTS (SELECT 1 FROM audit_records d WHERE d.event_id = \
+            r.trace_id || '-' || json_extract(CAST(r.body AS TEXT), '$.spanId') || '-decision')))";
+
+/// The event id of the decision of `event`'s call (`{traceId}-{spanId}-decision`).
+fn decision_id(event: &AuditEvent) -> String {
+    format!("{}-{}-decision", event.trace_id, event.span_id)
+}
+
+/// The decision ids, among those of the outcomes in `rows`, that the log holds (the batch's
+/// own records are already inserted).
+async fn decided_spans(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    rows: &[(i64, &IngestEvent, ChainHash, ChainHash)],
+) -> Result<HashSet<String>, StoreError> {
+    let wanted: Vec<String> = rows
+        .iter()
+        .filter(|(_, item, _, _)| item.event.kind == AuditKind::Outcome)
+        .map(|(_, item, _, _)| decision_id(&item.event))
+        .collect();
+    let mut found = HashSet::new();
+    for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT event_id FROM audit_records WHERE event_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for id in chunk {
+            ids.push_bind(id.as_str());
+        }
+        query.push(")");
+        let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+        found.extend(ids);
+    }
+    Ok(found)
+}
 
 /// What a call names: its tool, or the prompt or resource it asks for.
 fn search_target(request: &RequestFacts) -> Option<&str> {
@@ -1553,6 +1626,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_database_acknowledges_nothing_it_did_not_store() {
+        // SQLite's page cap gives the error a full disk gives (SQLITE_FULL) on a real file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = AuditStore::open_with(&path, |o| o.pragma("max_page_count", "60"))
+            .await
+            .unwrap();
+        let mut stored = 0u64;
+        let mut refused = None;
+        for round in 0..200u64 {
+            let events: Vec<AuditEvent> = (0..20)
+                .map(|n| {
+                    let mut event = sample_event(1, AuditKind::Decision);
+                    event.event_id = format!("event-{round}-{n}");
+                    event
+                })
+                .collect();
+            match store.append_batch(&batch(&events)).await {
+                Ok(ack) => stored += ack.appended,
+                Err(err) => {
+                    refused = Some(err);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the capped database never filled");
+        assert!(matches!(refused, StoreError::Database(_)), "{refused}");
+        assert!(refused.to_string().contains("full"), "{refused}");
+        // Only acknowledged batches are in the log, and it verifies.
+        assert_eq!(store.head().await.unwrap().size, stored);
+        store.close().await;
+        let store = AuditStore::open(&path).await.unwrap();
+        assert_eq!(intact_size(store.verify(LogVerifier::new(Vec::new())).await.unwrap()), stored);
+        // With room again, the refused batch goes in whole.
+        let ack = store
+            .append_batch(&batch(&[sample_event(2, AuditKind::Intent)]))
+            .await
+            .unwrap();
+        assert_eq!(ack.appended, 1);
+        let leaves = stored_leaves(&store).await;
+        assert_eq!(
+            store.tree_head(stored + 1).await.unwrap(),
+            Some(merkle::Leaves(&leaves).root())
+        );
+    }
+
+    #[tokio::test]
     async fn guard_triggers_refuse_update_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("audit.db"))
@@ -1733,19 +1853,22 @@ mod tests {
             started.elapsed().as_secs_f64() * 1e6 / rounds as f64
         );
         store.close().await;
-        let keys = vec![crate::checkpoint::NoteVerifier::parse(&signer.verifier_key()).unwrap()];
-        let cpu = process_cpu_seconds();
-        let started = std::time::Instant::now();
-        let outcome = verify_database(&path, LogVerifier::new(keys))
-            .await
-            .unwrap();
-        let elapsed = started.elapsed().as_secs_f64();
-        assert_eq!(intact_size(outcome), records);
-        println!(
-            "verify (chain, tree, stored nodes, checkpoint): {:.0} records/s, {:.1} µs of CPU per record",
-            records as f64 / elapsed,
-            (process_cpu_seconds() - cpu) * 1e6 / records as f64
-        );
+        for quick in [false, true] {
+            let keys =
+                vec![crate::checkpoint::NoteVerifier::parse(&signer.verifier_key()).unwrap()];
+            let cpu = process_cpu_seconds();
+            let started = std::time::Instant::now();
+            let verifier = LogVerifier::new(keys).hashes_only(quick);
+            let outcome = verify_database(&path, verifier).await.unwrap();
+            let elapsed = started.elapsed().as_secs_f64();
+            assert_eq!(intact_size(outcome), records);
+            println!(
+                "verify{} (chain, tree, stored nodes, checkpoint): {:.0} records/s, {:.1} µs of CPU per record",
+                if quick { " --quick" } else { "" },
+                records as f64 / elapsed,
+                (process_cpu_seconds() - cpu) * 1e6 / records as f64
+            );
+        }
     }
 
     fn process_cpu_seconds() -> f64 {

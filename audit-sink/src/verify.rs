@@ -204,6 +204,8 @@ pub struct Summary {
     pub signatures_checked: bool,
     /// The first record checked (after an export's prefix), 1 for a whole log.
     pub first_seq: u64,
+    /// Whether each body was read again as an event (not with `hashes_only`).
+    pub bodies_checked: bool,
 }
 
 /// Checks a log record by record; see the module documentation.
@@ -221,6 +223,7 @@ pub struct LogVerifier {
     kept: u64,
     newest_kept: Option<u64>,
     first_seq: u64,
+    hashes_only: bool,
 }
 
 impl LogVerifier {
@@ -238,7 +241,16 @@ impl LogVerifier {
             kept: 0,
             newest_kept: None,
             first_seq: 1,
+            hashes_only: false,
         }
+    }
+
+    /// Skip re-reading each body as an event ([`ChainVerifier::hashes_only`]): sequence, links,
+    /// hashes, the tree and the checkpoints are still checked.
+    pub fn hashes_only(mut self, hashes_only: bool) -> LogVerifier {
+        self.hashes_only = hashes_only;
+        self.chain = self.chain.hashes_only(hashes_only);
+        self
     }
 
     /// Start after the first `head.size` records, from their chain head and tree frontier (an
@@ -251,7 +263,7 @@ impl LogVerifier {
                 tree.size()
             )));
         }
-        self.chain = ChainVerifier::resume(head);
+        self.chain = ChainVerifier::resume(head).hashes_only(self.hashes_only);
         self.tree = tree;
         self.first_seq = head.size + 1;
         Ok(())
@@ -443,6 +455,7 @@ impl LogVerifier {
             kept: self.kept,
             signatures_checked: !self.keys.is_empty(),
             first_seq: self.first_seq,
+            bodies_checked: !self.hashes_only,
         })
     }
 }
