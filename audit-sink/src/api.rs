@@ -11,6 +11,8 @@
 //! | `GET /v1/log/checkpoint` | 200 the newest signed checkpoint (C2SP signed note); 404 none yet |
 //! | `GET /healthz` | 200 `ok` |
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -52,6 +54,21 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub struct AppState {
     /// The log.
     pub store: AuditStore,
+    /// Exports running at once (each holds a pooled connection for as long as it streams).
+    pub exports: Arc<tokio::sync::Semaphore>,
+}
+
+/// Exports that may stream at once: the pool keeps connections for appends.
+pub const MAX_EXPORTS: usize = 2;
+
+impl AppState {
+    /// The state of a sink on `store`.
+    pub fn new(store: AuditStore) -> AppState {
+        AppState {
+            store,
+            exports: Arc::new(tokio::sync::Semaphore::new(MAX_EXPORTS)),
+        }
+    }
 }
 
 /// The sink's router.
@@ -288,6 +305,9 @@ pub enum ApiError {
     /// A proof asked for records or sizes the log does not have.
     #[error("{0}")]
     BeyondLog(String),
+    /// As many exports as may run at once are streaming.
+    #[error("{MAX_EXPORTS} exports are streaming already; try again when one ends")]
+    ExportBusy,
     /// No checkpoint was signed yet (or the sink has no signing key).
     #[error("no signed checkpoint yet")]
     NoCheckpoint,
@@ -324,6 +344,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "checkpointRefused", None)
             }
             ApiError::NoCheckpoint => (StatusCode::NOT_FOUND, "noCheckpoint", None),
+            ApiError::ExportBusy => (StatusCode::SERVICE_UNAVAILABLE, "exportBusy", None),
         };
         let message = self.to_string();
         if status.is_server_error() {
@@ -543,11 +564,15 @@ async fn export(
         )));
     }
     let to = to.unwrap_or(size);
+    let Ok(permit) = Arc::clone(&state.exports).try_acquire_owned() else {
+        return Err(ApiError::ExportBusy);
+    };
     let (lines, receiver) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         if let Err(err) = state.store.export(from, Some(to), proofs, &lines).await {
             tracing::error!(error = %err, "export ended early");
         }
+        drop(permit);
     });
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
@@ -636,7 +661,7 @@ mod tests {
         let store = AuditStore::open(&dir.path().join("audit.db"))
             .await
             .unwrap();
-        (dir, app(AppState { store }))
+        (dir, app(AppState::new(store)))
     }
 
     async fn send(app: &Router, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
@@ -1028,7 +1053,7 @@ mod tests {
         assert_eq!(filled, written);
         // One row per call, its decision, and the lone outcome.
         assert_eq!(filled.len(), 5);
-        let app = super::app(AppState { store });
+        let app = super::app(AppState::new(store));
         assert_eq!(ids(&search(&app, "decision=deny").await), ["03", "02"]);
     }
 
@@ -1101,6 +1126,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exports_beyond_the_limit_are_503_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.db"))
+            .await
+            .unwrap();
+        let state = AppState::new(store);
+        let _running = Arc::clone(&state.exports)
+            .try_acquire_many_owned(MAX_EXPORTS as u32)
+            .unwrap();
+        let app = app(state);
+        let (status, body) = send(&app, Method::GET, EXPORT_PATH, Vec::new()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error.error, "exportBusy");
+    }
+
+    #[tokio::test]
     async fn empty_log_head_and_health() {
         let (_dir, app) = test_app().await;
         assert_eq!(
@@ -1122,7 +1164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let store = AuditStore::open(&path).await.unwrap();
-        let app = app(AppState { store });
+        let app = app(AppState::new(store));
         // Take the table away under the running sink, as a broken disk or a wrong file would.
         let mut conn = sqlx::sqlite::SqliteConnection::connect(path.to_str().unwrap())
             .await

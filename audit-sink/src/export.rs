@@ -223,7 +223,7 @@ impl ExportVerifier {
                 },
                 Some((from, _, _)),
             ) => {
-                if size + 1 != from || self.log.size() != 0 {
+                if size.checked_add(1) != Some(from) || self.log.size() != 0 {
                     return Err(self.malformed(
                         "the prefix must come right after the header and end before `from`",
                     ));

@@ -159,14 +159,9 @@ pub async fn run(
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "audit-sink listening on {local}").and_then(|()| stdout.flush());
     }
-    let served = axum::serve(
-        listener,
-        app(AppState {
-            store: store.clone(),
-        }),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let served = axum::serve(listener, app(AppState::new(store.clone())))
+        .with_graceful_shutdown(shutdown)
+        .await;
     if let Some(signing) = signing {
         signing.abort();
     }

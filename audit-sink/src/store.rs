@@ -38,6 +38,9 @@ const INSERT_CHUNK_ROWS: usize = 500;
 /// Tree nodes per multi-row statement (3 bound values each).
 const NODE_CHUNK_ROWS: usize = 2000;
 
+/// How long an export waits for its reader to take the next line before it stops.
+pub const EXPORT_STALL: Duration = Duration::from_secs(30);
+
 /// Rows read per query during verification.
 const VERIFY_PAGE_ROWS: i64 = 4096;
 
@@ -666,7 +669,14 @@ impl AuditStore {
             .into_iter()
             .map(|(size, note)| (u64::try_from(size).unwrap_or(0), note))
             .collect();
-        let send = |line: ExportLine| async move { out.send(line.to_ndjson()).await.is_ok() };
+        // A reader that stops reading for EXPORT_STALL ends the export: it holds a read
+        // transaction and a pooled connection the sink needs.
+        let send = |line: ExportLine| async move {
+            matches!(
+                tokio::time::timeout(EXPORT_STALL, out.send(line.to_ndjson())).await,
+                Ok(Ok(()))
+            )
+        };
         let header = ExportLine::Header {
             format: crate::export::FORMAT.to_owned(),
             from,
@@ -794,10 +804,6 @@ impl AuditStore {
                 return Ok(VerifyOutcome::Broken(failure));
             }
         }
-        // A log whose sink never built the tree (opened read-only here) is checked without it.
-        let has_tree: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_tree_nodes)")
-            .fetch_one(&mut *tx)
-            .await?;
         // Keyset pagination on the stored seq (not the expected one), so gaps are seen, not skipped.
         let mut after_seq = i64::MIN;
         loop {
@@ -814,17 +820,15 @@ impl AuditStore {
             };
             after_seq = last.seq;
             let start = verifier.size();
-            let stored = if has_tree {
-                completed_nodes(&mut tx, start, start + rows.len() as u64).await?
-            } else {
-                HashMap::new()
-            };
+            // Every record's tree nodes are stored with it (or when the sink opens a log from
+            // before the tree): one missing is a tree taken away.
+            let stored = completed_nodes(&mut tx, start, start + rows.len() as u64).await?;
             for row in rows {
-                let completed = match verifier.record(&StoredRecord::from(row)) {
+                let completed = match verifier.append(&StoredRecord::from(row)) {
                     Ok(completed) => completed,
                     Err(failure) => return Ok(VerifyOutcome::Broken(failure)),
                 };
-                for (id, computed) in completed.into_iter().filter(|_| has_tree) {
+                for (id, computed) in completed {
                     let found = stored.get(&id);
                     if found != Some(&computed) {
                         let (first, last) = node_records(id);
@@ -837,6 +841,9 @@ impl AuditStore {
                             computed: hex::encode(computed),
                         }));
                     }
+                }
+                if let Err(failure) = verifier.settle() {
+                    return Ok(VerifyOutcome::Broken(failure));
                 }
             }
         }
@@ -1658,7 +1665,10 @@ mod tests {
         assert_eq!(store.head().await.unwrap().size, stored);
         store.close().await;
         let store = AuditStore::open(&path).await.unwrap();
-        assert_eq!(intact_size(store.verify(LogVerifier::new(Vec::new())).await.unwrap()), stored);
+        assert_eq!(
+            intact_size(store.verify(LogVerifier::new(Vec::new())).await.unwrap()),
+            stored
+        );
         // With room again, the refused batch goes in whole.
         let ack = store
             .append_batch(&batch(&[sample_event(2, AuditKind::Intent)]))

@@ -383,7 +383,7 @@ impl LogVerifier {
     }
 
     /// Checks the checkpoints of the current size.
-    fn settle(&mut self) -> Result<(), Failure> {
+    pub fn settle(&mut self) -> Result<(), Failure> {
         let size = self.tree.size();
         let Some(due) = self.pending.remove(&size) else {
             return Ok(());
@@ -413,15 +413,22 @@ impl LogVerifier {
         Ok(())
     }
 
-    /// Checks the next record; returns the tree nodes it completes, bottom up, for a store that
-    /// keeps them to compare.
-    pub fn record(&mut self, record: &StoredRecord) -> Result<Vec<(NodeId, Hash)>, Failure> {
+    /// Checks the next record, then the checkpoints of its size.
+    pub fn record(&mut self, record: &StoredRecord) -> Result<(), Failure> {
+        self.append(record)?;
+        self.settle()
+    }
+
+    /// Checks the next record's chain and adds it to the tree, leaving the checkpoints of its
+    /// size to [`LogVerifier::settle`]: a store compares the tree nodes it keeps in between, so
+    /// that a changed record is named by its node rather than placed between two checkpoints.
+    /// Returns the nodes it completes, bottom up.
+    pub fn append(&mut self, record: &StoredRecord) -> Result<Vec<(NodeId, Hash)>, Failure> {
         self.chain.check(record).map_err(Failure::Chain)?;
         let mut completed = Vec::with_capacity(2);
         self.tree.push(merkle::leaf_hash(&record.body), |id, hash| {
             completed.push((id, *hash))
         });
-        self.settle()?;
         Ok(completed)
     }
 

@@ -401,6 +401,18 @@ async fn a_record_deleted_with_the_tree_left_alone_is_named_exactly() {
 }
 
 #[tokio::test]
+async fn a_tree_taken_away_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log(dir.path()).await;
+    tamper(&path, &["DELETE FROM audit_tree_nodes"]).await;
+    let found = failure(db_outcome(&path, &[]).await);
+    assert!(
+        matches!(found, Failure::TreeNode { level: 0, index: 0, first: 1, ref stored, .. } if stored == "missing"),
+        "{found}"
+    );
+}
+
+#[tokio::test]
 async fn an_inserted_record_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = log(dir.path()).await;

@@ -73,7 +73,11 @@ impl Trust {
 /// Verify the log at `source`: exit 0 when intact, 1 naming the first bad record, 2 when it
 /// could not be checked.
 pub fn verify(source: &Source, trust: &Trust) -> anyhow::Result<ExitCode> {
-    let mut log = LogVerifier::new(trust.verifiers()?).hashes_only(trust.quick);
+    let keys = trust.verifiers()?;
+    if keys.is_empty() && !trust.checkpoints.is_empty() {
+        bail!("a kept checkpoint is checked with the log's key: add --key or --key-file");
+    }
+    let mut log = LogVerifier::new(keys).hashes_only(trust.quick);
     let kept = trust.kept()?;
     let outcome = match source {
         Source::Db(db) => {

@@ -192,8 +192,9 @@ enum AuditCommand {
     /// recomputed from the records, its signed checkpoints and any checkpoints you kept. Names
     /// the first bad record; exit 1 when the log fails, 2 when it cannot be checked.
     Verify {
-        /// The audit-sink's SQLite database file, opened read-only.
-        #[arg(long, env = "BEHAVRY_AUDIT_DB", group = "source")]
+        /// The audit-sink's SQLite database file, opened read-only (`BEHAVRY_AUDIT_DB` when no
+        /// source is given).
+        #[arg(long, group = "source")]
         db: Option<PathBuf>,
         /// An export (`behavry audit export`, `GET /v1/log/export`); `-` reads standard input.
         #[arg(long, group = "source")]
@@ -262,10 +263,13 @@ fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             checkpoints,
             quick,
         } => {
-            let source = match (db, export, url) {
-                (Some(db), _, _) => audit::Source::Db(db),
-                (_, Some(export), _) => audit::Source::Export(export),
-                (_, _, Some(url)) => audit::Source::Url(url),
+            // The sink's own variable names the database only when nothing else is asked
+            // for: set on the sink's machine, it must not turn `--export` into a conflict.
+            let db = db.or_else(|| std::env::var_os("BEHAVRY_AUDIT_DB").map(PathBuf::from));
+            let source = match (export, url, db) {
+                (Some(export), _, _) => audit::Source::Export(export),
+                (_, Some(url), _) => audit::Source::Url(url),
+                (_, _, Some(db)) => audit::Source::Db(db),
                 _ => anyhow::bail!("say what to verify: --db, --export or --url"),
             };
             let trust = audit::Trust {

@@ -84,7 +84,7 @@ fn time_ms(text: &str, now_ms: i64) -> anyhow::Result<i64> {
     let number: i64 = number
         .parse()
         .with_context(|| format!("{text:?}: the age must be a whole number"))?;
-    Ok(now_ms - number.saturating_mul(seconds).saturating_mul(1000))
+    Ok(now_ms.saturating_sub(number.saturating_mul(seconds).saturating_mul(1000)))
 }
 
 fn now_ms() -> i64 {
@@ -197,8 +197,17 @@ fn proofs(trace: &TraceResponse, checkpoint: Option<&Checkpoint>) -> Vec<Proof> 
         .events
         .iter()
         .map(|entry| {
-            let (Some(inclusion), Some(checkpoint)) = (&entry.inclusion, checkpoint) else {
+            let Some(checkpoint) = checkpoint else {
                 return Proof::Pending;
+            };
+            let Some(inclusion) = &entry.inclusion else {
+                // A record the checkpoint covers must come with its proof: one left out is a
+                // record the sink cannot prove.
+                return if entry.seq <= checkpoint.size {
+                    Proof::Failed
+                } else {
+                    Proof::Pending
+                };
             };
             let proof: Option<Vec<merkle::Hash>> = inclusion
                 .proof
@@ -550,12 +559,52 @@ mod tests {
         assert_eq!(time_ms("30m", 1_800_000).unwrap(), 0);
         assert!(time_ms("soon", 0).is_err());
         assert!(time_ms("1.5h", 0).is_err());
+        assert_eq!(time_ms("-9223372036854775807d", 0).unwrap(), i64::MAX);
     }
 
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(encode("agent a/b&c=d"), "agent%20a%2Fb%26c%3Dd");
         assert_eq!(encode("read_file-1.~"), "read_file-1.~");
+    }
+
+    #[test]
+    fn a_covered_record_without_its_proof_fails() {
+        use behavry_audit::api::TraceEntry;
+        use behavry_core::wire::{AuditEvent, AuditKind, RequestFacts};
+        let event = |seq: u64| TraceEntry {
+            seq,
+            hash: String::new(),
+            prev_hash: String::new(),
+            event: AuditEvent {
+                event_id: format!("e{seq}"),
+                trace_id: "1".repeat(32),
+                span_id: "2".repeat(16),
+                parent_span_id: None,
+                kind: AuditKind::Intent,
+                time_ms: 1,
+                agent: None,
+                delegation: Vec::new(),
+                request: RequestFacts::default(),
+                detail: Value::Null,
+            },
+            inclusion: None,
+        };
+        let trace = TraceResponse {
+            trace_id: "1".repeat(32),
+            events: vec![event(3), event(9)],
+            checkpoint: None,
+        };
+        let checkpoint = Checkpoint {
+            origin: "behavry.test/audit".into(),
+            size: 5,
+            root: [0; 32],
+        };
+        assert_eq!(
+            proofs(&trace, Some(&checkpoint)),
+            [Proof::Failed, Proof::Pending]
+        );
+        assert_eq!(proofs(&trace, None), [Proof::Pending, Proof::Pending]);
     }
 
     #[test]

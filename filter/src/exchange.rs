@@ -467,6 +467,10 @@ pub struct Exchange {
 /// notifications could otherwise grow the record, and the worker's memory, without bound).
 const MAX_AUDITED_FINDINGS: usize = 256;
 
+/// The most characters of a name the upstream chose (a request's method or id) the audit log
+/// keeps.
+const MAX_AUDITED_NAME_CHARS: usize = 128;
+
 /// Whether a tool name reads as an identifier rather than a word: it has a `_`, `-` or `.`, a
 /// digit, or a capital after its first letter.
 fn is_identifier_like(name: &str) -> bool {
@@ -933,11 +937,10 @@ impl Exchange {
             // The arguments as sent, keyed: equal calls are seen as equal, and nothing of a
             // redacted value can be guessed back from the log.
             if let (Some(dlp), Some(arguments)) = (&self.dlp, &self.facts.arguments) {
-                let canonical = behavry_core::jcs::canonical_json(arguments);
-                map.insert(
-                    "argumentsDigest".to_owned(),
-                    json!(dlp.key.digest(canonical.as_bytes())),
-                );
+                // Domain-separated from the findings' hashes under the same key.
+                let mut input = b"behavry/arguments\0".to_vec();
+                input.extend_from_slice(behavry_core::jcs::canonical_json(arguments).as_bytes());
+                map.insert("argumentsDigest".to_owned(), json!(dlp.key.digest(&input)));
             }
             if !self.argument_findings.is_empty() {
                 map.insert("findings".to_owned(), json!(self.argument_findings));
@@ -2548,8 +2551,19 @@ impl Exchange {
             && pending.governed
             && self.server_requests.len() < MAX_AUDITED_FINDINGS
         {
+            // What the server chose, bounded: a method or id of any length must not make the
+            // outcome too large for the sink to take.
+            let bounded = |text: &str| {
+                text.chars()
+                    .take(MAX_AUDITED_NAME_CHARS)
+                    .collect::<String>()
+            };
+            let id = match id.to_value() {
+                Value::String(text) => Value::String(bounded(&text)),
+                other => other,
+            };
             self.server_requests
-                .push(json!({"method": method, "id": id.to_value()}));
+                .push(json!({"method": bounded(method), "id": id}));
             return;
         }
         let detail = match message {

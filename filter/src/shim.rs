@@ -107,6 +107,7 @@ impl Context for BehavryRoot {
                         LogLevel::Error,
                         &format!("audit event lost at shutdown: {status:?}"),
                     );
+                    adjust_audit_backlog(-1);
                 }
             }
         }
@@ -175,6 +176,22 @@ impl Context for BehavryRoot {
             return;
         }
         let body = String::from_utf8_lossy(&call_body(body_size.min(1024))).into_owned();
+        if let Some(line) = refused_line(status.as_deref(), &body, self.shipper.batch_events())
+            && let Some(event) = self.shipper.set_aside(line)
+        {
+            // Never silently: the event is logged whole, and the rest goes again now.
+            log(
+                LogLevel::Critical,
+                &format!(
+                    "the audit-sink refuses an event as it is ({body}); set aside from the log: {}",
+                    String::from_utf8_lossy(&event)
+                ),
+            );
+            let backlog = adjust_audit_backlog(-1);
+            self.audit_metrics.show_backlog(backlog);
+            self.ship();
+            return;
+        }
         log(
             LogLevel::Warn,
             &format!(
@@ -866,31 +883,47 @@ fn first_use_key(tenant: &str, server: &str) -> String {
     pair_key(FIRST_USE_KEY_PREFIX, tenant, server)
 }
 
+/// The line of a batch the sink will never take as it is: a `badLine` refusal (400) names it; a
+/// batch of one event over the sink's size (413) is that event.
+fn refused_line(status: Option<&str>, body: &str, events: usize) -> Option<usize> {
+    match status? {
+        "400" => serde_json::from_str::<serde_json::Value>(body)
+            .ok()?
+            .get("line")?
+            .as_u64()
+            .and_then(|line| usize::try_from(line).ok()),
+        "413" if events == 1 => Some(1),
+        _ => None,
+    }
+}
+
 /// Shared data: the audit events queued by this Envoy's workers and not yet acknowledged by the
 /// sink (docs/filter.md "Audit delivery").
 const AUDIT_BACKLOG_KEY: &str = "behavry.audit-backlog";
 
-/// The audit backlog now.
+/// The audit backlog now (never below zero; see [`adjust_audit_backlog`]).
 fn audit_backlog() -> u64 {
-    shared_value::<u64>(AUDIT_BACKLOG_KEY).0
+    u64::try_from(shared_value::<i64>(AUDIT_BACKLOG_KEY).0).unwrap_or(0)
 }
 
 /// Adds `delta` events to the audit backlog (compare-and-swap until it lands: a lost decrement
-/// would keep refusing calls); the new backlog.
+/// would keep refusing calls); the new backlog. The count is signed: a batch acknowledged by
+/// one worker before another counted its events up leaves it below zero for that moment, and
+/// clamping there would lose the decrement for good.
 fn adjust_audit_backlog(delta: i64) -> u64 {
     for _ in 0..64 {
-        let (value, cas) = shared_value::<u64>(AUDIT_BACKLOG_KEY);
-        let next = value.saturating_add_signed(delta);
+        let (value, cas) = shared_value::<i64>(AUDIT_BACKLOG_KEY);
+        let next = value.saturating_add(delta);
         match hostcalls::set_shared_data(AUDIT_BACKLOG_KEY, Some(next.to_string().as_bytes()), cas)
         {
-            Ok(()) => return next,
+            Ok(()) => return u64::try_from(next).unwrap_or(0),
             Err(Status::CasMismatch) => continue,
             Err(status) => {
                 log(
                     LogLevel::Error,
                     &format!("audit backlog not counted ({delta:+} events): {status:?}"),
                 );
-                return value;
+                return u64::try_from(value).unwrap_or(0);
             }
         }
     }
@@ -1283,30 +1316,33 @@ impl BehavryHttp {
         let Some(queue_id) = self.queue_id else {
             return;
         };
-        let mut queued = 0i64;
+        // Counted before they are queued: a worker that ships and is acknowledged first must
+        // find them counted.
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let mut backlog = adjust_audit_backlog(count);
         for event in events {
-            match serde_json::to_vec(&event) {
-                Ok(line) => match hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
-                    Ok(()) => queued += 1,
-                    Err(status) => log(
-                        LogLevel::Error,
-                        &format!("audit event {} not queued: {status:?}", event.event_id),
-                    ),
-                },
-                Err(err) => log(LogLevel::Error, &format!("audit event not encoded: {err}")),
+            let queued = match serde_json::to_vec(&event) {
+                Ok(line) => hostcalls::enqueue_shared_queue(queue_id, Some(&line))
+                    .map_err(|status| format!("not queued: {status:?}")),
+                Err(err) => Err(format!("not encoded: {err}")),
+            };
+            if let Err(why) = queued {
+                log(
+                    LogLevel::Error,
+                    &format!("audit event {} {why}", event.event_id),
+                );
+                backlog = adjust_audit_backlog(-1);
             }
         }
-        if queued > 0 {
-            self.audit_metrics
-                .show_backlog(adjust_audit_backlog(queued));
-        }
+        self.audit_metrics.show_backlog(backlog);
     }
 
     /// At the audit backlog's bound, a governed call is refused when `audit.whenFull` is closed
     /// (its refusal is recorded), else let through and counted. `None`: go on deciding.
     fn audit_backlog_refusal(&mut self, config: &FilterConfig) -> Option<Action> {
+        // This call's intent is already counted: refuse only past the bound.
         let queued = audit_backlog();
-        if queued < config.audit.max_queued {
+        if queued <= config.audit.max_queued {
             return None;
         }
         if config.audit.when_full == FailureMode::Open {

@@ -97,6 +97,34 @@ impl AuditShipper {
         0
     }
 
+    /// Takes line `line` (1-based, as the sink counts in a `badLine` refusal) out of the
+    /// unacknowledged batch, which is then sent again at once: an event the sink will never take
+    /// as it is must not hold back every event behind it (and, with the backlog bound, every
+    /// call). The line, when the batch had it, for the caller to log in full.
+    pub fn set_aside(&mut self, line: usize) -> Option<Vec<u8>> {
+        let batch = self.batch.as_mut()?;
+        let mut lines: Vec<&[u8]> = batch
+            .body
+            .split(|&byte| byte == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let index = line.checked_sub(1).filter(|i| *i < lines.len())?;
+        let removed = lines.remove(index).to_vec();
+        let mut body = Vec::with_capacity(batch.body.len());
+        for kept in &lines {
+            body.extend_from_slice(kept);
+            body.push(b'\n');
+        }
+        batch.events = lines.len();
+        batch.body = body;
+        if batch.events == 0 {
+            self.batch = None;
+        }
+        self.in_flight = None;
+        self.not_before_ms = 0;
+        Some(removed)
+    }
+
     /// The host refused to start the delivery (e.g. unknown cluster): back off and retry.
     pub fn delivery_failed(&mut self, now_ms: u64) {
         self.in_flight = None;
@@ -104,6 +132,11 @@ impl AuditShipper {
         let exponent = self.failures_in_a_row.min(6);
         let backoff = (50u64 << exponent).min(MAX_BACKOFF_MS);
         self.not_before_ms = now_ms.saturating_add(backoff);
+    }
+
+    /// Events in the unacknowledged batch.
+    pub fn batch_events(&self) -> usize {
+        self.batch.as_ref().map_or(0, |b| b.events)
     }
 
     /// Events taken from the queue and not yet acknowledged.
@@ -134,6 +167,28 @@ impl AuditShipper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_line_is_set_aside_and_the_rest_goes_again_at_once() {
+        let mut shipper = AuditShipper::default();
+        let mut queue: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        queue.reverse();
+        let batch = shipper.next_batch(0, 10, 1 << 20, || queue.pop()).unwrap();
+        assert_eq!(batch.events, 3);
+        shipper.sent(1);
+        assert_eq!(shipper.finished(false, 0), 0);
+        assert_eq!(shipper.set_aside(2), Some(b"b".to_vec()));
+        let again = shipper.next_batch(0, 10, 1 << 20, || None).unwrap();
+        assert_eq!((again.body.as_slice(), again.events), (&b"a\nc\n"[..], 2));
+        assert_eq!(shipper.set_aside(3), None, "no such line");
+        assert_eq!(shipper.set_aside(0), None);
+        shipper.set_aside(1);
+        shipper.set_aside(1);
+        assert!(
+            shipper.next_batch(0, 10, 1 << 20, || None).is_none(),
+            "nothing left"
+        );
+    }
     use std::collections::VecDeque;
 
     fn queue(n: usize) -> VecDeque<Vec<u8>> {
