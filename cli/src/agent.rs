@@ -132,8 +132,8 @@ pub enum AgentCommand {
     },
     /// Revoke one access token: the proxy refuses it although it still verifies.
     RevokeToken {
-        /// The token's `jti` claim.
-        #[arg(long)]
+        /// The token's `jti` claim (it may start with `-`: base64url ids do).
+        #[arg(long, allow_hyphen_values = true)]
         jti: String,
         /// The token's `exp` claim, seconds since the epoch (default: the longest token lifetime
         /// from now); the revocation is dropped after it.
@@ -597,6 +597,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(path, "/admin/v1/agents/a%40b/keys/k%2F1");
+    }
+
+    #[test]
+    fn a_jti_may_start_with_a_hyphen() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AgentCommand,
+        }
+        let cli =
+            Cli::try_parse_from(["behavry", "revoke-token", "--jti", "-zgn5FLoJrpyQ"]).unwrap();
+        let (_, _, body) = request_for(cli.command).unwrap();
+        assert_eq!(body.unwrap()["tokenId"], "-zgn5FLoJrpyQ");
     }
 
     #[test]

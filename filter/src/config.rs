@@ -184,6 +184,9 @@ pub struct AuditShipping {
     /// At `max_queued`: refuse new governed calls (`Closed`, -32082) or let them run and count
     /// them (`Open`).
     pub when_full: FailureMode,
+    /// Commit a call's intent and decision at the sink before the call proceeds (a call whose
+    /// records cannot be committed is refused with -32082); outcomes are shipped as usual.
+    pub sync: bool,
 }
 
 /// What happens when the authz-sidecar cannot answer in time.
@@ -329,6 +332,8 @@ struct RawAudit {
     max_queued: Option<u64>,
     #[serde(default)]
     when_full: Option<FailureMode>,
+    #[serde(default)]
+    sync: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -492,6 +497,7 @@ impl FilterConfig {
                 None => DEFAULT_AUDIT_MAX_QUEUED,
             },
             when_full: raw.audit.when_full.unwrap_or(FailureMode::Closed),
+            sync: raw.audit.sync,
         };
         let credentials = match raw.credentials {
             None => None,
@@ -667,6 +673,7 @@ mod tests {
         assert_eq!(config.audit.max_batch, DEFAULT_AUDIT_MAX_BATCH);
         assert_eq!(config.audit.max_queued, DEFAULT_AUDIT_MAX_QUEUED);
         assert_eq!(config.audit.when_full, FailureMode::Closed);
+        assert!(!config.audit.sync);
         assert_eq!(config.jwt_metadata_key, DEFAULT_JWT_METADATA_KEY);
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert_eq!(config.limits, Limits::default());

@@ -1455,6 +1455,21 @@ impl Exchange {
         ))
     }
 
+    /// In `audit.sync` mode, the call's intent and decision could not be committed at the sink
+    /// before it ran: it does not run (docs/filter.md "Audit delivery"). The records still go to
+    /// the queue with this refusal's outcome.
+    pub fn refuse_uncommitted(&mut self, why: &str, now_ms: u64) -> LocalReply {
+        let data = json!({"traceId": self.ids.trace_id, "reason": why});
+        self.rpc_error_reply(
+            jsonrpc::AUDIT_UNAVAILABLE,
+            &format!(
+                "audit unavailable, call refused (fail closed): its decision could not be committed before it ran: {why}"
+            ),
+            data,
+            now_ms,
+        )
+    }
+
     /// The answer to a call the agent may not know exists: what an MCP server answers for an
     /// unknown tool or prompt (JSON-RPC -32602, MCP server/tools "Error Handling") or resource
     /// (-32002, MCP server/resources "Error Handling"). The audit trail keeps the real denial.

@@ -308,6 +308,7 @@ impl RootContext for BehavryRoot {
             exchange: None,
             authz_call: None,
             credential_call: None,
+            sync_commit: None,
         }))
     }
 
@@ -623,6 +624,8 @@ struct BehavryHttp {
     exchange: Option<Exchange>,
     authz_call: Option<u32>,
     credential_call: Option<u32>,
+    /// `audit.sync`: the commit of this call's records the call waits for.
+    sync_commit: Option<SyncCommit>,
 }
 
 /// `:status` of the answer to a `dispatch_http_call`, or `None` when there is none. When a call
@@ -895,6 +898,39 @@ fn refused_line(status: Option<&str>, body: &str, events: usize) -> Option<usize
         "413" if events == 1 => Some(1),
         _ => None,
     }
+}
+
+/// Puts audit lines on the shared queue, counted in the backlog before they are queued (a
+/// worker that ships and is acknowledged first must find them counted).
+fn queue_lines(queue_id: Option<u32>, metrics: &AuditMetrics, lines: Vec<Vec<u8>>) {
+    let Some(queue_id) = queue_id else {
+        return;
+    };
+    if lines.is_empty() {
+        return;
+    }
+    let mut backlog = adjust_audit_backlog(i64::try_from(lines.len()).unwrap_or(i64::MAX));
+    for line in lines {
+        if let Err(status) = hostcalls::enqueue_shared_queue(queue_id, Some(&line)) {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "audit event not queued: {status:?}: {}",
+                    String::from_utf8_lossy(&line)
+                ),
+            );
+            backlog = adjust_audit_backlog(-1);
+        }
+    }
+    metrics.show_backlog(backlog);
+}
+
+/// A commit in flight in `audit.sync` mode: what the call does once it lands, and the lines to
+/// queue if it does not.
+struct SyncCommit {
+    token: u32,
+    action: DecisionAction,
+    lines: Vec<Vec<u8>>,
 }
 
 /// Shared data: the audit events queued by this Envoy's workers and not yet acknowledged by the
@@ -1316,25 +1352,20 @@ impl BehavryHttp {
         let Some(queue_id) = self.queue_id else {
             return;
         };
-        // Counted before they are queued: a worker that ships and is acknowledged first must
-        // find them counted.
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let mut backlog = adjust_audit_backlog(count);
-        for event in events {
-            let queued = match serde_json::to_vec(&event) {
-                Ok(line) => hostcalls::enqueue_shared_queue(queue_id, Some(&line))
-                    .map_err(|status| format!("not queued: {status:?}")),
-                Err(err) => Err(format!("not encoded: {err}")),
-            };
-            if let Err(why) = queued {
-                log(
-                    LogLevel::Error,
-                    &format!("audit event {} {why}", event.event_id),
-                );
-                backlog = adjust_audit_backlog(-1);
-            }
-        }
-        self.audit_metrics.show_backlog(backlog);
+        let lines = events
+            .iter()
+            .filter_map(|event| match serde_json::to_vec(event) {
+                Ok(line) => Some(line),
+                Err(err) => {
+                    log(
+                        LogLevel::Error,
+                        &format!("audit event {} not encoded: {err}", event.event_id),
+                    );
+                    None
+                }
+            })
+            .collect();
+        queue_lines(Some(queue_id), &self.audit_metrics, lines);
     }
 
     /// At the audit backlog's bound, a governed call is refused when `audit.whenFull` is closed
@@ -1492,7 +1523,102 @@ impl BehavryHttp {
 
     /// Carry out what a decision asks for.
     fn after_decision(&mut self, action: DecisionAction) -> Action {
+        if let Some(config) = self.config.clone()
+            && config.audit.sync
+            && !matches!(action, DecisionAction::Reply(_))
+        {
+            return self.commit_then(action, &config);
+        }
         self.flush_audit();
+        self.carry_on(action)
+    }
+
+    /// `audit.sync`: the call's records so far (intent, decision) go to the sink now, and the
+    /// call waits for their commit before `action` is carried out.
+    fn commit_then(&mut self, action: DecisionAction, config: &FilterConfig) -> Action {
+        let events = self
+            .exchange
+            .as_mut()
+            .map(Exchange::take_audit_events)
+            .unwrap_or_default();
+        // Usage reports still go their way.
+        self.flush_audit();
+        let lines: Vec<Vec<u8>> = events
+            .iter()
+            .filter_map(|event| serde_json::to_vec(event).ok())
+            .collect();
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in &lines {
+            body.extend_from_slice(line);
+            body.push(b'\n');
+        }
+        let sink = &config.audit.sink;
+        let call = hostcalls::dispatch_http_call(
+            &sink.cluster,
+            vec![
+                (":method", "POST"),
+                (":path", EVENTS_PATH),
+                (":authority", sink.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+            ],
+            Some(&body),
+            vec![],
+            Duration::from_millis(sink.timeout_ms),
+        );
+        match call {
+            Ok(token) => {
+                self.sync_commit = Some(SyncCommit {
+                    token,
+                    action,
+                    lines,
+                });
+                Action::Pause
+            }
+            Err(status) => self.uncommitted(
+                lines,
+                &format!("cannot reach audit cluster `{}`: {status:?}", sink.cluster),
+            ),
+        }
+    }
+
+    /// The sink answered the commit of `audit.sync`.
+    fn commit_answered(&mut self, commit: SyncCommit, headers: usize, body_size: usize) {
+        let status = call_status(headers);
+        if status.as_deref() == Some("200") {
+            if let Action::Continue = self.carry_on(commit.action)
+                && let Err(status) = hostcalls::resume_http_request()
+            {
+                log(
+                    LogLevel::Error,
+                    &format!("cannot resume request: {status:?}"),
+                );
+            }
+            return;
+        }
+        let why = match status {
+            Some(status) => format!(
+                "the audit-sink answered HTTP {status}: {}",
+                String::from_utf8_lossy(&call_body(body_size.min(200)))
+            ),
+            None => "the audit-sink is unreachable or timed out".to_owned(),
+        };
+        self.uncommitted(commit.lines, &why);
+    }
+
+    /// The records could not be committed: they are queued (nothing is lost) and the call is
+    /// refused.
+    fn uncommitted(&mut self, lines: Vec<Vec<u8>>, why: &str) -> Action {
+        queue_lines(self.queue_id, &self.audit_metrics, lines);
+        if let Some(exchange) = self.exchange.as_mut() {
+            let reply = exchange.refuse_uncommitted(why, now_ms());
+            send_reply(&reply);
+        }
+        self.flush_audit();
+        Action::Pause
+    }
+
+    /// Carry out what a decision asks for, its records dealt with.
+    fn carry_on(&mut self, action: DecisionAction) -> Action {
         match action {
             DecisionAction::Resume => Action::Continue,
             DecisionAction::NeedCredential => self.with_credential(),
@@ -1542,7 +1668,11 @@ impl BehavryHttp {
             self.flush_audit();
             return Action::Pause;
         }
-        self.flush_audit();
+        // `audit.sync`: a call to be decided keeps its intent until the decision, so that both
+        // are committed together before it runs.
+        if !(config.audit.sync && matches!(action, BodyAction::AskAuthz(_))) {
+            self.flush_audit();
+        }
         match action {
             BodyAction::Buffer => Action::Pause,
             BodyAction::Forward => Action::Continue,
@@ -1594,6 +1724,12 @@ impl Context for BehavryHttp {
         if self.credential_call == Some(token) {
             self.credential_call = None;
             self.credential_received(headers, body_size);
+            return;
+        }
+        if self.sync_commit.as_ref().is_some_and(|c| c.token == token) {
+            if let Some(commit) = self.sync_commit.take() {
+                self.commit_answered(commit, headers, body_size);
+            }
             return;
         }
         if self.authz_call != Some(token) {
@@ -1878,6 +2014,11 @@ impl HttpContext for BehavryHttp {
     }
 
     fn on_log(&mut self) {
+        // A stream that ended while its `audit.sync` commit was in flight: its records go the
+        // usual way (the sink ignores them if the commit landed after all).
+        if let Some(commit) = self.sync_commit.take() {
+            queue_lines(self.queue_id, &self.audit_metrics, commit.lines);
+        }
         if let Some(exchange) = &mut self.exchange {
             exchange.on_done(now_ms());
         }

@@ -152,3 +152,47 @@ def test_a_full_audit_backlog_fails_new_calls_closed_and_drains(stack, token):
         replica.stop()
     verify = stack.cli("audit", "verify", "--db", str(stack.audit_db), check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_sync_mode_commits_the_decision_before_the_call_runs(stack, token):
+    """`audit.sync`: a call runs only once its intent and decision are committed at the sink;
+    with the sink down it is refused with -32082, and its records reach the log later."""
+    name = "envoy-sync"
+    replica, port = stack.another_envoy(name, edit=lambda text: text.replace(
+        '"maxBatch": 500}', '"maxBatch": 500, "sync": true}'))
+    url = f"http://127.0.0.1:{port}/mcp/everything"
+
+    async def call(message: str):
+        async with connect(url, token) as client:
+            try:
+                result = await client.call_tool("echo", {"message": message})
+                return result, None, client.recorder.trace_of("tools/call", "echo")
+            except MCPError as err:
+                return None, err, client.recorder.trace_of("tools/call", "echo")
+
+    replica.start()
+    try:
+        wait_until("the replica to verify tokens",
+                   lambda: stack.jwks_loaded(stack.ports[name + "_admin"]))
+        result, error, trace_id = anyio.run(call, "committed first")
+        assert error is None, error
+        assert result.content[0].text == "Echo: committed first"
+        # Committed before the call ran: in the log the moment the answer is back.
+        kinds = {e["event"]["kind"] for e in stack.trace(trace_id)}
+        assert {"intent", "decision"} <= kinds, kinds
+
+        stack.services["audit"].stop()
+        try:
+            result, error, refused = anyio.run(call, "not committed")
+        finally:
+            stack.services["audit"] = stack.audit().start()
+        assert result is None, "a call ran without its decision committed"
+        assert error.code == AUDIT_UNAVAILABLE
+        assert "could not be committed" in error.message
+        assert error.data["traceId"] == refused
+        # Nothing lost: the refused call's records went to the queue and arrive now.
+        events = stack.wait_trace(refused, timeout=30)
+        outcome = next(e["event"] for e in events if e["event"]["kind"] == "outcome")
+        assert outcome["detail"]["errorCode"] == AUDIT_UNAVAILABLE
+    finally:
+        replica.stop()
