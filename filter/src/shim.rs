@@ -513,19 +513,7 @@ impl BehavryRoot {
             return;
         };
         let sink = &config.audit.sink;
-        let call = hostcalls::dispatch_http_call(
-            &sink.cluster,
-            vec![
-                (":method", "POST"),
-                (":path", EVENTS_PATH),
-                (":authority", sink.authority.as_str()),
-                ("content-type", "application/x-ndjson"),
-            ],
-            Some(&batch.body),
-            vec![],
-            Duration::from_millis(sink.timeout_ms),
-        );
-        match call {
+        match post_events(&config, &batch.body) {
             Ok(token) => self.shipper.sent(token),
             Err(status) => {
                 log(
@@ -898,6 +886,23 @@ fn refused_line(status: Option<&str>, body: &str, events: usize) -> Option<usize
         "413" if events == 1 => Some(1),
         _ => None,
     }
+}
+
+/// Starts `POST /v1/events` of an NDJSON `body` to the audit-sink's cluster; the call's token.
+fn post_events(config: &FilterConfig, body: &[u8]) -> Result<u32, Status> {
+    let sink = &config.audit.sink;
+    hostcalls::dispatch_http_call(
+        &sink.cluster,
+        vec![
+            (":method", "POST"),
+            (":path", EVENTS_PATH),
+            (":authority", sink.authority.as_str()),
+            ("content-type", "application/x-ndjson"),
+        ],
+        Some(body),
+        vec![],
+        Duration::from_millis(sink.timeout_ms),
+    )
 }
 
 /// Puts audit lines on the shared queue, counted in the backlog before they are queued (a
@@ -1552,20 +1557,7 @@ impl BehavryHttp {
             body.extend_from_slice(line);
             body.push(b'\n');
         }
-        let sink = &config.audit.sink;
-        let call = hostcalls::dispatch_http_call(
-            &sink.cluster,
-            vec![
-                (":method", "POST"),
-                (":path", EVENTS_PATH),
-                (":authority", sink.authority.as_str()),
-                ("content-type", "application/x-ndjson"),
-            ],
-            Some(&body),
-            vec![],
-            Duration::from_millis(sink.timeout_ms),
-        );
-        match call {
+        match post_events(config, &body) {
             Ok(token) => {
                 self.sync_commit = Some(SyncCommit {
                     token,
@@ -1576,7 +1568,10 @@ impl BehavryHttp {
             }
             Err(status) => self.uncommitted(
                 lines,
-                &format!("cannot reach audit cluster `{}`: {status:?}", sink.cluster),
+                &format!(
+                    "cannot reach audit cluster `{}`: {status:?}",
+                    config.audit.sink.cluster
+                ),
             ),
         }
     }

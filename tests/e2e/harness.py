@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -56,10 +57,25 @@ def _b64uint(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, taken below Linux's ephemeral range (32768-60999): a
+    port the kernel picked would be free now but may become some connection's source port
+    before the service it is for binds it (a clean-clone run lost its Envoy to that once)."""
+    for _ in range(2000):
+        port = random.randint(20000, 32000)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
