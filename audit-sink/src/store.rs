@@ -280,7 +280,8 @@ impl AuditStore {
         };
         // One query for the batch's ids already stored, and one multi-row insert per chunk:
         // a statement per event costs a round trip to sqlx's SQLite thread each.
-        let mut seen = stored_event_ids(&mut tx, events).await?;
+        let ids: Vec<&str> = events.iter().map(|e| e.event.event_id.as_str()).collect();
+        let mut seen = stored_ids(&mut tx, &ids).await?;
         let mut rows = Vec::with_capacity(events.len());
         for item in events {
             // `seen` holds this batch's ids too, so in-batch repeats are duplicates as well.
@@ -975,20 +976,9 @@ async fn decided_spans(
         .filter(|(_, item, _, _)| item.event.kind == AuditKind::Outcome)
         .map(|(_, item, _, _)| decision_id(&item.event))
         .collect();
-    let mut found = HashSet::new();
-    for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT event_id FROM audit_records WHERE event_id IN (",
-        );
-        let mut ids = query.separated(", ");
-        for id in chunk {
-            ids.push_bind(id.as_str());
-        }
-        query.push(")");
-        let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
-        found.extend(ids);
-    }
-    Ok(found)
+    let ids: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let found = stored_ids(tx, &ids).await?;
+    Ok(found.into_iter().map(str::to_owned).collect())
 }
 
 /// What a call names: its tool, or the prompt or resource it asks for.
@@ -1167,28 +1157,28 @@ async fn insert_nodes(
     Ok(())
 }
 
-/// The ids among `events` that are already stored.
-async fn stored_event_ids<'a>(
+/// The ids among `ids` the log holds, one query per [`INSERT_CHUNK_ROWS`].
+async fn stored_ids<'a>(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &'a [IngestEvent],
+    ids: &[&'a str],
 ) -> Result<HashSet<&'a str>, StoreError> {
     let mut stored = HashSet::new();
-    for chunk in events.chunks(INSERT_CHUNK_ROWS) {
+    for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
         let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "SELECT event_id FROM audit_records WHERE event_id IN (",
         );
-        let mut ids = query.separated(", ");
-        for item in chunk {
-            ids.push_bind(item.event.event_id.as_str());
+        let mut bound = query.separated(", ");
+        for id in chunk {
+            bound.push_bind(*id);
         }
         query.push(")");
-        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
-        let found: HashSet<String> = found.into_iter().collect();
-        for item in chunk {
-            if found.contains(item.event.event_id.as_str()) {
-                stored.insert(item.event.event_id.as_str());
-            }
-        }
+        let found: HashSet<String> = query
+            .build_query_scalar()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        stored.extend(chunk.iter().copied().filter(|id| found.contains(*id)));
     }
     Ok(stored)
 }

@@ -905,6 +905,23 @@ fn post_events(config: &FilterConfig, body: &[u8]) -> Result<u32, Status> {
     )
 }
 
+/// Audit events as NDJSON lines (one that cannot be encoded is logged).
+fn encode_events(events: &[behavry_core::wire::AuditEvent]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .filter_map(|event| match serde_json::to_vec(event) {
+            Ok(line) => Some(line),
+            Err(err) => {
+                log(
+                    LogLevel::Error,
+                    &format!("audit event {} not encoded: {err}", event.event_id),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// Puts audit lines on the shared queue, counted in the backlog before they are queued (a
 /// worker that ships and is acknowledged first must find them counted).
 fn queue_lines(queue_id: Option<u32>, metrics: &AuditMetrics, lines: Vec<Vec<u8>>) {
@@ -1357,20 +1374,7 @@ impl BehavryHttp {
         let Some(queue_id) = self.queue_id else {
             return;
         };
-        let lines = events
-            .iter()
-            .filter_map(|event| match serde_json::to_vec(event) {
-                Ok(line) => Some(line),
-                Err(err) => {
-                    log(
-                        LogLevel::Error,
-                        &format!("audit event {} not encoded: {err}", event.event_id),
-                    );
-                    None
-                }
-            })
-            .collect();
-        queue_lines(Some(queue_id), &self.audit_metrics, lines);
+        queue_lines(Some(queue_id), &self.audit_metrics, encode_events(&events));
     }
 
     /// At the audit backlog's bound, a governed call is refused when `audit.whenFull` is closed
@@ -1548,10 +1552,7 @@ impl BehavryHttp {
             .unwrap_or_default();
         // Usage reports still go their way.
         self.flush_audit();
-        let lines: Vec<Vec<u8>> = events
-            .iter()
-            .filter_map(|event| serde_json::to_vec(event).ok())
-            .collect();
+        let lines = encode_events(&events);
         let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in &lines {
             body.extend_from_slice(line);
